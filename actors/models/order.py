@@ -1,0 +1,156 @@
+"""The order as the workshop receives it, validated strictly at the edge of the system.
+
+Everything downstream (six stages, the ledger of outcomes) trusts these invariants, so the
+model rejects what a workshop could not act on: an unknown metal, a negative carat, a ring size
+no bench can make, a certificate number in the wrong format.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from actors.models.catalog import (
+    CERTIFICATE_FORMATS,
+    CLARITY_GRADES,
+    DIAMOND_COLOURS,
+    METAL_ALIASES,
+    SIZE_CONVENTIONS,
+    GemKind,
+    JadeGrade,
+    Metal,
+    Priority,
+    ProductType,
+)
+
+ORDER_ID_PATTERN = r"^J\d{7,12}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Certificate(_Strict):
+    """A grading report that identifies one physical stone."""
+
+    lab: str
+    number: str
+
+    @field_validator("lab")
+    @classmethod
+    def _known_lab(cls, value: str) -> str:
+        if value not in CERTIFICATE_FORMATS:
+            raise ValueError(f"unknown laboratory {value!r}; known: {', '.join(CERTIFICATE_FORMATS)}")
+        return value
+
+    @field_validator("number")
+    @classmethod
+    def _number_matches_lab_format(cls, value: str, info: ValidationInfo) -> str:
+        pattern = CERTIFICATE_FORMATS.get(info.data.get("lab", ""))
+        if pattern and not re.match(pattern, value):
+            raise ValueError(f"{info.data['lab']} report number {value!r} does not match {pattern}")
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.lab} {self.number}"
+
+
+class Gemstone(_Strict):
+    kind: GemKind
+    carat: Annotated[float, Field(gt=0, le=50)]
+    colour: str = Field(min_length=1, max_length=12)
+    clarity: str
+    certificate: Certificate | None = Field(default=None, validate_default=True)
+
+    @field_validator("colour")
+    @classmethod
+    def _diamond_colour(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("kind") is GemKind.DIAMOND and value not in DIAMOND_COLOURS:
+            raise ValueError(f"diamond colour {value!r} must be a GIA letter D-Z")
+        return value
+
+    @field_validator("clarity")
+    @classmethod
+    def _known_clarity(cls, value: str) -> str:
+        if value not in CLARITY_GRADES:
+            raise ValueError(f"clarity {value!r} is not one of {', '.join(CLARITY_GRADES)}")
+        return value
+
+    @field_validator("certificate")
+    @classmethod
+    def _large_diamonds_certified(cls, value: Certificate | None, info: ValidationInfo) -> Certificate | None:
+        large = info.data.get("kind") is GemKind.DIAMOND and info.data.get("carat", 0) >= 0.3
+        if large and value is None:
+            raise ValueError("a diamond of 0.30 ct or more needs a grading certificate")
+        return value
+
+
+class Destination(_Strict):
+    city: str = Field(min_length=1, max_length=80)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    postal_code: str | None = Field(default=None, max_length=16)
+
+
+class JewelryOrder(_Strict):
+    """One customer order; `size` is read by the product type's convention (see catalog)."""
+
+    order_id: str = Field(pattern=ORDER_ID_PATTERN)
+    product_type: ProductType
+    metal: Metal | None = None
+    jade_grade: JadeGrade | None = Field(default=None, validate_default=True)
+    gemstones: tuple[Gemstone, ...] = ()
+    style: str = Field(min_length=1, max_length=80)
+    size: Annotated[float, Field(gt=0)]
+    customer: str = Field(min_length=1, max_length=120)
+    destination: Destination
+    declared_value: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=2)]
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    priority: Priority = Priority.NORMAL
+    created_at: datetime
+
+    @field_validator("metal", mode="before")
+    @classmethod
+    def _metal_alias(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return METAL_ALIASES.get(value.strip().lower(), value.strip().upper())
+        return value
+
+    @field_validator("jade_grade")
+    @classmethod
+    def _has_material(cls, value: JadeGrade | None, info: ValidationInfo) -> JadeGrade | None:
+        if value is None and info.data.get("metal") is None and "metal" in info.data:
+            raise ValueError("an order needs a metal, a jade grade, or both")
+        return value
+
+    @field_validator("gemstones")
+    @classmethod
+    def _one_stone_per_certificate(cls, value: tuple[Gemstone, ...]) -> tuple[Gemstone, ...]:
+        certificates = [str(g.certificate) for g in value if g.certificate]
+        if len(certificates) != len(set(certificates)):
+            raise ValueError("the same certificate appears on two stones of this order")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size_the_workshop_makes(cls, value: float, info: ValidationInfo) -> float:
+        product = info.data.get("product_type")
+        if product is None:
+            return value
+        convention = SIZE_CONVENTIONS[product]
+        if not convention.minimum <= value <= convention.maximum:
+            raise ValueError(
+                f"{value} is out of range for a {product}: "
+                f"{convention.meaning} between {convention.minimum:g} and {convention.maximum:g}"
+            )
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _timezone_aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("created_at needs a timezone (e.g. 2025-01-15T10:00:00+08:00)")
+        return value

@@ -1,0 +1,153 @@
+"""Results the actors exchange: one `StageResult` per stage and order, one `OrderOutcome` per order.
+
+A business failure (out of stock, QC reject) is a result with a reason, not an exception: it is
+as much an answer as success, and the order's other five results stay next to it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from actors.models.order import JewelryOrder
+from actors.models.outputs import StageOutput
+
+
+class StageName(StrEnum):
+    MATERIAL = "material"
+    DESIGN = "design"
+    PRODUCTION = "production"
+    QUALITY = "quality"
+    PACKAGING = "packaging"
+    LOGISTICS = "logistics"
+
+
+STAGES: tuple[StageName, ...] = tuple(StageName)
+
+
+class StageStatus(StrEnum):
+    OK = "ok"
+    BUSINESS_FAILURE = "business_failure"
+    ERROR = "error"
+
+
+class OrderStatus(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class StageResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: str
+    stage: StageName
+    status: StageStatus
+    output: Annotated[StageOutput, Field(discriminator="stage")] | None = None
+    reason: str | None = None
+    attempts: int = Field(default=1, ge=1)
+    started_at: datetime
+    finished_at: datetime
+    replica: str
+    node_id: str
+    replayed: bool = Field(default=False, description="answered from the idempotency record")
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds() * 1000.0
+
+    @model_validator(mode="after")
+    def _reason_when_not_ok(self) -> StageResult:
+        if self.status is not StageStatus.OK and not self.reason:
+            raise ValueError("a stage result that is not ok must say why")
+        return self
+
+
+class OrderOutcome(BaseModel):
+    """The one terminal record of an order; it keeps every stage's result, failed or not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: str
+    order: JewelryOrder | None
+    status: OrderStatus
+    reason: str | None = None
+    failed_stages: tuple[StageName, ...] = ()
+    results: dict[StageName, StageResult] = Field(default_factory=dict)
+    started_at: datetime
+    finished_at: datetime
+    latency_ms: float = Field(ge=0)
+
+    @classmethod
+    def from_results(
+        cls, order: JewelryOrder, results: list[StageResult], started_at: datetime, finished_at: datetime
+    ) -> OrderOutcome:
+        """Fan-in: the order completes only if all six stages did; otherwise the first reasons win."""
+        by_stage = {r.stage: r for r in results}
+        failed = tuple(s for s in STAGES if by_stage[s].status is not StageStatus.OK)
+        reason = "; ".join(f"{s}: {by_stage[s].reason}" for s in failed) or None
+        return cls(
+            order_id=order.order_id,
+            order=order,
+            status=OrderStatus.FAILED if failed else OrderStatus.COMPLETED,
+            reason=reason,
+            failed_stages=failed,
+            results=by_stage,
+            started_at=started_at,
+            finished_at=finished_at,
+            latency_ms=(finished_at - started_at).total_seconds() * 1000.0,
+        )
+
+    @model_validator(mode="after")
+    def _complete_fan_in(self) -> OrderOutcome:
+        if self.status is not OrderStatus.REJECTED and set(self.results) != set(STAGES):
+            missing = sorted(set(STAGES) - set(self.results))
+            raise ValueError(f"order {self.order_id} has no result from {', '.join(missing)}")
+        if self.status is not OrderStatus.COMPLETED and not self.reason:
+            raise ValueError(f"order {self.order_id} is {self.status} without a reason")
+        return self
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    reason: str
+
+
+class RejectedRecord(BaseModel):
+    """An input record that could not become an order; kept whole so nothing is lost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    line: int
+    order_id: str | None
+    errors: tuple[FieldError, ...]
+    raw: Any
+
+    @property
+    def message(self) -> str:
+        who = f" (order {self.order_id})" if self.order_id else ""
+        details = "; ".join(f"{e.field}: {e.reason}" for e in self.errors)
+        return f"{self.source} line {self.line}{who}: {details}"
+
+
+class StageSnapshot(BaseModel):
+    """A replica's counters and business state, for tests, the CLI summary and dashboards."""
+
+    model_config = ConfigDict(frozen=True)
+
+    stage: StageName
+    replica: str
+    node_id: str
+    calls: int
+    ok: int
+    business_failures: int
+    errors: int
+    replays: int
+    busy_s: float
+    state: dict[str, Any]

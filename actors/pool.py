@@ -1,0 +1,81 @@
+"""A stage's replicas as the Dispatcher sees them: pick the least loaded, count what each does.
+
+Ray's `ActorPool` allows one call per actor and blocks on results, which would serialise a
+stage; here any number of calls can be outstanding on a replica and the next call goes to the
+replica with the fewest outstanding (ties to the one that has done the least), so a slow replica
+stops receiving work instead of collecting a queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from actors.models import StageName
+
+
+class ReplicaLoad(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    replica: str
+    node_id: str | None
+    ongoing: int
+    calls: int
+    errors: int
+    mean_latency_ms: float
+
+
+@dataclass
+class Replica:
+    name: str
+    handle: Any
+    index: int
+    node_id: str | None = None
+    ongoing: int = 0
+    calls: int = 0
+    errors: int = 0
+    latency_s: float = 0.0
+
+
+class ReplicaPool:
+    def __init__(self, stage: StageName, replicas: dict[str, Any]) -> None:
+        if not replicas:
+            raise ValueError(f"stage {stage} needs at least one replica")
+        self.stage = stage
+        self._replicas = [Replica(name, handle, i) for i, (name, handle) in enumerate(replicas.items())]
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+    @property
+    def ongoing(self) -> int:
+        return sum(r.ongoing for r in self._replicas)
+
+    def acquire(self) -> Replica:
+        """The least-loaded replica, with the call counted against it until `release`."""
+        replica = min(self._replicas, key=lambda r: (r.ongoing, r.calls, r.index))
+        replica.ongoing += 1
+        replica.calls += 1
+        return replica
+
+    def release(self, replica: Replica, latency_s: float, *, error: bool, node_id: str | None = None) -> None:
+        replica.ongoing -= 1
+        replica.latency_s += latency_s
+        replica.errors += int(error)
+        if node_id:
+            replica.node_id = node_id
+
+    def loads(self) -> list[ReplicaLoad]:
+        return [
+            ReplicaLoad(
+                replica=r.name,
+                node_id=r.node_id,
+                ongoing=r.ongoing,
+                calls=r.calls,
+                errors=r.errors,
+                mean_latency_ms=round(1000 * r.latency_s / r.calls, 3) if r.calls else 0.0,
+            )
+            for r in self._replicas
+        ]

@@ -1,0 +1,150 @@
+"""The Producer: reads or generates orders, rejects bad records, and feeds the Dispatcher.
+
+It never has more than `max_in_flight` orders at the Dispatcher, and never holds more than
+`outbox_limit` finished outcomes that the driver has not collected yet: a slow reader of
+results slows the source down instead of growing a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from loguru import logger
+from pydantic import BaseModel, ConfigDict
+
+from actors.logs import configure_logging
+from actors.models import JewelryOrder, OrderOutcome, RejectedRecord
+from actors.sources import SourceSpec, count_records, read_records
+
+
+class LostOrder(BaseModel):
+    """An accepted order whose Dispatcher call itself failed: its fate is unknown, so it is reported."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    reason: str
+
+
+class ProducerProgress(BaseModel):
+    """What the driver collects on each poll, and where the run stands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outcomes: list[OrderOutcome]
+    rejects: list[RejectedRecord]
+    lost: list[LostOrder]
+    expected_records: int
+    read: int
+    accepted: int
+    in_flight: int
+    finished: bool
+    source_error: str | None = None
+
+
+class Producer:
+    def __init__(
+        self,
+        source: SourceSpec,
+        dispatcher: Any,
+        max_in_flight: int = 100,
+        outbox_limit: int = 10_000,
+        log_level: str | None = None,
+    ) -> None:
+        if log_level:
+            configure_logging(log_level)
+        self._source = source
+        self._dispatcher = dispatcher
+        self._window = asyncio.Semaphore(max_in_flight)
+        self._outbox_space = asyncio.Semaphore(outbox_limit)
+        self._outcomes: deque[OrderOutcome] = deque()
+        self._rejects: deque[RejectedRecord] = deque()
+        self._lost: deque[LostOrder] = deque()
+        self._news = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._feeder: asyncio.Task | None = None
+        self._expected = 0
+        self._read = 0
+        self._accepted = 0
+        self._in_flight = 0
+        self._reading_done = False
+        self._source_error: str | None = None
+        self.log = logger.bind(stage="producer")
+
+    async def start(self) -> int:
+        """Begin feeding in the background; returns how many records the source holds."""
+        if self._feeder is None:
+            self._expected = count_records(self._source)
+            self._feeder = asyncio.get_running_loop().create_task(self._feed())
+            self.log.info("feeding {} record(s) from {}", self._expected, self._source.label)
+        return self._expected
+
+    async def poll(self, max_items: int = 1000, wait_s: float = 0.5) -> ProducerProgress:
+        """Collect finished outcomes and rejects; waits up to `wait_s` when there is nothing new."""
+        if not (self._outcomes or self._rejects or self._lost) and not self._finished:
+            self._news.clear()
+            try:
+                await asyncio.wait_for(self._news.wait(), wait_s)
+            except TimeoutError:
+                pass
+        outcomes = [self._outcomes.popleft() for _ in range(min(max_items, len(self._outcomes)))]
+        for _ in outcomes:
+            self._outbox_space.release()
+        rejects = [self._rejects.popleft() for _ in range(len(self._rejects))]
+        lost = [self._lost.popleft() for _ in range(len(self._lost))]
+        return ProducerProgress(
+            outcomes=outcomes,
+            rejects=rejects,
+            lost=lost,
+            expected_records=self._expected,
+            read=self._read,
+            accepted=self._accepted,
+            in_flight=self._in_flight,
+            finished=self._finished and not self._outcomes,
+            source_error=self._source_error,
+        )
+
+    @property
+    def _finished(self) -> bool:
+        return self._reading_done and self._in_flight == 0
+
+    async def _feed(self) -> None:
+        try:
+            for record in read_records(self._source):
+                self._read += 1
+                if isinstance(record, RejectedRecord):
+                    self.log.warning("rejected {}", record.message)
+                    self._rejects.append(record)
+                    self._news.set()
+                    await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
+                    continue
+                await self._window.acquire()
+                await self._outbox_space.acquire()
+                self._accepted += 1
+                self._in_flight += 1
+                task = asyncio.get_running_loop().create_task(self._dispatch(record))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception as error:  # noqa: BLE001 - the run must end with the reason, not hang
+            self._source_error = f"{type(error).__name__}: {error}"
+            self.log.opt(exception=error).error("source stopped: {}", self._source_error)
+        finally:
+            self._reading_done = True
+            self._news.set()
+            self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
+
+    async def _dispatch(self, order: JewelryOrder) -> None:
+        try:
+            outcome = await self._dispatcher.process.remote(order)
+            self._outcomes.append(outcome)
+        except Exception as error:  # noqa: BLE001 - reported as lost; the run ends non-zero
+            self._outbox_space.release()
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
+            self._lost.append(LostOrder(order_id=order.order_id, reason=reason))
+        finally:
+            self._in_flight -= 1
+            self._window.release()
+            self._news.set()

@@ -1,0 +1,172 @@
+"""`jewelry-fanout` (and `python -m orchestration`): run the workshop, print what happened.
+
+Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost or the source
+stopped early); 2 bad arguments, settings or input file; 3 the actors could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from actors.errors import ConfigurationError, RunIncomplete, SourceError, SystemStartError
+from actors.logs import configure_logging
+from actors.models import STAGES
+from orchestration.render import render_summary
+from orchestration.settings import FanoutSettings, load_settings
+from orchestration.system import FanoutSystem, RunResult
+from orchestration.wiring import connect_ray
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_START = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jewelry-fanout", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="fan orders out to the six stages and report the outcomes")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--orders", type=int, metavar="N", help="generate N sample orders (default 100)")
+    source.add_argument("--input", type=Path, metavar="FILE", help="read orders from a .jsonl or .csv file")
+    run.add_argument("--seed", type=int, help="seed for generated orders")
+    run.add_argument("--time-scale", type=float, metavar="S", help="multiplies stage durations; 0 = no waiting")
+    run.add_argument("--replicas", type=_replicas, metavar="STAGE=K,...", help="e.g. production=4,design=2")
+    run.add_argument("--max-in-flight", type=int, metavar="K", help="orders at the dispatcher at once")
+    run.add_argument("--out", type=Path, metavar="DIR", help="where outcomes, rejects and artifacts go")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    run.add_argument("--no-artifacts", action="store_true", help="skip STL meshes and certificate files")
+    _common(run)
+
+    config = commands.add_parser("config", help="print the effective settings (defaults, env, file, flags)")
+    _common(config)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_assignment,
+                        help="any setting by its dotted path, e.g. quality.defect_rate=0.05 (repeatable)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="actor log level")
+
+
+def _replicas(text: str) -> dict[str, Any]:
+    known = {stage.value for stage in STAGES}
+    overrides: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        stage, _, count = part.partition("=")
+        if stage not in known:
+            raise argparse.ArgumentTypeError(f"unknown stage {stage!r}; stages are {', '.join(sorted(known))}")
+        if not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"{stage}: replica count must be a positive integer, got {count!r}")
+        overrides[stage] = {"replicas": int(count)}
+    return overrides
+
+
+def _assignment(text: str) -> dict[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    nested: dict[str, Any] = {}
+    target = nested
+    *parents, leaf = key.split(".")
+    for parent in parents:
+        target = target.setdefault(parent, {})
+    target[leaf] = value
+    return nested
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    from orchestration.settings import deep_merge
+
+    overrides: dict[str, Any] = {}
+    for assignment in args.set:
+        overrides = deep_merge(overrides, assignment)
+    flags = {
+        "orders": getattr(args, "orders", None),
+        "input": getattr(args, "input", None),
+        "seed": getattr(args, "seed", None),
+        "time_scale": getattr(args, "time_scale", None),
+        "max_in_flight": getattr(args, "max_in_flight", None),
+        "out_dir": getattr(args, "out", None),
+        "log_level": args.log_level,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if getattr(args, "no_artifacts", False):
+        overrides["artifacts"] = False
+    if getattr(args, "replicas", None):
+        overrides = deep_merge(overrides, args.replicas)
+    return overrides
+
+
+def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        settings = settings or load_settings(overrides_from(args), args.config)
+    except (ValidationError, ConfigurationError) as error:
+        err.print(f"[red]invalid settings:[/red] {error}")
+        return EXIT_USAGE
+    configure_logging(settings.log_level)
+
+    if args.command == "config":
+        sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
+        return EXIT_OK
+    return _run(settings, as_json=args.json, err=err)
+
+
+def _run(settings: FanoutSettings, as_json: bool, err: Console) -> int:
+    try:
+        settings.source().check_readable()
+    except SourceError as error:
+        err.print(f"[red]cannot read orders:[/red] {error}")
+        return EXIT_USAGE
+    where = connect_ray(settings)
+    err.print(f"jewelry-fanout on {where}, namespace [bold]{settings.namespace}[/bold]")
+    try:
+        system = FanoutSystem.start(settings)
+    except SystemStartError as error:
+        err.print(f"[red]could not start:[/red] {error}")
+        return EXIT_START
+    try:
+        result = _run_with_progress(system, settings, err)
+    finally:
+        system.shutdown()
+
+    if as_json:
+        sys.stdout.write(result.summary.model_dump_json() + "\n")
+    else:
+        render_summary(Console(), result.summary, result.files)
+    try:
+        result.raise_if_incomplete()
+    except RunIncomplete as error:
+        err.print(f"[red]run incomplete:[/red] {error}")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _run_with_progress(system: FanoutSystem, settings: FanoutSettings, err: Console) -> RunResult:
+    columns = (TextColumn("orders"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("orders", total=None, detail="")
+
+        def on_progress(progress: Any, tally: Any) -> None:
+            bar.update(
+                task,
+                total=progress.expected_records or None,
+                completed=tally.terminal + tally.invalid_records + tally.lost,
+                detail=f"in flight {progress.in_flight}",
+            )
+
+        return system.run(out_dir=settings.out_dir, on_progress=on_progress)

@@ -1,0 +1,48 @@
+"""The human summary of a run: one table of outcomes, one of stages, and where the files are."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestration.output import RunFiles
+from orchestration.report import RunSummary
+
+
+def render_summary(console: Console, summary: RunSummary, files: RunFiles | None) -> None:
+    overview = Table(title="Orders", show_header=False, title_justify="left")
+    overview.add_column(style="bold")
+    overview.add_column(justify="right")
+    overview.add_row("total records", str(summary.orders_total))
+    overview.add_row("[green]completed", str(summary.completed))
+    overview.add_row("[yellow]failed", str(summary.failed))
+    overview.add_row("[red]rejected", str(summary.rejected))
+    if summary.lost:
+        overview.add_row("[red bold]lost", str(summary.lost))
+    limit = f" (limit {summary.theoretical_limit_per_s:.1f}/s, {summary.efficiency:.0%})" if summary.efficiency else ""
+    overview.add_row("throughput", f"{summary.throughput_per_s:.1f} orders/s{limit}")
+    lat = summary.latency_ms
+    overview.add_row("latency p50 / p95 / p99", f"{lat.p50:.0f} / {lat.p95:.0f} / {lat.p99:.0f} ms")
+    overview.add_row("wall time", f"{summary.wall_s:.1f} s")
+    console.print(overview)
+
+    stages = Table(title="Stages", title_justify="left")
+    for column in ("stage", "calls", "ok", "declined", "errors", "p50 ms", "p95 ms", "replica load"):
+        stages.add_column(column, justify="left" if column in ("stage", "replica load") else "right")
+    for name, stage in summary.stages.items():
+        load = "  ".join(f"{replica.rsplit('-', 1)[-1]}:{calls}" for replica, calls in stage.replica_calls.items())
+        stages.add_row(
+            f"{name} ×{stage.replicas}", str(stage.calls), str(stage.ok), str(stage.business_failures),
+            str(stage.errors), f"{stage.time_ms.p50:.1f}", f"{stage.time_ms.p95:.1f}", load,
+        )
+    console.print(stages)
+
+    if summary.failure_reasons:
+        reasons = Table(title="Why orders did not complete", title_justify="left")
+        reasons.add_column("reason")
+        reasons.add_column("orders", justify="right")
+        for reason, count in list(summary.failure_reasons.items())[:10]:
+            reasons.add_row(reason, str(count))
+        console.print(reasons)
+    if files is not None:
+        console.print(f"outcomes: {files.outcomes_path}\nrejects:  {files.rejects_path}")

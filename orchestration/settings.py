@@ -1,0 +1,163 @@
+"""One typed settings root, built once at the entrypoint and passed down.
+
+Precedence, lowest first: defaults in code, environment (`JEWELRY_`, nested with `__`, e.g.
+`JEWELRY_PRODUCTION__REPLICAS=4`), an optional TOML file, the command line. Each stage has one
+section holding both how its pool runs on Ray (replicas, resources, timeout) and its business
+settings (durations, stock, defect rate), so an operator tunes a stage in one place.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from actors.errors import ConfigurationError
+from actors.models import STAGES, StageName
+from actors.sources import SourceSpec
+from actors.stages import (
+    STAGE_CONFIGS,
+    DesignConfig,
+    LogisticsConfig,
+    MaterialConfig,
+    PackagingConfig,
+    ProductionConfig,
+    QualityConfig,
+    StageConfig,
+)
+
+
+class PoolSettings(BaseModel):
+    """How a stage's replicas are placed and called on Ray."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replicas: int = Field(default=1, ge=1, le=100)
+    num_cpus: float = Field(default=0.1, ge=0, description="CPU reserved per replica; fractions are fine")
+    memory_mb: int | None = Field(default=None, ge=1)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
+    scheduling: Literal["SPREAD", "DEFAULT"] = "SPREAD"
+    timeout_s: float | None = Field(
+        default=300.0, gt=0, description="per call, from submission: includes waiting in the replica's queue"
+    )
+
+
+def _stage_settings(config: type[StageConfig]) -> type[BaseModel]:
+    return create_model(config.__name__.replace("Config", "Settings"), __base__=(PoolSettings, config))
+
+
+MaterialSettings = _stage_settings(MaterialConfig)
+DesignSettings = _stage_settings(DesignConfig)
+ProductionSettings = _stage_settings(ProductionConfig)
+QualitySettings = _stage_settings(QualityConfig)
+PackagingSettings = _stage_settings(PackagingConfig)
+LogisticsSettings = _stage_settings(LogisticsConfig)
+
+
+class ControlActorSettings(BaseModel):
+    """Placement of the Producer and the Dispatcher."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(default=0.1, ge=0)
+    outbox_limit: int = Field(default=10_000, ge=1, description="finished outcomes the driver has not collected")
+
+
+class FanoutSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JEWELRY_", env_nested_delimiter="__", extra="forbid", frozen=True, validate_default=True
+    )
+
+    namespace: str = Field(default="jewelry-fanout", min_length=1)
+    orders: int = Field(default=100, ge=0, description="orders to generate when no input file is given")
+    input: Path | None = Field(default=None, description="JSONL or CSV file of orders")
+    seed: int = 2025
+    time_scale: float = Field(default=1.0, ge=0, description="multiplies every stage's duration; 0 = no waiting")
+    max_in_flight: int = Field(default=100, ge=1, description="orders at the dispatcher at once")
+    out_dir: Path = Path("out")
+    artifacts: bool = Field(default=True, description="write STL meshes and certificate documents")
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    actor_start_timeout_s: float = Field(default=120.0, gt=0)
+    ray_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of the embedded local Ray")
+    dashboard: bool = Field(default=True, description="start the Ray dashboard with the embedded local Ray")
+    control: ControlActorSettings = Field(default_factory=ControlActorSettings)
+    material: MaterialSettings = Field(default_factory=MaterialSettings)  # type: ignore[valid-type]
+    design: DesignSettings = Field(default_factory=DesignSettings)  # type: ignore[valid-type]
+    production: ProductionSettings = Field(default_factory=ProductionSettings)  # type: ignore[valid-type]
+    quality: QualitySettings = Field(default_factory=QualitySettings)  # type: ignore[valid-type]
+    packaging: PackagingSettings = Field(default_factory=PackagingSettings)  # type: ignore[valid-type]
+    logistics: LogisticsSettings = Field(default_factory=LogisticsSettings)  # type: ignore[valid-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Init values carry TOML merged under CLI (see `load_settings`), so they outrank env.
+        return (init_settings, env_settings)
+
+    def pool(self, stage: StageName) -> PoolSettings:
+        return getattr(self, stage.value)
+
+    def stage_config(self, stage: StageName) -> StageConfig:
+        """The stage's business settings alone, as the plain config class its actor takes."""
+        config_cls = STAGE_CONFIGS[stage]
+        return config_cls.model_validate(self.pool(stage).model_dump(include=set(config_cls.model_fields)))
+
+    def source(self) -> SourceSpec:
+        if self.input is not None:
+            return SourceSpec(path=self.input.expanduser().resolve(), seed=self.seed)
+        return SourceSpec(count=self.orders, seed=self.seed)
+
+    def theoretical_limit_per_s(self) -> float | None:
+        """Orders per second the slowest pool allows: min over stages of replicas / scaled duration."""
+        rates = [
+            self.pool(s).replicas / (self.pool(s).duration_s * self.time_scale)
+            for s in STAGES
+            if self.pool(s).duration_s * self.time_scale > 0
+        ]
+        return min(rates) if rates else None
+
+    def timeout_warnings(self) -> list[str]:
+        """Pools whose queue, full at `max_in_flight`, takes longer to drain than their timeout."""
+        warnings = []
+        for stage in STAGES:
+            pool = self.pool(stage)
+            drain_s = self.max_in_flight * pool.duration_s * self.time_scale / pool.replicas
+            if pool.timeout_s is not None and drain_s > pool.timeout_s:
+                warnings.append(
+                    f"{stage}: a full queue ({self.max_in_flight} orders) takes {drain_s:.0f} s to drain on "
+                    f"{pool.replicas} replica(s), over its {pool.timeout_s:g} s timeout; raise "
+                    f"{stage}.timeout_s or its replicas, or lower max_in_flight"
+                )
+        return warnings
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(overrides: dict[str, Any] | None = None, config_file: Path | None = None) -> FanoutSettings:
+    """Defaults < environment < TOML file < `overrides` (the command line)."""
+    from_file: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            from_file = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise ConfigurationError(f"config file {config_file} does not exist") from error
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigurationError(f"config file {config_file} is not valid TOML: {error}") from error
+    return FanoutSettings(**deep_merge(from_file, overrides or {}))

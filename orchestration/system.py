@@ -1,0 +1,145 @@
+"""`FanoutSystem`: the one object the CLI, tests and notebooks use to run the workshop.
+
+It starts the stage pools and the Dispatcher once, then runs any number of sources through
+them (`run`), reads their state (`snapshots`, `dispatcher_stats`) and stops them (`shutdown`),
+so that nobody outside this module juggles actor handles or object refs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from loguru import logger
+
+from actors.dispatcher import DispatcherStats
+from actors.errors import RunIncomplete
+from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
+from actors.producer import LostOrder, ProducerProgress
+from actors.sources import SourceSpec
+from orchestration.output import RunFiles
+from orchestration.report import RunSummary, RunTally
+from orchestration.settings import FanoutSettings
+from orchestration.wiring import (
+    StagePools,
+    create_dispatcher,
+    create_producer,
+    create_stage_pools,
+    kill_all,
+    wait_until_ready,
+)
+
+POLL_BATCH = 2000
+POLL_WAIT_S = 0.25
+
+ProgressCallback = Callable[[ProducerProgress, RunTally], None]
+
+
+@dataclass
+class RunResult:
+    summary: RunSummary
+    files: RunFiles | None
+    outcomes: list[OrderOutcome] = field(default_factory=list)
+    rejects: list[RejectedRecord] = field(default_factory=list)
+    lost: list[LostOrder] = field(default_factory=list)
+    source_error: str | None = None
+
+    def raise_if_incomplete(self) -> None:
+        if self.lost:
+            raise RunIncomplete(len(self.lost), f"first: {self.lost[0].order_id}: {self.lost[0].reason}")
+        if self.source_error:
+            raise RunIncomplete(0, f"the source stopped early: {self.source_error}")
+
+
+class FanoutSystem:
+    def __init__(self, settings: FanoutSettings, pools: StagePools, dispatcher: Any) -> None:
+        self.settings = settings
+        self._pools = pools
+        self._dispatcher = dispatcher
+        self.log = logger.bind(stage="system")
+
+    @classmethod
+    def start(cls, settings: FanoutSettings) -> FanoutSystem:
+        """Create every stage replica and the Dispatcher, and wait until all are running."""
+        artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
+        for warning in settings.timeout_warnings():
+            logger.bind(stage="system").warning(warning)
+        pools = create_stage_pools(settings, artifacts_dir)
+        dispatcher = create_dispatcher(settings, pools)
+        system = cls(settings, pools, dispatcher)
+        try:
+            wait_until_ready({**pools.all(), "dispatcher": dispatcher}, settings.actor_start_timeout_s)
+        except Exception:
+            system.shutdown()
+            raise
+        return system
+
+    def run(
+        self,
+        source: SourceSpec | None = None,
+        out_dir: Path | None = None,
+        keep_outcomes: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> RunResult:
+        """Feed a source through the system until every accepted order has its outcome."""
+        source = source or self.settings.source()
+        source.check_readable()
+        files = RunFiles.open(out_dir) if out_dir is not None else None
+        tally, result = RunTally(), RunResult(summary=None, files=files)  # type: ignore[arg-type]
+        producer = create_producer(self.settings, source, self._dispatcher)
+        started = time.perf_counter()
+        try:
+            ray.get(producer.start.remote())
+            while True:
+                progress: ProducerProgress = ray.get(producer.poll.remote(POLL_BATCH, POLL_WAIT_S))
+                self._collect(progress, tally, result, files, keep_outcomes)
+                if on_progress is not None:
+                    on_progress(progress, tally)
+                if progress.finished:
+                    result.source_error = progress.source_error
+                    break
+            wall_s = time.perf_counter() - started
+        finally:
+            kill_all({"producer": producer})
+            if files is not None:
+                files.close()
+        result.summary = tally.summary(
+            wall_s,
+            self.settings.theoretical_limit_per_s(),
+            {stage: len(self._pools.replicas[stage]) for stage in STAGES},
+            self.snapshots(),
+        )
+        if files is not None:
+            files.write_summary(result.summary)
+        return result
+
+    def snapshots(self) -> dict[StageName, list[StageSnapshot]]:
+        refs = {stage: [h.snapshot.remote() for h in pool.values()] for stage, pool in self._pools.replicas.items()}
+        return {stage: ray.get(stage_refs) for stage, stage_refs in refs.items()}
+
+    def dispatcher_stats(self) -> DispatcherStats:
+        return ray.get(self._dispatcher.stats.remote())
+
+    def shutdown(self) -> None:
+        kill_all({"dispatcher": self._dispatcher, **self._pools.all()})
+
+    @staticmethod
+    def _collect(
+        progress: ProducerProgress, tally: RunTally, result: RunResult, files: RunFiles | None, keep: bool
+    ) -> None:
+        for outcome in progress.outcomes:
+            tally.add_outcome(outcome)
+        for reject in progress.rejects:
+            tally.add_reject(reject)
+        for lost in progress.lost:
+            tally.add_lost(lost)
+        result.lost.extend(progress.lost)
+        if keep:
+            result.outcomes.extend(progress.outcomes)
+            result.rejects.extend(progress.rejects)
+        if files is not None:
+            files.write(progress.outcomes, progress.rejects)

@@ -1,0 +1,159 @@
+"""Where plain classes become Ray actors: names, namespaces, resources, scheduling.
+
+Stage replicas are created here, by the driver, and handed to the Dispatcher; the Dispatcher
+does not own them (an actor dies with its owner), so each can fail and be replaced on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from loguru import logger
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.dispatcher import Dispatcher
+from actors.errors import SystemStartError
+from actors.models import STAGES, StageName
+from actors.producer import Producer
+from actors.sources import SourceSpec
+from actors.stages import STAGE_CLASSES, ReplicaContext
+from orchestration.settings import FanoutSettings
+
+READY_POLL_S = 1.0
+
+
+def connect_ray(settings: FanoutSettings) -> str:
+    """Join the cluster in RAY_ADDRESS, or start the embedded local Ray; says which it did."""
+    if ray.is_initialized():
+        return "the Ray this process already runs"
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=settings.namespace, log_to_driver=True)
+        return f"the Ray cluster at {address}"
+    ray.init(
+        address="local",
+        namespace=settings.namespace,
+        num_cpus=settings.ray_num_cpus,
+        include_dashboard=settings.dashboard,
+        log_to_driver=True,
+    )
+    return "an embedded local Ray"
+
+
+def replica_name(stage: StageName, index: int) -> str:
+    return f"{stage.value}-{index}"
+
+
+@dataclass
+class StagePools:
+    """The replicas of every stage, by stage and by actor name."""
+
+    replicas: dict[StageName, dict[str, Any]] = field(default_factory=dict)
+
+    def all(self) -> dict[str, Any]:
+        return {name: handle for pool in self.replicas.values() for name, handle in pool.items()}
+
+
+def create_stage_pools(settings: FanoutSettings, artifacts_dir: Path | None) -> StagePools:
+    pools = StagePools()
+    for stage in STAGES:
+        pool = settings.pool(stage)
+        config = settings.stage_config(stage)
+        actor_class = ray.remote(STAGE_CLASSES[stage])
+        pools.replicas[stage] = {}
+        for index in range(pool.replicas):
+            name = replica_name(stage, index)
+            context = ReplicaContext(
+                replica=name,
+                index=index,
+                replica_count=pool.replicas,
+                time_scale=settings.time_scale,
+                artifacts_dir=artifacts_dir,
+                log_level=settings.log_level,
+            )
+            options: dict[str, Any] = {
+                "name": name,
+                "namespace": settings.namespace,
+                "num_cpus": pool.num_cpus,
+                "scheduling_strategy": pool.scheduling,
+            }
+            if pool.memory_mb:
+                options["memory"] = pool.memory_mb * 1024 * 1024
+            if pool.resources:
+                options["resources"] = dict(pool.resources)
+            pools.replicas[stage][name] = _create(actor_class, options, config, context)
+    return pools
+
+
+def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
+    timeouts = {stage: settings.pool(stage).timeout_s for stage in STAGES}
+    options = {
+        "name": "dispatcher",
+        "namespace": settings.namespace,
+        "num_cpus": settings.control.num_cpus,
+        # Async actor: enough concurrent calls for every admitted order plus control calls.
+        "max_concurrency": max(1000, settings.max_in_flight + 100),
+    }
+    return _create(ray.remote(Dispatcher), options, pools.replicas, timeouts, settings.max_in_flight, settings.log_level)
+
+
+def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: Any) -> Any:
+    """The Producer runs on the driver's node, where the input file named on the command line is."""
+    options = {
+        "name": "producer",
+        "namespace": settings.namespace,
+        "num_cpus": settings.control.num_cpus,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+    }
+    return _create(
+        ray.remote(Producer), options, source, dispatcher, settings.max_in_flight,
+        settings.control.outbox_limit, settings.log_level,
+    )
+
+
+def wait_until_ready(actors: dict[str, Any], timeout_s: float) -> None:
+    """Every actor constructed, or a `SystemStartError` naming those that are not and why."""
+    pending = {actor.__ray_ready__.remote(): name for name, actor in actors.items()}
+    failures: list[str] = []
+    waited = 0.0
+    while pending and waited < timeout_s:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=READY_POLL_S)
+        for ref in ready:
+            name = pending.pop(ref)
+            try:
+                ray.get(ref)
+            except Exception as error:  # noqa: BLE001 - reported below with the actor's name
+                failures.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+        waited += READY_POLL_S
+    if failures:
+        raise SystemStartError("actors failed to start: " + "; ".join(failures))
+    if pending:
+        names = ", ".join(sorted(pending.values()))
+        raise SystemStartError(
+            f"actors not running after {timeout_s:g} s: {names}. The cluster may lack the CPUs, memory or custom "
+            f"resources they ask for (see `ray status`), or be slow to start workers."
+        )
+
+
+def kill_all(actors: dict[str, Any]) -> None:
+    for name, actor in actors.items():
+        try:
+            ray.kill(actor)
+        except Exception as error:  # noqa: BLE001 - shutting down; nothing more to do for it
+            logger.bind(stage="wiring").debug("could not kill {}: {}", name, error)
+
+
+def _create(actor_class: Any, options: dict[str, Any], *args: Any) -> Any:
+    try:
+        return actor_class.options(**options).remote(*args)
+    except ValueError as error:
+        if "already" in str(error).lower():
+            raise SystemStartError(
+                f"an actor named {options['name']!r} already exists in namespace {options['namespace']!r}: another "
+                f"run is using it; stop that run or choose another namespace (--set namespace=...)"
+            ) from error
+        raise
