@@ -111,7 +111,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) -> int:
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # messages stay one greppable line
     try:
         settings = settings or load_settings(overrides_from(args), args.config)
     except (ValidationError, ConfigurationError) as error:

@@ -1,0 +1,116 @@
+"""The Dispatcher's logic with in-process stand-ins for actor handles (no Ray in unit tests)."""
+
+import asyncio
+
+from actors.dispatcher import Dispatcher
+from actors.models import STAGES, OrderStatus, StageStatus
+from actors.pool import ReplicaPool
+from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
+from tests.conftest import make_order
+
+
+class LocalHandle:
+    """Looks like an actor handle: `handle.process.remote(order)` returns an awaitable."""
+
+    def __init__(self, stage, gate=None):
+        self.stage, self.gate, self.calls = stage, gate, 0
+        self.process = self
+
+    def remote(self, order):
+        self.calls += 1
+
+        async def call():
+            if self.gate is not None:
+                await self.gate.wait()
+            return self.stage.process(order)
+
+        return call()
+
+
+def _handles(gates=None):
+    gates = gates or {}
+    return {
+        stage: {f"{stage}-0": LocalHandle(STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0)),
+                                          gates.get(stage))}
+        for stage in STAGES
+    }
+
+
+def test_least_loaded_replica_gets_the_next_call():
+    pool = ReplicaPool("production", {"production-0": "a", "production-1": "b", "production-2": "c"})
+    first, second, third = pool.acquire(), pool.acquire(), pool.acquire()
+    assert {first.name, second.name, third.name} == {"production-0", "production-1", "production-2"}
+    pool.release(second, 0.01, error=False)
+    assert pool.acquire() is second  # the only replica with nothing outstanding
+    loads = {load.replica: load for load in pool.loads()}
+    assert loads["production-1"].calls == 2 and loads["production-0"].ongoing == 1
+
+
+def test_ties_go_to_the_replica_that_has_done_least():
+    pool = ReplicaPool("design", {"design-0": "a", "design-1": "b"})
+    for _ in range(4):
+        pool.release(pool.acquire(), 0.0, error=False)
+    assert [load.calls for load in pool.loads()] == [2, 2]
+
+
+def test_all_six_stages_are_called_concurrently_and_gathered():
+    async def scenario():
+        gate = asyncio.Event()
+        handles = _handles({stage: gate for stage in STAGES})
+        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES})
+        task = asyncio.create_task(dispatcher.process(make_order(0)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # Every stage has been called before any of them answered: a fan-out, not a chain.
+        started = {stage: next(iter(h.values())).calls for stage, h in handles.items()}
+        gate.set()
+        return started, await task
+
+    started, outcome = asyncio.run(scenario())
+    assert set(started.values()) == {1}
+    assert outcome.status is OrderStatus.COMPLETED and len(outcome.results) == 6
+
+
+def test_a_stage_timeout_fails_the_order_and_keeps_the_other_results():
+    async def scenario():
+        never = asyncio.Event()
+        dispatcher = Dispatcher(_handles({"production": never}), {s: 0.05 for s in STAGES})
+        return await dispatcher.process(make_order(0)), await dispatcher.stats()
+
+    outcome, stats = asyncio.run(scenario())
+    assert outcome.status is OrderStatus.FAILED and outcome.failed_stages == ("production",)
+    assert "timed out after 0.05 s" in outcome.reason
+    assert sum(r.status is StageStatus.OK for r in outcome.results.values()) == 5
+    assert stats.by_status["failed"] == 1 and stats.stages["production"][0].errors == 1
+
+
+def test_the_same_order_twice_in_flight_is_rejected_once():
+    async def scenario():
+        gate = asyncio.Event()
+        dispatcher = Dispatcher(_handles({"design": gate}), {s: 5.0 for s in STAGES})
+        first = asyncio.create_task(dispatcher.process(make_order(0)))
+        await asyncio.sleep(0)
+        second = await dispatcher.process(make_order(0))
+        gate.set()
+        return await first, second
+
+    first, second = asyncio.run(scenario())
+    assert first.status is OrderStatus.COMPLETED
+    assert second.status is OrderStatus.REJECTED and "already in flight" in second.reason
+
+
+def test_admission_bounds_the_orders_in_flight():
+    async def scenario():
+        gate = asyncio.Event()
+        dispatcher = Dispatcher(_handles({"quality": gate}), {s: 5.0 for s in STAGES}, max_in_flight=3)
+        tasks = [asyncio.create_task(dispatcher.process(make_order(0, order_id=f"J20288{i:02d}"))) for i in range(10)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        stats = await dispatcher.stats()
+        gate.set()
+        await asyncio.gather(*tasks)
+        return stats, await dispatcher.stats()
+
+    during, after = asyncio.run(scenario())
+    assert (during.in_flight, during.waiting) == (3, 7)
+    assert after.orders_done == 10 and after.in_flight == 0

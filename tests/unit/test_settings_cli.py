@@ -1,0 +1,69 @@
+import argparse
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from actors.models import StageName
+from orchestration.cli import _replicas, build_parser, main, overrides_from
+from orchestration.report import percentile
+from orchestration.settings import load_settings
+
+
+def test_precedence_is_defaults_then_env_then_toml_then_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("JEWELRY_TIME_SCALE", "0.5")
+    monkeypatch.setenv("JEWELRY_MAX_IN_FLIGHT", "7")
+    monkeypatch.setenv("JEWELRY_PRODUCTION__REPLICAS", "2")
+    config = tmp_path / "fanout.toml"
+    config.write_text("max_in_flight = 9\n[production]\nbenches = 1\n".replace("benches", "casting_benches"))
+    settings = load_settings({"production": {"replicas": 4}}, config)
+    assert settings.time_scale == 0.5  # env over default
+    assert settings.max_in_flight == 9  # TOML over env
+    assert settings.production.replicas == 4  # CLI over env
+    assert settings.production.casting_benches == 1 and settings.production.duration_s == 2.0  # merged, not replaced
+
+
+def test_command_line_flags_become_overrides():
+    args = build_parser().parse_args(
+        ["run", "--orders", "5", "--time-scale", "0", "--replicas", "production=4,design=2",
+         "--set", "quality.defect_rate=0.25", "--no-artifacts"]
+    )
+    settings = load_settings(overrides_from(args))
+    assert (settings.orders, settings.time_scale, settings.artifacts) == (5, 0, False)
+    assert (settings.production.replicas, settings.design.replicas, settings.material.replicas) == (4, 2, 1)
+    assert settings.stage_config(StageName.QUALITY).defect_rate == 0.25
+
+
+def test_unknown_stage_in_replicas_is_refused_with_the_known_ones():
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown stage 'polishing'; stages are design"):
+        _replicas("polishing=2")
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValidationError, match="design.replicas"):
+        load_settings({"design": {"replicas": 0}})
+
+
+def test_theoretical_limit_is_the_slowest_pool():
+    settings = load_settings({"time_scale": 0.01})
+    assert settings.theoretical_limit_per_s() == pytest.approx(50.0)  # production: 1 / (2.0 s x 0.01)
+    scaled = load_settings({"time_scale": 0.01, "production": {"replicas": 4}, "design": {"replicas": 2}})
+    assert scaled.theoretical_limit_per_s() == pytest.approx(100.0)  # now material and quality (1.0 s) bind
+    assert load_settings({"time_scale": 0}).theoretical_limit_per_s() is None
+
+
+def test_config_command_prints_the_effective_settings(capsys):
+    assert main(["config", "--set", "namespace=\"elsewhere\""]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["namespace"] == "elsewhere" and printed["production"]["duration_s"] == 2.0
+
+
+def test_a_missing_input_file_exits_2_before_starting_anything(tmp_path, capsys):
+    assert main(["run", "--input", str(tmp_path / "missing.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_nearest_rank_percentiles():
+    values = list(range(1, 101))
+    assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == (50, 95, 99)
+    assert percentile([], 50) == 0.0
