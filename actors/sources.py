@@ -124,7 +124,7 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             if not text.strip():
                 continue
             try:
-                yield line, json.loads(text), None
+                yield line, json.loads(text.strip()), None
             except json.JSONDecodeError as error:
                 yield line, text.rstrip("\n"), FieldError(field="<json>", reason=f"malformed JSON: {error.msg} at column {error.colno}")
 

@@ -1,0 +1,51 @@
+"""One real local Ray for the whole session; each test starts its own system in its own namespace."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+
+from orchestration.settings import FanoutSettings, load_settings
+from orchestration.system import FanoutSystem
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    # address="local": never attach to some other cluster running on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def settings_for(tmp_path):
+    def build(**overrides: Any) -> FanoutSettings:
+        base = {
+            "namespace": f"test-{uuid.uuid4().hex[:8]}",
+            "time_scale": 0.0,
+            "out_dir": str(tmp_path / "out"),
+            "log_level": "WARNING",
+        }
+        return load_settings({**base, **overrides})
+
+    return build
+
+
+@pytest.fixture
+def start_system(ray_session, settings_for):
+    started: list[FanoutSystem] = []
+
+    def start(**overrides: Any) -> FanoutSystem:
+        system = FanoutSystem.start(settings_for(**overrides))
+        started.append(system)
+        return system
+
+    yield start
+    for system in started:
+        system.shutdown()

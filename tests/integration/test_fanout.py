@@ -1,0 +1,154 @@
+"""The whole fan-out on a real local Ray: Producer -> Dispatcher -> six stage pools."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+
+import pytest
+import ray
+
+from actors.models import STAGES, OrderStatus, StageName, StageStatus
+from actors.sources import SourceSpec
+from actors.stages.logistics import is_valid_tracking_number
+from orchestration.output import read_outcomes
+from tests.conftest import order_dict
+
+pytestmark = pytest.mark.integration
+
+
+def _max_overlap(outcomes) -> int:
+    events = sorted([(o.started_at, 1) for o in outcomes] + [(o.finished_at, -1) for o in outcomes])
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def test_200_orders_complete_with_each_stage_called_once_per_order(start_system):
+    system = start_system(time_scale=0.002)
+    result = system.run(SourceSpec(count=200), out_dir=system.settings.out_dir)
+    summary = result.summary
+    assert (summary.completed, summary.failed, summary.rejected, summary.lost) == (200, 0, 0, 0)
+
+    outcomes = read_outcomes(result.files.outcomes_path)
+    assert len(outcomes) == 200 and len({o.order_id for o in outcomes}) == 200
+    assert all(set(o.results) == set(STAGES) for o in outcomes)
+    for stage, snapshots in system.snapshots().items():
+        (snapshot,) = snapshots
+        assert (snapshot.calls, snapshot.ok, snapshot.replays) == (200, 200, 0), stage
+    # Many orders were in the workshop at once, not one after another.
+    assert _max_overlap(outcomes) >= 20
+    # Artifacts beside the outcomes: a mesh per distinct design, a certificate per order.
+    out = result.files.directory
+    assert len(list((out / "certificates").glob("*.txt"))) == 200
+    assert len(list((out / "designs").glob("*.stl"))) == system.snapshots()[StageName.DESIGN][0].state["designs_cached"]
+
+
+def test_bad_records_are_rejected_with_line_and_field_and_the_good_ones_complete(start_system, tmp_path):
+    lines = [
+        json.dumps(order_dict(0)),
+        '{"order_id": "J2025004", "product_type": ',
+        json.dumps(order_dict(1)),
+        json.dumps(order_dict(2, order_id="J2025005", size=-3)),
+        json.dumps(order_dict(2)),
+        json.dumps(order_dict(0)),
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    system = start_system()
+    result = system.run(SourceSpec(path=path), out_dir=system.settings.out_dir)
+    assert (result.summary.completed, result.summary.rejected, result.summary.orders_total) == (3, 3, 6)
+    rejects = [json.loads(line) for line in result.files.rejects_path.read_text().splitlines()]
+    assert [(r["line"], r["errors"][0]["field"]) for r in rejects] == [(2, "<json>"), (4, "size"), (6, "order_id")]
+    assert rejects[1]["order_id"] == "J2025005" and "mixed.jsonl line 4 (order J2025005): size" in rejects[1]["message"]
+    assert {o.order_id for o in read_outcomes(result.files.outcomes_path)} == {"J2025001", "J2025002", "J2025003"}
+
+
+def test_a_failing_stage_fails_the_order_and_keeps_the_siblings(start_system):
+    system = start_system(quality={"defect_rate": 1.0})
+    result = system.run(SourceSpec(count=30), keep_outcomes=True)
+    assert result.summary.failed == 30 and result.summary.completed == 0
+    for outcome in result.outcomes:
+        assert outcome.failed_stages == (StageName.QUALITY,)
+        assert outcome.reason.startswith("quality: QC rejected")
+        siblings = [r for s, r in outcome.results.items() if s is not StageName.QUALITY]
+        assert all(r.status is StageStatus.OK and r.output is not None for r in siblings)
+
+
+def test_a_stage_timeout_is_an_error_with_its_reason(start_system):
+    # Production really takes 0.4 s per order here; its timeout is 0.1 s.
+    system = start_system(time_scale=0.2, production={"timeout_s": 0.1}, max_in_flight=5)
+    result = system.run(SourceSpec(count=5), keep_outcomes=True)
+    assert result.summary.failed == 5
+    for outcome in result.outcomes:
+        production = outcome.results[StageName.PRODUCTION]
+        assert production.status is StageStatus.ERROR and production.reason == "timed out after 0.1 s"
+        assert outcome.results[StageName.LOGISTICS].status is StageStatus.OK
+
+
+def test_three_replicas_of_a_stage_share_its_calls(start_system):
+    system = start_system(time_scale=0.005, production={"replicas": 3})
+    result = system.run(SourceSpec(count=150), keep_outcomes=True)
+    calls = Counter(o.results[StageName.PRODUCTION].replica for o in result.outcomes)
+    assert set(calls) == {"production-0", "production-1", "production-2"}
+    assert min(calls.values()) >= 30  # least-loaded routing keeps them near 50 each
+    snapshot_calls = {s.replica: s.calls for s in system.snapshots()[StageName.PRODUCTION]}
+    assert snapshot_calls == dict(calls)
+
+
+def test_stock_never_goes_negative_and_is_conserved(start_system):
+    system = start_system(material={"replicas": 2, "stock_multiplier": 0.01})
+    result = system.run(SourceSpec(count=300), keep_outcomes=True)
+    out_of_stock = [o for o in result.outcomes if "out of stock" in (o.reason or "")]
+    assert out_of_stock, "the small stock should have run out for some orders"
+    reserved_by_outcomes: Counter = Counter()
+    for outcome in result.outcomes:
+        material = outcome.results[StageName.MATERIAL]
+        if material.status is StageStatus.OK:
+            for item in material.output.reservations:
+                reserved_by_outcomes[item.item] += round(item.quantity * (1 if item.unit == "pcs" else 1000))
+    totals: Counter = Counter()
+    for snapshot in system.snapshots()[StageName.MATERIAL]:
+        state = snapshot.state
+        assert min(state["left"].values()) >= 0
+        for key, initial in state["initial"].items():
+            assert initial == state["left"][key] + state["reserved"].get(key, 0)
+        totals.update(state["reserved"])
+    assert +totals == +reserved_by_outcomes
+
+
+def test_serials_and_tracking_numbers_are_unique_across_a_run(start_system):
+    system = start_system(packaging={"replicas": 2}, logistics={"replicas": 2})
+    result = system.run(SourceSpec(count=400), keep_outcomes=True)
+    serials = [o.results[StageName.PACKAGING].output.certificate_serial for o in result.outcomes]
+    tracking = [o.results[StageName.LOGISTICS].output.tracking_number for o in result.outcomes]
+    assert len(set(serials)) == len(serials) == 400
+    assert len(set(tracking)) == len(tracking) == 400
+    assert all(is_valid_tracking_number(t) for t in tracking)
+    assert len({s.split("-")[1] for s in serials}) == 2  # both packaging replicas issued some
+
+
+def test_actors_are_named_in_the_namespace_and_gone_after_shutdown(start_system):
+    system = start_system(design={"replicas": 2})
+    namespace = system.settings.namespace
+    for name in ("dispatcher", "material-0", "design-0", "design-1", "production-0", "quality-0",
+                 "packaging-0", "logistics-0"):
+        assert ray.get_actor(name, namespace=namespace) is not None
+    system.shutdown()
+    with pytest.raises(ValueError):
+        ray.get_actor("dispatcher", namespace=namespace)
+
+
+def test_stage_results_say_where_and_when(start_system):
+    system = start_system()
+    result = system.run(SourceSpec(count=3), keep_outcomes=True)
+    node = ray.get_runtime_context().get_node_id()
+    for outcome in result.outcomes:
+        assert outcome.status is OrderStatus.COMPLETED
+        for stage, stage_result in outcome.results.items():
+            assert stage_result.node_id == node and stage_result.replica == f"{stage}-0"
+            assert outcome.started_at <= stage_result.started_at <= stage_result.finished_at <= outcome.finished_at
+            assert isinstance(stage_result.started_at, datetime)
