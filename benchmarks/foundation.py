@@ -52,7 +52,7 @@ def measure(name: str, orders: int, overrides: dict[str, Any], workdir: Path) ->
         "limit_per_s": limit,
         "ratio_to_limit": round(summary.throughput_per_s / limit, 4) if limit else None,
         "latency_ms": summary.latency_ms.model_dump(),
-        "wall_s_including_startup_of_producer": round(elapsed, 2),
+        "run_call_s_with_producer_startup": round(elapsed, 2),
     }
 
 

@@ -91,8 +91,10 @@ class FanoutSystem:
         files = RunFiles.open(out_dir) if out_dir is not None else None
         tally, result = RunTally(), RunResult(summary=None, files=files)  # type: ignore[arg-type]
         producer = create_producer(self.settings, source, self._dispatcher)
-        started = time.perf_counter()
         try:
+            # A new worker process per run: its start-up is not order flow, so the clock starts after.
+            wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)
+            started = time.perf_counter()
             ray.get(producer.start.remote())
             while True:
                 progress: ProducerProgress = ray.get(producer.poll.remote(POLL_BATCH, POLL_WAIT_S))
