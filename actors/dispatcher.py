@@ -9,6 +9,7 @@ out, errors or dies fails its order with the reason; the other five results are 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -20,7 +21,12 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.logs import configure_logging
 from actors.models import STAGES, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
-from actors.pool import ReplicaLoad, ReplicaPool
+from actors.pool import Replica, ReplicaLoad, ReplicaPool
+from actors.retry import RetryPolicy
+from actors.telemetry import DispatchMetrics
+
+# Errors that mean the replica itself is gone: a retry must go to another replica.
+DEAD_REPLICA_ERRORS = ("ActorDiedError", "RayActorError", "ActorUnavailableError")
 
 
 class DispatcherStats(BaseModel):
@@ -40,6 +46,7 @@ class Dispatcher:
         stage_timeouts_s: Mapping[StageName, float],
         max_in_flight: int = 100,
         log_level: str | None = None,
+        retry_policies: Mapping[StageName, RetryPolicy] | None = None,
     ) -> None:
         if log_level:
             configure_logging(log_level)
@@ -48,6 +55,9 @@ class Dispatcher:
             raise ValueError(f"the dispatcher needs a pool for every stage; missing {sorted(missing)}")
         self._pools = {stage: ReplicaPool(stage, dict(pools[stage])) for stage in STAGES}
         self._timeouts = dict(stage_timeouts_s)
+        self._retries = {stage: (retry_policies or {}).get(stage, RetryPolicy()) for stage in STAGES}
+        self._rng = random.Random()
+        self._metrics = DispatchMetrics()
         self._admission = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[str] = set()
         self._waiting = 0
@@ -64,11 +74,14 @@ class Dispatcher:
             self._waiting += 1
             async with self._admission:
                 self._waiting -= 1
+                self._metrics.in_flight.set(len(self._in_flight) - self._waiting)
                 started_at = datetime.now(UTC)
                 results = await asyncio.gather(*(self._call_stage(stage, order) for stage in STAGES))
                 outcome = OrderOutcome.from_results(order, list(results), started_at, datetime.now(UTC))
+                self._metrics.order_latency.observe(outcome.latency_ms)
         finally:
             self._in_flight.discard(order.order_id)
+            self._metrics.in_flight.set(len(self._in_flight) - self._waiting)
         if outcome.status is OrderStatus.FAILED:
             self.log.bind(order_id=order.order_id).warning("failed: {}", outcome.reason)
         return self._count(outcome)
@@ -83,25 +96,51 @@ class Dispatcher:
         )
 
     async def _call_stage(self, stage: StageName, order: JewelryOrder) -> StageResult:
-        pool = self._pools[stage]
+        """One stage's result for the order, retrying errors on the same replica (which is
+        idempotent per order id) and moving to another replica only when that one is dead."""
+        pool, policy = self._pools[stage], self._retries[stage]
         replica = pool.acquire()
+        self._metrics.stage_ongoing.set(replica.ongoing, tags={"stage": stage.value, "replica": replica.name})
+        attempt, spent_s = 0, 0.0
+        while True:
+            attempt += 1
+            result, replica_dead, latency_s = await self._attempt(stage, order, replica)
+            spent_s += latency_s
+            if result.status is not StageStatus.ERROR or attempt >= policy.attempts:
+                break
+            self._metrics.retries.inc(tags={"stage": stage.value})
+            self.log.bind(order_id=order.order_id).info("{} attempt {} failed ({}); retrying", stage, attempt, result.reason)
+            await asyncio.sleep(policy.delay_s(attempt, self._rng))
+            if replica_dead and len(pool) > 1:
+                pool.release(replica, spent_s, error=True)
+                replica, spent_s = pool.acquire(avoid=replica), 0.0
+        pool.release(replica, spent_s, error=result.status is StageStatus.ERROR, node_id=_node_of(result))
+        self._metrics.stage_ongoing.set(replica.ongoing, tags={"stage": stage.value, "replica": replica.name})
+        self._metrics.stage_results.inc(tags={"stage": stage.value, "status": result.status.value})
+        return result.model_copy(update={"attempts": attempt}) if attempt > 1 else result
+
+    async def _attempt(
+        self, stage: StageName, order: JewelryOrder, replica: Replica
+    ) -> tuple[StageResult, bool, float]:
+        """One call: its result (errors included), whether the replica is dead, and its latency."""
         timeout = self._timeouts.get(stage)
         started_at, clock = datetime.now(UTC), time.perf_counter()
-        ref = None
+        ref, dead = None, False
         try:
-            ref = replica.handle.process.remote(order)
+            # The task name shows in the dashboard and `ray list tasks`: which stage, which order.
+            ref = replica.handle.process.options(name=f"{stage.value}:{order.order_id}").remote(order)
             result: StageResult = await asyncio.wait_for(ref, timeout)
         except TimeoutError:
             if isinstance(ref, ray.ObjectRef):
                 ray.cancel(ref)  # drops the call if still queued; a running call finishes on its own
             result = self._error(stage, order, replica.name, replica.node_id, started_at, f"timed out after {timeout:g} s")
         except Exception as error:  # noqa: BLE001 - a dead replica or a lost call is an error result
+            dead = type(error).__name__ in DEAD_REPLICA_ERRORS
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
             result = self._error(stage, order, replica.name, replica.node_id, started_at, reason)
-        pool.release(
-            replica, time.perf_counter() - clock, error=result.status is StageStatus.ERROR, node_id=_node_of(result)
-        )
-        return result
+        latency_s = time.perf_counter() - clock
+        self._metrics.stage_latency.observe(latency_s * 1000, tags={"stage": stage.value, "replica": replica.name})
+        return result, dead, latency_s
 
     @staticmethod
     def _error(
@@ -128,6 +167,7 @@ class Dispatcher:
 
     def _count(self, outcome: OrderOutcome) -> OrderOutcome:
         self._by_status[outcome.status.value] += 1
+        self._metrics.orders.inc(tags={"status": outcome.status.value})
         return outcome
 
 

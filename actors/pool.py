@@ -53,9 +53,10 @@ class ReplicaPool:
     def ongoing(self) -> int:
         return sum(r.ongoing for r in self._replicas)
 
-    def acquire(self) -> Replica:
-        """The least-loaded replica, with the call counted against it until `release`."""
-        replica = min(self._replicas, key=lambda r: (r.ongoing, r.calls, r.index))
+    def acquire(self, avoid: Replica | None = None) -> Replica:
+        """The least-loaded replica (other than `avoid`), counted against it until `release`."""
+        candidates = [r for r in self._replicas if r is not avoid] or self._replicas
+        replica = min(candidates, key=lambda r: (r.ongoing, r.calls, r.index))
         replica.ongoing += 1
         replica.calls += 1
         return replica

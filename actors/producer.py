@@ -8,6 +8,7 @@ results slows the source down instead of growing a queue.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from actors.logs import configure_logging
 from actors.models import JewelryOrder, OrderOutcome, RejectedRecord
 from actors.sources import SourceSpec, count_records, read_records
+from actors.telemetry import SourceMetrics
 
 
 class LostOrder(BaseModel):
@@ -71,6 +73,7 @@ class Producer:
         self._in_flight = 0
         self._reading_done = False
         self._source_error: str | None = None
+        self._metrics = SourceMetrics()
         self.log = logger.bind(stage="producer")
 
     async def start(self) -> int:
@@ -117,6 +120,8 @@ class Producer:
                 if isinstance(record, RejectedRecord):
                     self.log.warning("rejected {}", record.message)
                     self._rejects.append(record)
+                    field = re.sub(r"\.\d+", "[]", record.errors[0].field)  # bounded tag: no list indices
+                    self._metrics.rejects.inc(tags={"field": field})
                     self._news.set()
                     await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
                     continue

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from actors.errors import ConfigurationError
 from actors.models import STAGES, StageName
+from actors.retry import RetryPolicy
 from actors.sources import SourceSpec
 from actors.stages import (
     STAGE_CONFIGS,
@@ -43,6 +44,7 @@ class PoolSettings(BaseModel):
     timeout_s: float | None = Field(
         default=300.0, gt=0, description="per call, from submission: includes waiting in the replica's queue"
     )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="for errors and timeouts only")
 
 
 def _stage_settings(config: type[StageConfig]) -> type[BaseModel]:

@@ -91,6 +91,7 @@ def create_stage_pools(settings: FanoutSettings, artifacts_dir: Path | None) -> 
 
 def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
     timeouts = {stage: settings.pool(stage).timeout_s for stage in STAGES}
+    retries = {stage: settings.pool(stage).retry for stage in STAGES}
     options = {
         "name": "dispatcher",
         "namespace": settings.namespace,
@@ -98,7 +99,9 @@ def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
         # Async actor: enough concurrent calls for every admitted order plus control calls.
         "max_concurrency": max(1000, settings.max_in_flight + 100),
     }
-    return _create(ray.remote(Dispatcher), options, pools.replicas, timeouts, settings.max_in_flight, settings.log_level)
+    return _create(
+        ray.remote(Dispatcher), options, pools.replicas, timeouts, settings.max_in_flight, settings.log_level, retries
+    )
 
 
 def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: Any) -> Any:

@@ -79,14 +79,28 @@ def test_a_failing_stage_fails_the_order_and_keeps_the_siblings(start_system):
 
 
 def test_a_stage_timeout_is_an_error_with_its_reason(start_system):
-    # Production really takes 0.4 s per order here; its timeout is 0.1 s.
-    system = start_system(time_scale=0.2, production={"timeout_s": 0.1}, max_in_flight=5)
+    # Production really takes 0.4 s per order here; its timeout is 0.1 s and it has no retries.
+    system = start_system(time_scale=0.2, production={"timeout_s": 0.1, "retry": {"attempts": 1}}, max_in_flight=5)
     result = system.run(SourceSpec(count=5), keep_outcomes=True)
     assert result.summary.failed == 5
     for outcome in result.outcomes:
         production = outcome.results[StageName.PRODUCTION]
         assert production.status is StageStatus.ERROR and production.reason == "timed out after 0.1 s"
         assert outcome.results[StageName.LOGISTICS].status is StageStatus.OK
+
+
+def test_retries_rescue_timed_out_calls_without_repeating_their_work(start_system):
+    # 0.4 s of production per order against a 0.3 s timeout: the first attempt times out, the
+    # retry reaches the same replica, which answers from its record of the finished first call.
+    retry = {"attempts": 8, "base_delay_s": 0.2, "max_delay_s": 0.4}
+    system = start_system(time_scale=0.2, production={"timeout_s": 0.3, "retry": retry}, max_in_flight=2)
+    result = system.run(SourceSpec(count=4), keep_outcomes=True)
+    assert result.summary.completed == 4
+    production = [o.results[StageName.PRODUCTION] for o in result.outcomes]
+    assert all(r.attempts > 1 for r in production)
+    (snapshot,) = system.snapshots()[StageName.PRODUCTION]
+    assert snapshot.ok == 4 and snapshot.state["orders_scheduled"] == 4  # the work was done once per order
+    assert snapshot.replays >= 1
 
 
 def test_three_replicas_of_a_stage_share_its_calls(start_system):

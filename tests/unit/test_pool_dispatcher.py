@@ -16,6 +16,9 @@ class LocalHandle:
         self.stage, self.gate, self.calls = stage, gate, 0
         self.process = self
 
+    def options(self, **_):
+        return self
+
     def remote(self, order):
         self.calls += 1
 
@@ -114,3 +117,58 @@ def test_admission_bounds_the_orders_in_flight():
     during, after = asyncio.run(scenario())
     assert (during.in_flight, during.waiting) == (3, 7)
     assert after.orders_done == 10 and after.in_flight == 0
+
+
+
+def _jam(handle, failures):
+    """Make the real stage behind a handle raise on its next `failures` calls (the base turns
+    each into an error result, as a fault inside a replica would)."""
+    stage, remaining = handle.stage, [failures]
+    real = stage.handle
+
+    def handle_order(order):
+        if remaining[0]:
+            remaining[0] -= 1
+            raise RuntimeError("bench jammed")
+        return real(order)
+
+    stage.handle = handle_order
+
+
+def _fast_retries(attempts):
+    from actors.retry import RetryPolicy
+
+    return {s: RetryPolicy(attempts=attempts, base_delay_s=0.001, max_delay_s=0.002) for s in STAGES}
+
+
+def test_errors_are_retried_on_the_same_replica_and_the_result_counts_attempts():
+    handles = _handles()
+    production = handles["production"]["production-0"]
+    _jam(production, failures=2)
+    dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, retry_policies=_fast_retries(3))
+    outcome = asyncio.run(dispatcher.process(make_order(0)))
+    assert outcome.status is OrderStatus.COMPLETED
+    assert outcome.results["production"].attempts == 3 and production.calls == 3
+
+
+def test_retries_stop_at_the_policy_and_business_failures_are_never_retried():
+    handles = _handles()
+    production, quality = handles["production"]["production-0"], handles["quality"]["quality-0"]
+    _jam(production, failures=5)
+    quality.stage.config = quality.stage.config.model_copy(update={"defect_rate": 1.0})
+    dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, retry_policies=_fast_retries(2))
+    outcome = asyncio.run(dispatcher.process(make_order(0)))
+    assert outcome.results["production"].status is StageStatus.ERROR
+    assert outcome.results["production"].attempts == 2 and production.calls == 2
+    assert outcome.results["quality"].status is StageStatus.BUSINESS_FAILURE and quality.calls == 1
+
+
+def test_backoff_grows_with_full_jitter_up_to_the_cap():
+    import random
+
+    from actors.retry import RetryPolicy
+
+    policy, rng = RetryPolicy(attempts=10, base_delay_s=0.1, max_delay_s=1.0), random.Random(1)
+    delays = {n: [policy.delay_s(n, rng) for _ in range(500)] for n in (1, 2, 3, 8)}
+    assert max(delays[1]) <= 0.1 and max(delays[2]) <= 0.2 and max(delays[3]) <= 0.4 and max(delays[8]) <= 1.0
+    assert max(delays[8]) > 0.9 and min(delays[8]) < 0.1  # jitter spreads retries over the whole window

@@ -1,0 +1,59 @@
+"""Application metrics, exported by Ray's metrics agent to Prometheus as `ray_jewelry_*`.
+
+Defined once here so that the Dispatcher, the Producer, the Grafana dashboard and the tests
+agree on names and tags. Outside Ray (unit tests) `ray.util.metrics` records nothing, so the
+actors use these unconditionally. Tags are bounded: stage, replica, status, field.
+"""
+
+from __future__ import annotations
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+PREFIX = "jewelry_"
+LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
+
+ORDERS = PREFIX + "orders_total"
+ORDERS_IN_FLIGHT = PREFIX + "orders_in_flight"
+ORDER_LATENCY = PREFIX + "order_latency_ms"
+STAGE_LATENCY = PREFIX + "stage_call_latency_ms"
+STAGE_RESULTS = PREFIX + "stage_results_total"
+STAGE_ONGOING = PREFIX + "stage_ongoing_calls"
+STAGE_RETRIES = PREFIX + "stage_retries_total"
+COMPENSATIONS = PREFIX + "compensations_total"
+REJECTED_RECORDS = PREFIX + "rejected_records_total"
+
+ALL_METRICS = (ORDERS, ORDERS_IN_FLIGHT, ORDER_LATENCY, STAGE_LATENCY, STAGE_RESULTS, STAGE_ONGOING,
+               STAGE_RETRIES, COMPENSATIONS, REJECTED_RECORDS)
+
+
+class DispatchMetrics:
+    """What the Dispatcher sees: orders, their latency, and every stage call it makes."""
+
+    def __init__(self) -> None:
+        self.orders = Counter(ORDERS, description="Orders by terminal status", tag_keys=("status",))
+        self.in_flight = Gauge(ORDERS_IN_FLIGHT, description="Orders admitted and not yet finished")
+        self.order_latency = Histogram(
+            ORDER_LATENCY, description="End-to-end order latency at the dispatcher (ms)", boundaries=LATENCY_BUCKETS_MS
+        )
+        self.stage_latency = Histogram(
+            STAGE_LATENCY, description="Stage call latency from submission, including queueing (ms)",
+            boundaries=LATENCY_BUCKETS_MS, tag_keys=("stage", "replica"),
+        )
+        self.stage_results = Counter(
+            STAGE_RESULTS, description="Stage call results by status", tag_keys=("stage", "status")
+        )
+        self.stage_ongoing = Gauge(
+            STAGE_ONGOING, description="Calls outstanding on a stage's replicas (queue depth)", tag_keys=("stage", "replica")
+        )
+        self.retries = Counter(STAGE_RETRIES, description="Stage calls retried after an error", tag_keys=("stage",))
+        self.compensations = Counter(
+            COMPENSATIONS, description="Stage work undone for failed orders", tag_keys=("stage",)
+        )
+
+
+class SourceMetrics:
+    """What the Producer sees: records that never became orders."""
+
+    def __init__(self) -> None:
+        self.rejects = Counter(REJECTED_RECORDS, description="Input records rejected, by first bad field",
+                               tag_keys=("field",))
