@@ -2,7 +2,8 @@
 
 It never has more than `max_in_flight` orders at the Dispatcher, and never holds more than
 `outbox_limit` finished outcomes that the driver has not collected yet: a slow reader of
-results slows the source down instead of growing a queue.
+results slows the source down instead of growing a queue. In serve mode it stays up after its
+source is read and takes further records from operators (`submit`) until `stop`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from actors.logs import configure_logging
-from actors.models import JewelryOrder, OrderOutcome, RejectedRecord
-from actors.sources import SourceSpec, count_records, read_records
+from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
+from actors.sources import Row, SourceSpec, count_records, read_records, record_from_row
 from actors.telemetry import SourceMetrics
 
 
@@ -28,6 +29,13 @@ class LostOrder(BaseModel):
 
     order_id: str
     reason: str
+
+
+class SubmitReceipt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    accepted: int
+    rejected: list[RejectedRecord]
 
 
 class ProducerProgress(BaseModel):
@@ -43,6 +51,7 @@ class ProducerProgress(BaseModel):
     accepted: int
     in_flight: int
     finished: bool
+    serving: bool = False
     source_error: str | None = None
 
 
@@ -54,6 +63,7 @@ class Producer:
         max_in_flight: int = 100,
         outbox_limit: int = 10_000,
         log_level: str | None = None,
+        serve: bool = False,
     ) -> None:
         if log_level:
             configure_logging(log_level)
@@ -73,6 +83,11 @@ class Producer:
         self._in_flight = 0
         self._reading_done = False
         self._source_error: str | None = None
+        self._serve = serve
+        self._stop_requested = False
+        self._submitted: deque[JewelryOrder] = deque()
+        self._more = asyncio.Event()
+        self._seen_ids: set[str] = set()
         self._metrics = SourceMetrics()
         self.log = logger.bind(stage="producer")
 
@@ -106,8 +121,45 @@ class Producer:
             accepted=self._accepted,
             in_flight=self._in_flight,
             finished=self._finished and not self._outcomes,
+            serving=self._serve and not self._stop_requested,
             source_error=self._source_error,
         )
+
+    async def describe(self) -> dict[str, object]:
+        """Where the source stands, for `status`; unlike `poll` it collects nothing."""
+        return {"source": self._source.label, "expected_records": self._expected, "read": self._read,
+                "accepted": self._accepted, "in_flight": self._in_flight,
+                "outcomes_waiting_for_driver": len(self._outcomes), "serving": self._serve and not self._stop_requested}
+
+    async def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
+        """Serve mode: validate further records and queue the good ones behind what is in flight."""
+        if not self._serve or self._stop_requested:
+            raise RuntimeError("this producer is not taking submissions (not in serve mode, or stopping)")
+        rejected: list[RejectedRecord] = []
+        accepted = 0
+        for row in rows:
+            record = record_from_row(row, source)
+            if isinstance(record, JewelryOrder) and record.order_id in self._seen_ids:
+                record = RejectedRecord(source=source, line=row[0], order_id=record.order_id, raw=row[1],
+                                        errors=(FieldError(field="order_id", reason="already submitted to this run"),))
+            if isinstance(record, RejectedRecord):
+                self._reject(record)
+                rejected.append(record)
+                continue
+            self._seen_ids.add(record.order_id)
+            self._submitted.append(record)
+            accepted += 1
+        self._expected += len(rows)
+        self._read += len(rows)
+        self._more.set()
+        self.log.info("submitted from {}: {} accepted, {} rejected", source, accepted, len(rejected))
+        return SubmitReceipt(accepted=accepted, rejected=rejected)
+
+    async def stop(self) -> None:
+        """End serve mode: the run finishes once what is already accepted has its outcomes."""
+        self._stop_requested = True
+        self._more.set()
+        self._news.set()
 
     @property
     def _finished(self) -> bool:
@@ -118,27 +170,42 @@ class Producer:
             for record in read_records(self._source):
                 self._read += 1
                 if isinstance(record, RejectedRecord):
-                    self.log.warning("rejected {}", record.message)
-                    self._rejects.append(record)
-                    field = re.sub(r"\.\d+", "[]", record.errors[0].field)  # bounded tag: no list indices
-                    self._metrics.rejects.inc(tags={"field": field})
-                    self._news.set()
+                    self._reject(record)
                     await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
                     continue
-                await self._window.acquire()
-                await self._outbox_space.acquire()
-                self._accepted += 1
-                self._in_flight += 1
-                task = asyncio.get_running_loop().create_task(self._dispatch(record))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._seen_ids.add(record.order_id)
+                await self._send(record)
+            self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
+            while self._serve and not self._stop_requested:
+                if not self._submitted:
+                    self._more.clear()
+                    await self._more.wait()
+                    continue
+                await self._send(self._submitted.popleft())
+            while self._submitted:  # accepted before the stop: they still get their outcomes
+                await self._send(self._submitted.popleft())
         except Exception as error:  # noqa: BLE001 - the run must end with the reason, not hang
             self._source_error = f"{type(error).__name__}: {error}"
             self.log.opt(exception=error).error("source stopped: {}", self._source_error)
         finally:
             self._reading_done = True
             self._news.set()
-            self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
+
+    def _reject(self, record: RejectedRecord) -> None:
+        self.log.warning("rejected {}", record.message)
+        self._rejects.append(record)
+        field = re.sub(r"\.\d+", "[]", record.errors[0].field)  # bounded tag: no list indices
+        self._metrics.rejects.inc(tags={"field": field})
+        self._news.set()
+
+    async def _send(self, order: JewelryOrder) -> None:
+        await self._window.acquire()
+        await self._outbox_space.acquire()
+        self._accepted += 1
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._dispatch(order))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, order: JewelryOrder) -> None:
         try:

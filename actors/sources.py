@@ -102,20 +102,28 @@ def validate_record(raw: Any, source: str, line: int) -> Record:
         )
 
 
+Row = tuple[int, Any, FieldError | None]
+
+
+def read_rows(path: Path) -> Iterator[Row]:
+    """Raw rows of a file with their line numbers, and the problem of any row that is not a record."""
+    return _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
+
+
+def record_from_row(row: Row, source: str) -> Record:
+    line, raw, problem = row
+    if problem is not None:
+        return RejectedRecord(source=source, line=line, order_id=None, errors=(problem,), raw=raw)
+    return validate_record(raw, source, line)
+
+
 def _numbered_records(spec: SourceSpec) -> Iterator[tuple[int, Record]]:
     if spec.count is not None:
         yield from enumerate(generate_orders(spec.count, spec.seed), start=1)
         return
     assert spec.path is not None
-    rows = _csv_rows(spec.path) if spec.path.suffix.lower() == ".csv" else _jsonl_rows(spec.path)
-    for line, raw, problem in rows:
-        if problem is not None:
-            yield line, RejectedRecord(source=spec.label, line=line, order_id=None, errors=(problem,), raw=raw)
-        else:
-            yield line, validate_record(raw, spec.label, line)
-
-
-Row = tuple[int, Any, FieldError | None]
+    for row in read_rows(spec.path):
+        yield row[0], record_from_row(row, spec.label)
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row]:

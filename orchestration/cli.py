@@ -1,13 +1,15 @@
 """`jewelry-fanout` (and `python -m orchestration`): run the workshop, print what happened.
 
 Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost or the source
-stopped early); 2 bad arguments, settings or input file; 3 the actors could not start.
+stopped early); 2 bad arguments, settings or input file; 3 the actors could not start, or (for
+status, submit, stop) no running system was found.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from actors.errors import ConfigurationError, RunIncomplete, SourceError, SystemStartError
 from actors.logs import configure_logging
 from actors.models import STAGES
-from orchestration.render import render_summary
+from orchestration.operate import NotRunning, connect_existing, stop_serving, submit_file, system_status
+from orchestration.render import render_status, render_summary
 from orchestration.settings import FanoutSettings, load_settings
 from orchestration.system import FanoutSystem, RunResult
 from orchestration.wiring import connect_ray
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_START = 0, 1, 2, 3
+
+
+def _stdout_console() -> Console:
+    """Tables at the terminal's width, or wide enough for logs and `ray job logs` when piped."""
+    return Console() if sys.stdout.isatty() else Console(width=150)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, metavar="DIR", help="where outcomes, rejects and artifacts go")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     run.add_argument("--no-artifacts", action="store_true", help="skip STL meshes and certificate files")
+    run.add_argument("--serve", action="store_true",
+                     help="stay up after the source is read and take more orders (submit) until stopped")
     _common(run)
+
+    status = commands.add_parser("status", help="in-flight orders, replicas, queues and stage state of a running system")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    _common(status)
+
+    submit = commands.add_parser("submit", help="send more orders to a system running with --serve")
+    submit.add_argument("--input", type=Path, required=True, metavar="FILE", help=".jsonl or .csv file of orders")
+    _common(submit)
+
+    stop = commands.add_parser("stop", help="end a --serve run once what it accepted is done")
+    _common(stop)
 
     config = commands.add_parser("config", help="print the effective settings (defaults, env, file, flags)")
     _common(config)
@@ -122,10 +143,38 @@ def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) 
     if args.command == "config":
         sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
         return EXIT_OK
-    return _run(settings, as_json=args.json, err=err)
+    if args.command == "run":
+        return _run(settings, as_json=args.json, serve=args.serve, err=err)
+    return _operate(args, settings, err)
 
 
-def _run(settings: FanoutSettings, as_json: bool, err: Console) -> int:
+def _operate(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
+    try:
+        connect_existing(settings.namespace)
+        if args.command == "status":
+            status = system_status(settings.namespace)
+            if args.json:
+                sys.stdout.write(status.model_dump_json() + "\n")
+            else:
+                render_status(_stdout_console(), status)
+        elif args.command == "submit":
+            receipt = submit_file(settings.namespace, args.input)
+            err.print(f"{args.input.name}: {receipt.accepted} accepted, {len(receipt.rejected)} rejected")
+            for reject in receipt.rejected:
+                err.print(f"  [red]rejected[/red] {reject.message}")
+        elif args.command == "stop":
+            stop_serving(settings.namespace)
+            err.print(f"asked the run in namespace {settings.namespace} to finish")
+    except NotRunning as error:
+        err.print(f"[red]not running:[/red] {error}")
+        return EXIT_START
+    except SourceError as error:
+        err.print(f"[red]cannot read orders:[/red] {error}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> int:
     try:
         settings.source().check_readable()
     except SourceError as error:
@@ -138,15 +187,20 @@ def _run(settings: FanoutSettings, as_json: bool, err: Console) -> int:
     except SystemStartError as error:
         err.print(f"[red]could not start:[/red] {error}")
         return EXIT_START
+    if serve:
+        # Ctrl-C, SIGTERM (`ray job stop`) and `jewelry-fanout stop` all end a serving run the same way.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: system.stop_serving())
+        err.print("serving: submit more with `jewelry-fanout submit --input FILE`, end with `jewelry-fanout stop`")
     try:
-        result = _run_with_progress(system, settings, err)
+        result = _run_with_progress(system, settings, err, serve)
     finally:
         system.shutdown()
 
     if as_json:
         sys.stdout.write(result.summary.model_dump_json() + "\n")
     else:
-        render_summary(Console(), result.summary, result.files)
+        render_summary(_stdout_console(), result.summary, result.files)
     try:
         result.raise_if_incomplete()
     except RunIncomplete as error:
@@ -155,7 +209,7 @@ def _run(settings: FanoutSettings, as_json: bool, err: Console) -> int:
     return EXIT_OK
 
 
-def _run_with_progress(system: FanoutSystem, settings: FanoutSettings, err: Console) -> RunResult:
+def _run_with_progress(system: FanoutSystem, settings: FanoutSettings, err: Console, serve: bool) -> RunResult:
     columns = (TextColumn("orders"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
@@ -169,4 +223,4 @@ def _run_with_progress(system: FanoutSystem, settings: FanoutSettings, err: Cons
                 detail=f"in flight {progress.in_flight}",
             )
 
-        return system.run(out_dir=settings.out_dir, on_progress=on_progress)
+        return system.run(out_dir=settings.out_dir, on_progress=on_progress, serve=serve)

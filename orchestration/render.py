@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from orchestration.operate import SystemStatus
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary
 
@@ -46,3 +47,27 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
         console.print(reasons)
     if files is not None:
         console.print(f"outcomes: {files.outcomes_path}\nrejects:  {files.rejects_path}")
+
+
+def render_status(console: Console, status: SystemStatus) -> None:
+    stats = status.dispatcher
+    head = f"namespace {status.namespace}: {stats.in_flight} order(s) in flight, {stats.waiting} waiting, "
+    head += ", ".join(f"{count} {name}" for name, count in stats.by_status.items())
+    if status.producer:
+        p = status.producer
+        head += f"\nproducer: {p['read']}/{p['expected_records']} record(s) read from {p['source']}, "
+        head += f"{p['accepted']} accepted" + (", serving" if p["serving"] else "")
+    console.print(head)
+    table = Table(title="Replicas", title_justify="left")
+    for column in ("replica", "node", "queue", "calls", "errors", "mean ms", "ok", "declined", "replays"):
+        table.add_column(column, justify="left" if column in ("replica", "node") else "right")
+    for stage, loads in stats.stages.items():
+        snapshots = {snap.replica: snap for snap in status.snapshots.get(stage, [])}
+        for load in loads:
+            snap = snapshots.get(load.replica)
+            table.add_row(
+                load.replica, (load.node_id or "-")[:12], str(load.ongoing), str(load.calls), str(load.errors),
+                f"{load.mean_latency_ms:.1f}", str(snap.ok if snap else "-"),
+                str(snap.business_failures if snap else "-"), str(snap.replays if snap else "-"),
+            )
+    console.print(table)

@@ -30,6 +30,7 @@ from orchestration.wiring import (
     create_producer,
     create_stage_pools,
     kill_all,
+    snapshot_ref,
     wait_until_ready,
 )
 
@@ -60,6 +61,7 @@ class FanoutSystem:
         self.settings = settings
         self._pools = pools
         self._dispatcher = dispatcher
+        self._producer: Any = None
         self.log = logger.bind(stage="system")
 
     @classmethod
@@ -84,13 +86,15 @@ class FanoutSystem:
         out_dir: Path | None = None,
         keep_outcomes: bool = False,
         on_progress: ProgressCallback | None = None,
+        serve: bool = False,
     ) -> RunResult:
-        """Feed a source through the system until every accepted order has its outcome."""
+        """Feed a source through the system until every accepted order has its outcome; with
+        `serve`, keep taking submissions after the source is read, until `stop_serving`."""
         source = source or self.settings.source()
         source.check_readable()
         files = RunFiles.open(out_dir) if out_dir is not None else None
         tally, result = RunTally(), RunResult(summary=None, files=files)  # type: ignore[arg-type]
-        producer = create_producer(self.settings, source, self._dispatcher)
+        producer = self._producer = create_producer(self.settings, source, self._dispatcher, serve)
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
             wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)
@@ -106,6 +110,7 @@ class FanoutSystem:
                     break
             wall_s = time.perf_counter() - started
         finally:
+            self._producer = None
             kill_all({"producer": producer})
             if files is not None:
                 files.close()
@@ -119,8 +124,13 @@ class FanoutSystem:
             files.write_summary(result.summary)
         return result
 
+    def stop_serving(self) -> None:
+        """Ask a serving run to finish: what is already accepted still gets its outcome."""
+        if self._producer is not None:
+            self._producer.stop.remote()
+
     def snapshots(self) -> dict[StageName, list[StageSnapshot]]:
-        refs = {stage: [h.snapshot.remote() for h in pool.values()] for stage, pool in self._pools.replicas.items()}
+        refs = {stage: [snapshot_ref(h) for h in pool.values()] for stage, pool in self._pools.replicas.items()}
         return {stage: ray.get(stage_refs) for stage, stage_refs in refs.items()}
 
     def dispatcher_stats(self) -> DispatcherStats:

@@ -24,6 +24,8 @@ from actors.stages import STAGE_CLASSES, ReplicaContext
 from orchestration.settings import FanoutSettings
 
 READY_POLL_S = 1.0
+# Stage replicas run one order at a time; snapshots go to this group so they never queue behind orders.
+CONTROL_GROUP = "control"
 
 
 def connect_ray(settings: FanoutSettings) -> str:
@@ -63,7 +65,7 @@ def create_stage_pools(settings: FanoutSettings, artifacts_dir: Path | None) -> 
     for stage in STAGES:
         pool = settings.pool(stage)
         config = settings.stage_config(stage)
-        actor_class = ray.remote(STAGE_CLASSES[stage])
+        actor_class = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(STAGE_CLASSES[stage])
         pools.replicas[stage] = {}
         for index in range(pool.replicas):
             name = replica_name(stage, index)
@@ -104,7 +106,7 @@ def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
     )
 
 
-def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: Any) -> Any:
+def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: Any, serve: bool = False) -> Any:
     """The Producer runs on the driver's node, where the input file named on the command line is."""
     options = {
         "name": "producer",
@@ -114,8 +116,13 @@ def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: An
     }
     return _create(
         ray.remote(Producer), options, source, dispatcher, settings.max_in_flight,
-        settings.control.outbox_limit, settings.log_level,
+        settings.control.outbox_limit, settings.log_level, serve,
     )
+
+
+def snapshot_ref(replica: Any) -> Any:
+    """A replica's snapshot, answered beside whatever order it is working on."""
+    return replica.snapshot.options(concurrency_group=CONTROL_GROUP).remote()
 
 
 def wait_until_ready(actors: dict[str, Any], timeout_s: float) -> None:

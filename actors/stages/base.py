@@ -7,6 +7,7 @@ drift apart in how they time, log, fail or repeat themselves.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ class Stage(ABC, Generic[ConfigT]):
         self._counts = {status: 0 for status in StageStatus}
         self._replays = 0
         self._busy_s = 0.0
+        # Snapshots run in their own concurrency group, beside a running call; state changes and
+        # snapshots take this lock so that a snapshot never sees half an order.
+        self._state_lock = threading.Lock()
         if context.artifacts_dir is not None:
             context.artifacts_dir.mkdir(parents=True, exist_ok=True)
         self.log.info("replica ready on node {}", self._node_id[:12])
@@ -93,17 +97,19 @@ class Stage(ABC, Generic[ConfigT]):
         `handle` implementations change state only after their last check, so a failed call
         leaves no partial side effect behind.
         """
-        first = self._first_results.get(order.order_id)
-        if first is not None:
-            self._replays += 1
-            return first.model_copy(update={"replayed": True})
+        with self._state_lock:
+            first = self._first_results.get(order.order_id)
+            if first is not None:
+                self._replays += 1
+                return first.model_copy(update={"replayed": True})
 
         log = self.log.bind(order_id=order.order_id)
         started_at, clock = datetime.now(UTC), time.perf_counter()
         output, reason = None, None
         try:
             self._simulate_work()
-            output = self.handle(order)
+            with self._state_lock:
+                output = self.handle(order)
             status = StageStatus.OK
         except BusinessFailure as failure:
             status, reason, output = StageStatus.BUSINESS_FAILURE, failure.reason, failure.output
@@ -111,8 +117,9 @@ class Stage(ABC, Generic[ConfigT]):
         except Exception as error:  # noqa: BLE001 - every fault becomes a result the dispatcher can act on
             status, reason = StageStatus.ERROR, f"{type(error).__name__}: {error}"
             log.opt(exception=error).error("failed: {}", reason)
-        self._busy_s += time.perf_counter() - clock
-        self._counts[status] += 1
+        with self._state_lock:
+            self._busy_s += time.perf_counter() - clock
+            self._counts[status] += 1
 
         result = StageResult(
             order_id=order.order_id,
@@ -126,11 +133,16 @@ class Stage(ABC, Generic[ConfigT]):
             node_id=self._node_id,
         )
         if status is not StageStatus.ERROR:
-            self._first_results[order.order_id] = result
+            with self._state_lock:
+                self._first_results[order.order_id] = result
         log.debug("{} in {:.1f} ms", status, result.duration_ms)
         return result
 
     def snapshot(self) -> StageSnapshot:
+        with self._state_lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> StageSnapshot:
         return StageSnapshot(
             stage=self.name,
             replica=self.context.replica,

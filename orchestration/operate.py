@@ -1,0 +1,81 @@
+"""Talking to a system that is already running: `status`, `submit`, `stop`.
+
+A running system is found the way operators find it in the dashboard: by namespace and actor
+name (`dispatcher`, `producer`, `<stage>-<i>`), on the cluster in RAY_ADDRESS or, without it,
+the most recent Ray started on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+from pydantic import BaseModel, ConfigDict
+
+from actors.dispatcher import DispatcherStats
+from actors.errors import FanoutError, SourceError
+from actors.models import StageName, StageSnapshot
+from actors.producer import SubmitReceipt
+from actors.sources import SUPPORTED_SUFFIXES, read_rows
+from orchestration.wiring import snapshot_ref
+
+CALL_TIMEOUT_S = 15.0
+
+
+class NotRunning(FanoutError):
+    """No running jewelry-fanout system was found where we looked."""
+
+
+class SystemStatus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    dispatcher: DispatcherStats
+    producer: dict[str, Any] | None
+    snapshots: dict[StageName, list[StageSnapshot]]
+
+
+def connect_existing(namespace: str) -> str:
+    """Join the running cluster (never start one): RAY_ADDRESS, else this machine's latest Ray."""
+    if ray.is_initialized():
+        return "the Ray this process already runs"
+    address = os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=address, namespace=namespace, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as error:
+        raise NotRunning(f"no Ray cluster to connect to at {address}: {error}") from error
+    return f"the Ray cluster at {address}"
+
+
+def _actor(name: str, namespace: str) -> Any:
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError as error:
+        raise NotRunning(f"no actor {name!r} in namespace {namespace!r}: is a run going on there?") from error
+
+
+def system_status(namespace: str) -> SystemStatus:
+    dispatcher = _actor("dispatcher", namespace)
+    stats: DispatcherStats = ray.get(dispatcher.stats.remote(), timeout=CALL_TIMEOUT_S)
+    try:
+        producer = ray.get(_actor("producer", namespace).describe.remote(), timeout=CALL_TIMEOUT_S)
+    except NotRunning:
+        producer = None  # between runs of a long-lived system there is no producer
+    refs = {stage: [snapshot_ref(_actor(load.replica, namespace)) for load in loads]
+            for stage, loads in stats.stages.items()}
+    snapshots = {stage: ray.get(stage_refs, timeout=CALL_TIMEOUT_S) for stage, stage_refs in refs.items()}
+    return SystemStatus(namespace=namespace, dispatcher=stats, producer=producer, snapshots=snapshots)
+
+
+def submit_file(namespace: str, path: Path) -> SubmitReceipt:
+    """Send a file's records to the serving Producer, which validates them like its own source."""
+    if not path.is_file() or path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise SourceError(f"{path} is not a readable {' or '.join(SUPPORTED_SUFFIXES)} file")
+    rows = list(read_rows(path))
+    return ray.get(_actor("producer", namespace).submit.remote(rows, path.name), timeout=CALL_TIMEOUT_S)
+
+
+def stop_serving(namespace: str) -> None:
+    ray.get(_actor("producer", namespace).stop.remote(), timeout=CALL_TIMEOUT_S)

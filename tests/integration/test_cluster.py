@@ -1,0 +1,176 @@
+"""Run it like Ray users do: a real two-node cluster on this machine, `ray job submit`, the
+Prometheus endpoint, `ray list`, and the long-running mode driven by status / submit / stop."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+import urllib.request
+from collections import Counter, defaultdict
+
+import pytest
+
+from orchestration.output import read_outcomes
+from tests.integration.cluster import LocalCluster
+
+pytestmark = pytest.mark.integration
+
+DESIGN_ON_SECOND_NODE = ["--replicas", "design=2", "--set", 'design.resources={"design_node": 1}']
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # Short on purpose: Ray's unix sockets live under the temp dir, and socket paths max out near 107 bytes.
+    temp_dir = Path(tempfile.mkdtemp(prefix="jf-", dir="/tmp"))
+    cluster = LocalCluster(temp_dir)
+    try:
+        cluster.start_head(num_cpus=2)
+        cluster.add_node(num_cpus=1, resources={"design_node": 4})
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def job_run(cluster, tmp_path_factory):
+    """One job as users submit it, with design replicas asking for the second node's resource."""
+    out = tmp_path_factory.mktemp("job-out")
+    started = time.monotonic()
+    job_id = cluster.submit("python", "-m", "orchestration", "run", "--orders", "300", "--time-scale", "0.01",
+                            "--out", str(out), "--json", *DESIGN_ON_SECOND_NODE)
+    status = cluster.wait_for_job(job_id)
+    return {"job_id": job_id, "status": status, "out": out, "seconds": time.monotonic() - started,
+            "logs": cluster.job_logs(job_id)}
+
+
+def test_a_submitted_job_succeeds_and_its_outcomes_are_read(job_run):
+    assert job_run["status"] == "SUCCEEDED", job_run["logs"][-3000:]
+    outcomes = read_outcomes(job_run["out"] / "outcomes.jsonl")
+    assert len(outcomes) == 300 and all(o.status == "completed" for o in outcomes)
+    summary = json.loads(next(line for line in job_run["logs"].splitlines() if line.startswith('{"orders_total"')))
+    assert summary["completed"] == 300
+    print(f"job submission round trip: {job_run['seconds']:.1f} s")  # reported in the closing note
+
+
+def test_replicas_really_ran_on_both_nodes(cluster, job_run):
+    nodes = json.loads(cluster.python(
+        "import json, ray; ray.init(); "
+        "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))"
+    ))
+    second = next(node for node, resources in nodes.items() if "design_node" in resources)
+    outcomes = read_outcomes(job_run["out"] / "outcomes.jsonl")
+    by_stage = defaultdict(set)
+    for outcome in outcomes:
+        for stage, result in outcome.results.items():
+            by_stage[stage].add(result.node_id)
+    assert by_stage["design"] == {second}  # the custom resource put both design replicas there
+    assert set().union(*by_stage.values()) == set(nodes)  # and the spread stages used both nodes
+
+
+def test_a_bad_argument_ends_the_job_failed_with_the_reason_in_its_logs(cluster):
+    job_id = cluster.submit("python", "-m", "orchestration", "run", "--replicas", "polishing=2")
+    assert cluster.wait_for_job(job_id) == "FAILED"
+    assert "unknown stage 'polishing'" in cluster.job_logs(job_id)
+
+
+def test_an_unreachable_dependency_ends_the_job_failed_with_the_reason(cluster):
+    job_id = cluster.submit("python", "-m", "orchestration", "run", "--orders", "5",
+                            runtime_env={"pip": ["jewelry-fanout-no-such-package==0.0.1"]})
+    assert cluster.wait_for_job(job_id, timeout_s=240) == "FAILED"
+    reason = cluster._ray("job", "status", "--address", cluster.dashboard_url, job_id).stdout
+    assert "jewelry-fanout-no-such-package" in reason + cluster.job_logs(job_id)
+
+
+def _scrape(ports: list[int]) -> dict[str, list[tuple[dict[str, str], float]]]:
+    samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    pattern = re.compile(r'^(ray_jewelry_\w+)(?:\{(.*)\})? ([0-9.eE+-]+)$')
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                match = pattern.match(line)
+                if match:
+                    labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+                    samples[match.group(1)].append((labels, float(match.group(3))))
+    return samples
+
+
+def _total(samples, name, **labels) -> float:
+    return sum(value for tags, value in samples.get(name, []) if all(tags.get(k) == v for k, v in labels.items()))
+
+
+def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp_path):
+    # A second job with stage timeouts (so retries happen) and bad records (so rejects happen).
+    job_id = cluster.submit(
+        "python", "-m", "orchestration", "run", "--input", "examples/orders.jsonl", "--time-scale", "0.05",
+        "--out", str(tmp_path / "job2"), "--set", "production.timeout_s=0.02",
+        "--set", 'production.retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}',
+    )
+    assert cluster.wait_for_job(job_id) == "SUCCEEDED", cluster.job_logs(job_id)[-3000:]
+    wanted = {"ray_jewelry_orders_total", "ray_jewelry_orders_in_flight", "ray_jewelry_order_latency_ms_count",
+              "ray_jewelry_stage_call_latency_ms_bucket", "ray_jewelry_stage_results_total",
+              "ray_jewelry_stage_ongoing_calls", "ray_jewelry_stage_retries_total",
+              "ray_jewelry_rejected_records_total"}
+    deadline, samples = time.monotonic() + 90, {}
+    while time.monotonic() < deadline:  # the metrics agent exports about every 10 s
+        samples = _scrape(cluster.metrics_ports)
+        if wanted <= set(samples) and _total(samples, "ray_jewelry_orders_total", status="failed") >= 4:
+            break
+        time.sleep(3)
+    assert wanted <= set(samples), sorted(wanted - set(samples))
+    assert _total(samples, "ray_jewelry_orders_total", status="completed") >= 300
+    assert _total(samples, "ray_jewelry_orders_total", status="failed") >= 4  # job 2: production timed out
+    assert _total(samples, "ray_jewelry_stage_retries_total", stage="production") >= 4
+    assert _total(samples, "ray_jewelry_rejected_records_total") >= 2
+    assert _total(samples, "ray_jewelry_stage_results_total", stage="design", status="ok") >= 300
+    latency = {tags["replica"] for tags, _ in samples["ray_jewelry_stage_call_latency_ms_bucket"]}
+    assert {"design-0", "design-1", "production-0", "material-0"} <= latency
+    assert max(value for _, value in samples["ray_jewelry_orders_in_flight"]) <= 100
+
+
+def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
+    namespace = "serve-test"
+    out = tmp_path / "serve"
+    job_id = cluster.submit("python", "-m", "orchestration", "run", "--serve", "--orders", "40", "--time-scale", "0.01",
+                            "--out", str(out), "--set", f"namespace={namespace}")
+
+    def status() -> dict:
+        proc = cluster.cli("status", "--json", "--set", f"namespace={namespace}")
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+    def wait_until(predicate, timeout_s=120):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            current = status()
+            if current and predicate(current):
+                return current
+            time.sleep(1.0)
+        raise AssertionError(f"status never satisfied the condition; last: {current}")
+
+    first = wait_until(lambda s: s["dispatcher"]["orders_done"] >= 40)
+    assert first["producer"]["serving"] and set(first["snapshots"]) == {
+        "material", "design", "production", "quality", "packaging", "logistics"}
+    assert first["snapshots"]["packaging"][0]["state"]["serials_issued"] == 40
+
+    listed = cluster._ray("list", "actors", "--format", "json", "--limit", "200",
+                          env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
+    names = {a["name"] for a in json.loads(listed) if a.get("ray_namespace") == namespace and a["state"] == "ALIVE"}
+    assert {"producer", "dispatcher", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
+            "logistics-0"} <= names
+    tasks = cluster._ray("list", "tasks", "--format", "json", "--limit", "10000",
+                         "--filter", "name=material:J2025001", env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
+    assert any(t["name"] == "material:J2025001" for t in json.loads(tasks))
+
+    submitted = cluster.cli("submit", "--input", "examples/orders.csv", "--set", f"namespace={namespace}")
+    assert submitted.returncode == 0 and "4 accepted, 1 rejected" in submitted.stderr, submitted.stderr
+    wait_until(lambda s: s["dispatcher"]["orders_done"] >= 44)
+    assert cluster.cli("stop", "--set", f"namespace={namespace}").returncode == 0
+    assert cluster.wait_for_job(job_id) == "SUCCEEDED"
+    outcomes = read_outcomes(out / "outcomes.jsonl")
+    assert len(outcomes) == 44 and Counter(o.status for o in outcomes) == {"completed": 44}
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["source"], r["line"], r["errors"][0]["field"]) for r in rejects] == [("orders.csv", 6, "size")]
