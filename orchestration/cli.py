@@ -23,7 +23,7 @@ from actors.logs import configure_logging
 from actors.models import STAGES
 from orchestration.operate import NotRunning, connect_existing, stop_serving, submit_file, system_status
 from orchestration.render import render_status, render_summary
-from orchestration.settings import FanoutSettings, load_settings
+from orchestration.settings import FanoutSettings, deep_merge, load_settings
 from orchestration.system import FanoutSystem, RunResult
 from orchestration.wiring import connect_ray
 
@@ -108,8 +108,6 @@ def _assignment(text: str) -> dict[str, Any]:
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    from orchestration.settings import deep_merge
-
     overrides: dict[str, Any] = {}
     for assignment in args.set:
         overrides = deep_merge(overrides, assignment)

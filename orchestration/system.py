@@ -41,13 +41,19 @@ ProgressCallback = Callable[[ProducerProgress, RunTally], None]
 
 
 @dataclass
-class RunResult:
-    summary: RunSummary
-    files: RunFiles | None
+class _Collected:
+    """What a run gathers as it goes; outcomes and rejects only when the caller keeps them."""
+
     outcomes: list[OrderOutcome] = field(default_factory=list)
     rejects: list[RejectedRecord] = field(default_factory=list)
     lost: list[LostOrder] = field(default_factory=list)
     source_error: str | None = None
+
+
+@dataclass
+class RunResult(_Collected):
+    summary: RunSummary | None = None
+    files: RunFiles | None = None
 
     def raise_if_incomplete(self) -> None:
         if self.lost:
@@ -93,7 +99,7 @@ class FanoutSystem:
         source = source or self.settings.source()
         source.check_readable()
         files = RunFiles.open(out_dir) if out_dir is not None else None
-        tally, result = RunTally(), RunResult(summary=None, files=files)  # type: ignore[arg-type]
+        tally, collected = RunTally(), _Collected()
         producer = self._producer = create_producer(self.settings, source, self._dispatcher, serve)
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
@@ -102,11 +108,11 @@ class FanoutSystem:
             ray.get(producer.start.remote())
             while True:
                 progress: ProducerProgress = ray.get(producer.poll.remote(POLL_BATCH, POLL_WAIT_S))
-                self._collect(progress, tally, result, files, keep_outcomes)
+                self._collect(progress, tally, collected, files, keep_outcomes)
                 if on_progress is not None:
                     on_progress(progress, tally)
                 if progress.finished:
-                    result.source_error = progress.source_error
+                    collected.source_error = progress.source_error
                     break
             wall_s = time.perf_counter() - started
         finally:
@@ -114,15 +120,15 @@ class FanoutSystem:
             kill_all({"producer": producer})
             if files is not None:
                 files.close()
-        result.summary = tally.summary(
+        summary = tally.summary(
             wall_s,
             self.settings.theoretical_limit_per_s(),
             {stage: len(self._pools.replicas[stage]) for stage in STAGES},
             self.snapshots(),
         )
         if files is not None:
-            files.write_summary(result.summary)
-        return result
+            files.write_summary(summary)
+        return RunResult(**vars(collected), summary=summary, files=files)
 
     def stop_serving(self) -> None:
         """Ask a serving run to finish: what is already accepted still gets its outcome."""
@@ -141,7 +147,7 @@ class FanoutSystem:
 
     @staticmethod
     def _collect(
-        progress: ProducerProgress, tally: RunTally, result: RunResult, files: RunFiles | None, keep: bool
+        progress: ProducerProgress, tally: RunTally, collected: _Collected, files: RunFiles | None, keep: bool
     ) -> None:
         for outcome in progress.outcomes:
             tally.add_outcome(outcome)
@@ -149,9 +155,9 @@ class FanoutSystem:
             tally.add_reject(reject)
         for lost in progress.lost:
             tally.add_lost(lost)
-        result.lost.extend(progress.lost)
+        collected.lost.extend(progress.lost)
         if keep:
-            result.outcomes.extend(progress.outcomes)
-            result.rejects.extend(progress.rejects)
+            collected.outcomes.extend(progress.outcomes)
+            collected.rejects.extend(progress.rejects)
         if files is not None:
             files.write(progress.outcomes, progress.rejects)
