@@ -3,7 +3,8 @@
 It is an async actor, so many orders are in flight together (bounded by `max_in_flight`): the
 six `.remote()` calls for an order are sent, then awaited with `asyncio.gather`, never with a
 blocking `ray.get` that would stall every other order on the event loop. A stage that times
-out, errors or dies fails its order with the reason; the other five results are kept.
+out, errors or dies fails its order with the reason; the other five results are kept, and the
+stages that did their part are asked to undo it (compensation), on the replica that did it.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Dispatcher:
                 started_at = datetime.now(UTC)
                 results = await asyncio.gather(*(self._call_stage(stage, order) for stage in STAGES))
                 outcome = OrderOutcome.from_results(order, list(results), started_at, datetime.now(UTC))
+                if outcome.status is OrderStatus.FAILED:
+                    outcome = outcome.model_copy(update={"compensations": await self._compensate(outcome)})
                 self._metrics.order_latency.observe(outcome.latency_ms)
         finally:
             self._in_flight.discard(order.order_id)
@@ -141,6 +144,27 @@ class Dispatcher:
         latency_s = time.perf_counter() - clock
         self._metrics.stage_latency.observe(latency_s * 1000, tags={"stage": stage.value, "replica": replica.name})
         return result, dead, latency_s
+
+    async def _compensate(self, outcome: OrderOutcome) -> dict[StageName, str]:
+        """Ask every stage that did not decline to undo its work. Errored stages are asked too: a
+        call that timed out may still have run, and only the replica knows."""
+        asked = {
+            stage: self._pools[stage].named(result.replica)
+            for stage, result in outcome.results.items()
+            if result.status is not StageStatus.BUSINESS_FAILURE
+        }
+        calls = {stage: replica.handle.compensate.options(name=f"compensate-{stage.value}:{outcome.order_id}")
+                 .remote(outcome.order_id) for stage, replica in asked.items() if replica is not None}
+        answers = await asyncio.gather(*calls.values(), return_exceptions=True)
+        done: dict[StageName, str] = {}
+        for stage, answer in zip(calls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                done[stage] = f"compensation failed: {type(answer).__name__}: {str(answer).splitlines()[0]}"
+                self.log.bind(order_id=outcome.order_id).error("{} {}", stage, done[stage])
+            elif answer:
+                done[stage] = answer
+                self._metrics.compensations.inc(tags={"stage": stage.value})
+        return done
 
     @staticmethod
     def _error(

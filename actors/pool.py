@@ -53,6 +53,9 @@ class ReplicaPool:
     def ongoing(self) -> int:
         return sum(r.ongoing for r in self._replicas)
 
+    def named(self, name: str) -> Replica | None:
+        return next((r for r in self._replicas if r.name == name), None)
+
     def acquire(self, avoid: Replica | None = None) -> Replica:
         """The least-loaded replica (other than `avoid`), counted against it until `release`."""
         candidates = [r for r in self._replicas if r is not avoid] or self._replicas

@@ -80,6 +80,9 @@ class OrderOutcome(BaseModel):
     started_at: datetime
     finished_at: datetime
     latency_ms: float = Field(ge=0)
+    compensations: dict[StageName, str] = Field(
+        default_factory=dict, description="for a failed order: what each stage undid, or why it could not"
+    )
 
     @classmethod
     def from_results(
@@ -149,5 +152,6 @@ class StageSnapshot(BaseModel):
     business_failures: int
     errors: int
     replays: int
+    compensations: int = 0
     busy_s: float
     state: dict[str, Any]

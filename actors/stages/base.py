@@ -72,6 +72,7 @@ class Stage(ABC, Generic[ConfigT]):
         self.log = logger.bind(stage=self.name.value, replica=context.replica)
         self._node_id = current_node_id()
         self._first_results: dict[str, StageResult] = {}
+        self._compensated: dict[str, str | None] = {}
         self._counts = {status: 0 for status in StageStatus}
         self._replays = 0
         self._busy_s = 0.0
@@ -89,6 +90,29 @@ class Stage(ABC, Generic[ConfigT]):
     @abstractmethod
     def state(self) -> dict[str, Any]:
         """This stage's business state as plain data (stock left, serials issued, ...)."""
+
+    def undo(self, order_id: str, output: StageOutput) -> str | None:
+        """Reverse this stage's side effects for a failed order; say what was undone, or None
+        when the stage changed nothing that needs undoing (a design stays in the cache)."""
+        return None
+
+    def compensate(self, order_id: str) -> str | None:
+        """Undo this replica's work for an order that failed elsewhere, once.
+
+        Idempotent like `process`: a second call returns the first answer. None means there was
+        nothing here to undo (the order never reached this replica, or the stage declined it).
+        """
+        with self._state_lock:
+            if order_id in self._compensated:
+                return self._compensated[order_id]
+            first = self._first_results.get(order_id)
+            done = None
+            if first is not None and first.status is StageStatus.OK and first.output is not None:
+                done = self.undo(order_id, first.output)
+            self._compensated[order_id] = done
+        if done:
+            self.log.bind(order_id=order_id).info("compensated: {}", done)
+        return done
 
     def process(self, order: JewelryOrder) -> StageResult:
         """Run the stage once per order id; a repeated call returns the first result unchanged.
@@ -152,6 +176,7 @@ class Stage(ABC, Generic[ConfigT]):
             business_failures=self._counts[StageStatus.BUSINESS_FAILURE],
             errors=self._counts[StageStatus.ERROR],
             replays=self._replays,
+            compensations=sum(1 for done in self._compensated.values() if done),
             busy_s=round(self._busy_s, 6),
             state=self.state(),
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from actors.models import JewelryOrder, LogisticsOutput, StageName
+from actors.models import JewelryOrder, LogisticsOutput, StageName, StageOutput
 from actors.stages.base import ReplicaContext, Stage, StageConfig
 
 S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
@@ -64,6 +64,8 @@ class Logistics(Stage[LogisticsConfig]):
         self._next_serial = 0
         self._by_carrier: dict[str, int] = {}
         self._insured_total = Decimal(0)
+        self._booked: set[str] = set()
+        self._voided: dict[str, str] = {}  # tracking number -> order id; never issued again
 
     def handle(self, order: JewelryOrder) -> LogisticsOutput:
         if self._next_serial >= SERIALS_PER_REPLICA:
@@ -78,6 +80,7 @@ class Logistics(Stage[LogisticsConfig]):
         self._next_serial += 1
         self._by_carrier[carrier] = self._by_carrier.get(carrier, 0) + 1
         self._insured_total += order.declared_value
+        self._booked.add(order.order_id)
         return LogisticsOutput(
             carrier=carrier,
             service=service,
@@ -88,9 +91,20 @@ class Logistics(Stage[LogisticsConfig]):
             estimated_delivery=eta,
         )
 
+    def undo(self, order_id: str, output: StageOutput) -> str | None:
+        if order_id not in self._booked:
+            return None
+        assert isinstance(output, LogisticsOutput)
+        self._booked.discard(order_id)
+        self._voided[output.tracking_number] = order_id
+        self._by_carrier[output.carrier] -= 1
+        self._insured_total -= output.insured_value
+        return f"voided waybill {output.tracking_number} ({output.carrier})"
+
     def state(self) -> dict[str, Any]:
         return {
             "tracking_numbers_issued": self._next_serial,
+            "waybills_voided": len(self._voided),
             "by_carrier": dict(sorted(self._by_carrier.items())),
             "insured_total": str(self._insured_total),
         }

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from actors.errors import BusinessFailure
-from actors.models import JewelryOrder, MaterialOutput, Reservation, StageName
+from actors.models import JewelryOrder, MaterialOutput, Reservation, StageName, StageOutput
 from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Gemstone
 from actors.models.styles import metal_allowance_g
@@ -99,6 +99,18 @@ class MaterialVerification(Stage[MaterialConfig]):
             certificates_verified=tuple(str(c) for c in certificates),
             store=self.context.replica,
         )
+
+    def undo(self, order_id: str, output: StageOutput) -> str | None:
+        needs = self._reserved_by_order.pop(order_id, None)
+        if needs is None:
+            return None
+        for key, qty in needs.items():
+            self._stock[key] += qty
+        freed = [c for c, holder in self._certificate_holder.items() if holder == order_id]
+        for certificate in freed:
+            del self._certificate_holder[certificate]
+        released = ", ".join(f"{key} {_human(key, qty)}" for key, qty in needs.items())
+        return f"released {released}" + (f"; freed certificate {', '.join(freed)}" if freed else "")
 
     def state(self) -> dict[str, Any]:
         reserved: dict[str, int] = {}

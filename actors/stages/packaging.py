@@ -12,7 +12,9 @@ from typing import Any
 from pydantic import Field
 
 from actors.errors import BusinessFailure
-from actors.models import JewelryOrder, PackagingOutput, ProductType, StageName
+from pathlib import Path
+
+from actors.models import JewelryOrder, PackagingOutput, ProductType, StageName, StageOutput
 from actors.models.catalog import METALS
 from actors.stages.base import ReplicaContext, Stage, StageConfig
 
@@ -46,6 +48,8 @@ class Packaging(Stage[PackagingConfig]):
         self._boxes = dict(self._initial_boxes)
         self._next_serial = 1
         self._issued: list[str] = []
+        self._voided: dict[str, str] = {}  # serial -> order id; a void serial is never issued again
+        self._packed: dict[str, ProductType] = {}
 
     def handle(self, order: JewelryOrder) -> PackagingOutput:
         product = order.product_type
@@ -58,10 +62,26 @@ class Packaging(Stage[PackagingConfig]):
         self._boxes[product] -= 1
         self._next_serial += 1
         self._issued.append(serial)
+        self._packed[order.order_id] = product
         return PackagingOutput(box=BOXES[product], certificate_serial=serial, certificate_path=str(path) if path else None)
+
+    def undo(self, order_id: str, output: StageOutput) -> str | None:
+        product = self._packed.pop(order_id, None)
+        if product is None:
+            return None
+        assert isinstance(output, PackagingOutput)
+        self._boxes[product] += 1
+        self._voided[output.certificate_serial] = order_id
+        if output.certificate_path:
+            path = Path(output.certificate_path)
+            if path.exists():
+                path.write_text("VOID: the order was not completed.\n" + path.read_text(encoding="utf-8"),
+                                encoding="utf-8")
+        return f"voided certificate {output.certificate_serial}; returned a {BOXES[product]}"
 
     def state(self) -> dict[str, Any]:
         return {
+            "serials_voided": len(self._voided),
             "boxes_initial": {str(k): v for k, v in self._initial_boxes.items()},
             "boxes_left": {str(k): v for k, v in self._boxes.items()},
             "serials_issued": len(self._issued),

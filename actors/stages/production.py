@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from actors.models import JewelryOrder, ProductionOutput, ProductType, StageName
+from actors.models import JewelryOrder, ProductionOutput, ProductType, StageName, StageOutput
 from actors.models.catalog import METALS
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig
@@ -44,6 +44,12 @@ class _Bench:
         self.busy += minutes
         return start, self.free_at
 
+    def release(self, start: float, finish: float) -> None:
+        """Give back a booking; the bench is free earlier only if it was the last one."""
+        self.busy -= finish - start
+        if self.free_at == finish:
+            self.free_at = start
+
 
 class Production(Stage[ProductionConfig]):
     name = StageName.PRODUCTION
@@ -56,6 +62,8 @@ class Production(Stage[ProductionConfig]):
         self._metal_loss_g = 0.0
         self._labour_minutes = 0.0
         self._orders = 0
+        self._cancelled = 0
+        self._bookings: dict[str, list[tuple[_Bench, float, float]]] = {}
 
     def handle(self, order: JewelryOrder) -> ProductionOutput:
         allowance = metal_allowance_g(order)
@@ -70,12 +78,15 @@ class Production(Stage[ProductionConfig]):
                 first_minutes += self.config.carving_minutes
         casting = min(self._casting, key=lambda bench: bench.free_at)
         start, cast_done = casting.book(0.0, first_minutes)
+        bookings = [(casting, start, cast_done)]
         finish, setting_name, setting_minutes = cast_done, None, 0.0
         if order.gemstones:
             setting = min(self._setting, key=lambda bench: bench.free_at)
             setting_minutes = self.config.setting_minutes_per_stone * len(order.gemstones)
-            _, finish = setting.book(cast_done, setting_minutes)
+            set_start, finish = setting.book(cast_done, setting_minutes)
             setting_name = setting.name
+            bookings.append((setting, set_start, finish))
+        self._bookings[order.order_id] = bookings
 
         labour = first_minutes + setting_minutes
         self._metal_loss_g += loss
@@ -90,11 +101,25 @@ class Production(Stage[ProductionConfig]):
             metal_loss_g=round(loss, 3),
         )
 
+    def undo(self, order_id: str, output: StageOutput) -> str | None:
+        bookings = self._bookings.pop(order_id, None)
+        if bookings is None:
+            return None
+        for bench, start, finish in bookings:
+            bench.release(start, finish)
+        assert isinstance(output, ProductionOutput)
+        self._metal_loss_g -= output.metal_loss_g
+        self._labour_minutes -= output.labour_minutes
+        self._orders -= 1
+        self._cancelled += 1
+        return "freed " + ", ".join(f"{bench.name} minutes {start:g}-{finish:g}" for bench, start, finish in bookings)
+
     def state(self) -> dict[str, Any]:
         benches = self._casting + self._setting
         makespan = max(bench.free_at for bench in benches)
         return {
             "orders_scheduled": self._orders,
+            "orders_cancelled": self._cancelled,
             "makespan_minutes": round(makespan, 2),
             "labour_minutes": round(self._labour_minutes, 2),
             "metal_loss_g": round(self._metal_loss_g, 3),

@@ -114,7 +114,7 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
     wanted = {"ray_jewelry_orders_total", "ray_jewelry_orders_in_flight", "ray_jewelry_order_latency_ms_count",
               "ray_jewelry_stage_call_latency_ms_bucket", "ray_jewelry_stage_results_total",
               "ray_jewelry_stage_ongoing_calls", "ray_jewelry_stage_retries_total",
-              "ray_jewelry_rejected_records_total"}
+              "ray_jewelry_rejected_records_total", "ray_jewelry_compensations_total"}
     deadline, samples = time.monotonic() + 90, {}
     while time.monotonic() < deadline:  # the metrics agent exports about every 10 s
         samples = _scrape(cluster.metrics_ports)
@@ -126,6 +126,8 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
     assert _total(samples, "ray_jewelry_orders_total", status="failed") >= 4  # job 2: production timed out
     assert _total(samples, "ray_jewelry_stage_retries_total", stage="production") >= 4
     assert _total(samples, "ray_jewelry_rejected_records_total") >= 2
+    for stage in ("material", "packaging", "logistics"):  # each failed order's completed work was undone
+        assert _total(samples, "ray_jewelry_compensations_total", stage=stage) >= 4
     assert _total(samples, "ray_jewelry_stage_results_total", stage="design", status="ok") >= 300
     latency = {tags["replica"] for tags, _ in samples["ray_jewelry_stage_call_latency_ms_bucket"]}
     assert {"design-0", "design-1", "production-0", "material-0"} <= latency

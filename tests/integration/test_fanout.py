@@ -67,7 +67,7 @@ def test_bad_records_are_rejected_with_line_and_field_and_the_good_ones_complete
     assert {o.order_id for o in read_outcomes(result.files.outcomes_path)} == {"J2025001", "J2025002", "J2025003"}
 
 
-def test_a_failing_stage_fails_the_order_and_keeps_the_siblings(start_system):
+def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them(start_system):
     system = start_system(quality={"defect_rate": 1.0})
     result = system.run(SourceSpec(count=30), keep_outcomes=True)
     assert result.summary.failed == 30 and result.summary.completed == 0
@@ -76,6 +76,16 @@ def test_a_failing_stage_fails_the_order_and_keeps_the_siblings(start_system):
         assert outcome.reason.startswith("quality: QC rejected")
         siblings = [r for s, r in outcome.results.items() if s is not StageName.QUALITY]
         assert all(r.status is StageStatus.OK and r.output is not None for r in siblings)
+        assert set(outcome.compensations) == {StageName.MATERIAL, StageName.PRODUCTION, StageName.PACKAGING,
+                                              StageName.LOGISTICS}
+    snapshots = system.snapshots()
+    (material,) = snapshots[StageName.MATERIAL]
+    assert material.state["left"] == material.state["initial"] and material.state["certificates_held"] == 0
+    (packaging,) = snapshots[StageName.PACKAGING]
+    assert packaging.state["boxes_left"] == packaging.state["boxes_initial"]
+    assert packaging.state["serials_voided"] == packaging.state["serials_issued"] == 30
+    (logistics,) = snapshots[StageName.LOGISTICS]
+    assert logistics.state["waybills_voided"] == 30 and logistics.state["insured_total"] == "0.00"
 
 
 def test_a_stage_timeout_is_an_error_with_its_reason(start_system):
@@ -119,9 +129,9 @@ def test_stock_never_goes_negative_and_is_conserved(start_system):
     out_of_stock = [o for o in result.outcomes if "out of stock" in (o.reason or "")]
     assert out_of_stock, "the small stock should have run out for some orders"
     reserved_by_outcomes: Counter = Counter()
-    for outcome in result.outcomes:
+    for outcome in result.outcomes:  # failed orders were compensated: only completed ones hold stock
         material = outcome.results[StageName.MATERIAL]
-        if material.status is StageStatus.OK:
+        if outcome.status is OrderStatus.COMPLETED:
             for item in material.output.reservations:
                 reserved_by_outcomes[item.item] += round(item.quantity * (1 if item.unit == "pcs" else 1000))
     totals: Counter = Counter()

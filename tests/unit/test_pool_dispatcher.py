@@ -15,6 +15,7 @@ class LocalHandle:
     def __init__(self, stage, gate=None):
         self.stage, self.gate, self.calls = stage, gate, 0
         self.process = self
+        self.compensate = _LocalMethod(stage.compensate)
 
     def options(self, **_):
         return self
@@ -26,6 +27,22 @@ class LocalHandle:
             if self.gate is not None:
                 await self.gate.wait()
             return self.stage.process(order)
+
+        return call()
+
+
+class _LocalMethod:
+    """`handle.method.options(...).remote(*args)` for a plain bound method."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def options(self, **_):
+        return self
+
+    def remote(self, *args):
+        async def call():
+            return self.method(*args)
 
         return call()
 
@@ -172,3 +189,17 @@ def test_backoff_grows_with_full_jitter_up_to_the_cap():
     delays = {n: [policy.delay_s(n, rng) for _ in range(500)] for n in (1, 2, 3, 8)}
     assert max(delays[1]) <= 0.1 and max(delays[2]) <= 0.2 and max(delays[3]) <= 0.4 and max(delays[8]) <= 1.0
     assert max(delays[8]) > 0.9 and min(delays[8]) < 0.1  # jitter spreads retries over the whole window
+
+
+def test_a_failed_order_is_compensated_by_the_stages_that_did_their_part():
+    handles = _handles()
+    quality = handles["quality"]["quality-0"]
+    quality.stage.config = quality.stage.config.model_copy(update={"defect_rate": 1.0})
+    material = handles["material"]["material-0"].stage
+    before = material.snapshot().state["left"]
+    outcome = asyncio.run(Dispatcher(handles, {s: 5.0 for s in STAGES}).process(make_order(0)))
+    assert outcome.status is OrderStatus.FAILED
+    assert set(outcome.compensations) == {"material", "production", "packaging", "logistics"}
+    assert outcome.compensations["material"].startswith("released metal/AU750")
+    assert "voided certificate JF-000-00000001" in outcome.compensations["packaging"]
+    assert material.snapshot().state["left"] == before  # as if the order never came
