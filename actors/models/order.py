@@ -8,6 +8,7 @@ no bench can make, a certificate number in the wrong format.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -30,6 +31,12 @@ from actors.models.catalog import (
 ORDER_ID_PATTERN = r"^J\d{7,12}$"
 
 
+def _one_of(value: str, known: Iterable[str], what: str) -> str:
+    if value not in known:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(known)}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -43,9 +50,7 @@ class Certificate(_Strict):
     @field_validator("lab")
     @classmethod
     def _known_lab(cls, value: str) -> str:
-        if value not in CERTIFICATE_FORMATS:
-            raise ValueError(f"unknown laboratory {value!r}; known: {', '.join(CERTIFICATE_FORMATS)}")
-        return value
+        return _one_of(value, CERTIFICATE_FORMATS, "laboratory")
 
     @field_validator("number")
     @classmethod
@@ -76,9 +81,7 @@ class Gemstone(_Strict):
     @field_validator("clarity")
     @classmethod
     def _known_clarity(cls, value: str) -> str:
-        if value not in CLARITY_GRADES:
-            raise ValueError(f"clarity {value!r} is not one of {', '.join(CLARITY_GRADES)}")
-        return value
+        return _one_of(value, CLARITY_GRADES, "clarity")
 
     @field_validator("certificate")
     @classmethod
