@@ -178,9 +178,9 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
     except SourceError as error:
         err.print(f"[red]cannot read orders:[/red] {error}")
         return EXIT_USAGE
-    where = connect_ray(settings)
-    err.print(f"jewelry-fanout on {where}, namespace [bold]{settings.namespace}[/bold]")
     try:
+        where = connect_ray(settings)
+        err.print(f"jewelry-fanout on {where}, namespace [bold]{settings.namespace}[/bold]")
         system = FanoutSystem.start(settings)
     except SystemStartError as error:
         err.print(f"[red]could not start:[/red] {error}")
@@ -195,6 +195,8 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
     finally:
         system.shutdown()
 
+    if result.summary.orders_total == 0:
+        err.print(f"[yellow]warning:[/yellow] {settings.source().label} held no records")
     if as_json:
         sys.stdout.write(result.summary.model_dump_json() + "\n")
     else:

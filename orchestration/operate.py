@@ -15,11 +15,11 @@ import ray
 from pydantic import BaseModel, ConfigDict
 
 from actors.dispatcher import DispatcherStats
-from actors.errors import FanoutError, SourceError
+from actors.errors import FanoutError, SourceError, SystemStartError
 from actors.models import StageName, StageSnapshot
 from actors.producer import SubmitReceipt
 from actors.sources import SUPPORTED_SUFFIXES, read_rows
-from orchestration.wiring import snapshot_ref
+from orchestration.wiring import check_reachable, snapshot_ref
 
 CALL_TIMEOUT_S = 15.0
 
@@ -43,8 +43,9 @@ def connect_existing(namespace: str) -> str:
         return "the Ray this process already runs"
     address = os.environ.get("RAY_ADDRESS") or "auto"
     try:
+        check_reachable(address)
         ray.init(address=address, namespace=namespace, log_to_driver=False)
-    except (ConnectionError, RuntimeError) as error:
+    except (ConnectionError, RuntimeError, SystemStartError) as error:
         raise NotRunning(f"no Ray cluster to connect to at {address}: {error}") from error
     return f"the Ray cluster at {address}"
 

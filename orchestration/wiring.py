@@ -7,6 +7,7 @@ does not own them (an actor dies with its owner), so each can fail and be replac
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,20 @@ from actors.stages import STAGE_CLASSES, ReplicaContext
 from orchestration.settings import FanoutSettings
 
 READY_POLL_S = 1.0
+ADDRESS_PROBE_TIMEOUT_S = 5.0
 # Stage replicas run one order at a time; snapshots go to this group so they never queue behind orders.
 CONTROL_GROUP = "control"
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds on a `host:port` nobody listens on, instead of Ray's minute of retries."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", "ray://...", "http://...": Ray resolves and reports these itself
+    try:
+        socket.create_connection((host, int(port)), timeout=ADDRESS_PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        raise SystemStartError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {error}") from error
 
 
 def connect_ray(settings: FanoutSettings) -> str:
@@ -34,6 +47,7 @@ def connect_ray(settings: FanoutSettings) -> str:
         return "the Ray this process already runs"
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        check_reachable(address)
         ray.init(address=address, namespace=settings.namespace, log_to_driver=True)
         return f"the Ray cluster at {address}"
     ray.init(

@@ -67,3 +67,19 @@ def test_nearest_rank_percentiles():
     values = list(range(1, 101))
     assert (percentile(values, 50), percentile(values, 95), percentile(values, 99)) == (50, 95, 99)
     assert percentile([], 50) == 0.0
+
+
+def test_an_unreachable_ray_address_fails_fast_with_the_address(monkeypatch, capsys):
+    from tests.integration.cluster import free_port
+
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    assert main(["run", "--orders", "3"]) == 3
+    assert "cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:" in capsys.readouterr().err
+    assert main(["status"]) == 3
+
+
+def test_auto_and_client_addresses_are_left_to_ray():
+    from orchestration.wiring import check_reachable
+
+    check_reachable("auto")
+    check_reachable("ray://head:10001")
