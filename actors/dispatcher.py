@@ -114,7 +114,9 @@ class Dispatcher:
             self._metrics.retries.inc(tags={"stage": stage.value})
             self.log.bind(order_id=order.order_id).info("{} attempt {} failed ({}); retrying", stage, attempt, result.reason)
             await asyncio.sleep(policy.delay_s(attempt, self._rng))
-            if replica_dead and len(pool) > 1:
+            if replica_dead:
+                pool.mark_dead(replica)
+                self.log.warning("{} is dead; {} of {} {} replica(s) left", replica.name, pool.alive, len(pool), stage)
                 pool.release(replica, spent_s, error=True)
                 replica, spent_s = pool.acquire(avoid=replica), 0.0
         pool.release(replica, spent_s, error=result.status is StageStatus.ERROR, node_id=_node_of(result))

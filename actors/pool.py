@@ -25,6 +25,7 @@ class ReplicaLoad(BaseModel):
     calls: int
     errors: int
     mean_latency_ms: float
+    alive: bool = True
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Replica:
     calls: int = 0
     errors: int = 0
     latency_s: float = 0.0
+    alive: bool = True
 
 
 class ReplicaPool:
@@ -53,12 +55,22 @@ class ReplicaPool:
     def ongoing(self) -> int:
         return sum(r.ongoing for r in self._replicas)
 
+    @property
+    def alive(self) -> int:
+        return sum(r.alive for r in self._replicas)
+
+    def mark_dead(self, replica: Replica) -> None:
+        """A replica that died for good gets no more calls (ActorPool keeps routing to it, #50313)."""
+        replica.alive = False
+
     def named(self, name: str) -> Replica | None:
         return next((r for r in self._replicas if r.name == name), None)
 
     def acquire(self, avoid: Replica | None = None) -> Replica:
-        """The least-loaded replica (other than `avoid`), counted against it until `release`."""
-        candidates = [r for r in self._replicas if r is not avoid] or self._replicas
+        """The least-loaded live replica (other than `avoid`), counted against it until `release`.
+        With no live replica left it still returns one, whose call fails fast as an error result."""
+        live = [r for r in self._replicas if r.alive] or self._replicas
+        candidates = [r for r in live if r is not avoid] or live
         replica = min(candidates, key=lambda r: (r.ongoing, r.calls, r.index))
         replica.ongoing += 1
         replica.calls += 1
@@ -80,6 +92,7 @@ class ReplicaPool:
                 calls=r.calls,
                 errors=r.errors,
                 mean_latency_ms=round(1000 * r.latency_s / r.calls, 3) if r.calls else 0.0,
+                alive=r.alive,
             )
             for r in self._replicas
         ]

@@ -19,7 +19,7 @@ from actors.errors import FanoutError, SourceError, SystemStartError
 from actors.models import StageName, StageSnapshot
 from actors.producer import SubmitReceipt
 from actors.sources import SUPPORTED_SUFFIXES, read_rows
-from orchestration.wiring import check_reachable, snapshot_ref
+from orchestration.wiring import check_reachable, collect_snapshots
 
 CALL_TIMEOUT_S = 15.0
 
@@ -64,9 +64,15 @@ def system_status(namespace: str) -> SystemStatus:
         producer = ray.get(_actor("producer", namespace).describe.remote(), timeout=CALL_TIMEOUT_S)
     except NotRunning:
         producer = None  # between runs of a long-lived system there is no producer
-    refs = {stage: [snapshot_ref(_actor(load.replica, namespace)) for load in loads]
-            for stage, loads in stats.stages.items()}
-    snapshots = {stage: ray.get(stage_refs, timeout=CALL_TIMEOUT_S) for stage, stage_refs in refs.items()}
+    snapshots = {}
+    for stage, loads in stats.stages.items():
+        live = {}
+        for load in loads:
+            try:
+                live[load.replica] = ray.get_actor(load.replica, namespace=namespace)
+            except ValueError:
+                continue  # died for good: the dispatcher's load shows it as not alive
+        snapshots[stage] = collect_snapshots(live, timeout_s=CALL_TIMEOUT_S)
     return SystemStatus(namespace=namespace, dispatcher=stats, producer=producer, snapshots=snapshots)
 
 

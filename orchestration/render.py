@@ -66,7 +66,7 @@ def render_status(console: Console, status: SystemStatus) -> None:
         for load in loads:
             snap = snapshots.get(load.replica)
             table.add_row(
-                load.replica, (load.node_id or "-")[:12], str(load.ongoing), str(load.calls), str(load.errors),
+                load.replica if load.alive else f"{load.replica} (dead)", (load.node_id or "-")[:12], str(load.ongoing), str(load.calls), str(load.errors),
                 f"{load.mean_latency_ms:.1f}", str(snap.ok if snap else "-"),
                 str(snap.business_failures if snap else "-"), str(snap.replays if snap else "-"),
             )

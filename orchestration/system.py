@@ -29,8 +29,8 @@ from orchestration.wiring import (
     create_dispatcher,
     create_producer,
     create_stage_pools,
+    collect_snapshots,
     kill_all,
-    snapshot_ref,
     wait_until_ready,
 )
 
@@ -136,8 +136,8 @@ class FanoutSystem:
             self._producer.stop.remote()
 
     def snapshots(self) -> dict[StageName, list[StageSnapshot]]:
-        refs = {stage: [snapshot_ref(h) for h in pool.values()] for stage, pool in self._pools.replicas.items()}
-        return {stage: ray.get(stage_refs) for stage, stage_refs in refs.items()}
+        """Every live replica's snapshot, by stage."""
+        return {stage: collect_snapshots(pool) for stage, pool in self._pools.replicas.items()}
 
     def dispatcher_stats(self) -> DispatcherStats:
         return ray.get(self._dispatcher.stats.remote())

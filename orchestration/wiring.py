@@ -139,6 +139,18 @@ def snapshot_ref(replica: Any) -> Any:
     return replica.snapshot.options(concurrency_group=CONTROL_GROUP).remote()
 
 
+def collect_snapshots(replicas: dict[str, Any], timeout_s: float | None = None) -> list[Any]:
+    """Snapshots of the replicas that answer; a dead one is skipped with a warning, not fatal."""
+    refs = {name: snapshot_ref(handle) for name, handle in replicas.items()}
+    snapshots = []
+    for name, ref in refs.items():
+        try:
+            snapshots.append(ray.get(ref, timeout=timeout_s))
+        except Exception as error:  # noqa: BLE001 - one dead replica must not hide the others
+            logger.bind(stage="wiring").warning("no snapshot from {}: {}", name, type(error).__name__)
+    return snapshots
+
+
 def wait_until_ready(actors: dict[str, Any], timeout_s: float) -> None:
     """Every actor constructed, or a `SystemStartError` naming those that are not and why."""
     pending = {actor.__ray_ready__.remote(): name for name, actor in actors.items()}

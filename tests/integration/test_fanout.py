@@ -176,3 +176,24 @@ def test_stage_results_say_where_and_when(start_system):
             assert stage_result.node_id == node and stage_result.replica == f"{stage}-0"
             assert outcome.started_at <= stage_result.started_at <= stage_result.finished_at <= outcome.finished_at
             assert isinstance(stage_result.started_at, datetime)
+
+
+def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_system):
+    system = start_system(time_scale=0.01, logistics={"replicas": 2})
+    victim = ray.get_actor("logistics-1", namespace=system.settings.namespace)
+    killed_at = []
+
+    def kill_once(progress, tally):
+        if not killed_at and tally.terminal >= 60:
+            ray.kill(victim, no_restart=True)
+            killed_at.append(datetime.now().astimezone())
+
+    result = system.run(SourceSpec(count=300), keep_outcomes=True, on_progress=kill_once)
+    assert killed_at and result.summary.completed == 300 and result.summary.lost == 0
+    late = [o.results[StageName.LOGISTICS] for o in result.outcomes if o.finished_at > killed_at[0]]
+    assert late and all(r.replica == "logistics-0" for r in late if r.started_at > killed_at[0])
+    assert any(r.attempts > 1 for r in late)  # the call that found the replica dead was retried on the other
+    loads = {load.replica: load for load in system.dispatcher_stats().stages[StageName.LOGISTICS]}
+    assert not loads["logistics-1"].alive and loads["logistics-0"].alive
+    tracking = [o.results[StageName.LOGISTICS].output.tracking_number for o in result.outcomes]
+    assert len(set(tracking)) == 300

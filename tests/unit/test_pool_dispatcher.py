@@ -203,3 +203,12 @@ def test_a_failed_order_is_compensated_by_the_stages_that_did_their_part():
     assert outcome.compensations["material"].startswith("released metal/AU750")
     assert "voided certificate JF-000-00000001" in outcome.compensations["packaging"]
     assert material.snapshot().state["left"] == before  # as if the order never came
+
+
+def test_a_dead_replica_gets_no_more_calls():
+    pool = ReplicaPool("design", {"design-0": "a", "design-1": "b"})
+    dead = pool.acquire()
+    pool.mark_dead(dead)
+    pool.release(dead, 0.0, error=True)
+    assert all(pool.acquire() is not dead for _ in range(5))
+    assert [load.alive for load in pool.loads()] == [dead.name != "design-0", dead.name != "design-1"]
