@@ -26,8 +26,9 @@ from actors.pool import Replica, ReplicaLoad, ReplicaPool
 from actors.retry import RetryPolicy
 from actors.telemetry import DispatchMetrics
 
-# Errors that mean the replica itself is gone: a retry must go to another replica.
-DEAD_REPLICA_ERRORS = ("ActorDiedError", "RayActorError", "ActorUnavailableError")
+# Errors that mean the replica itself is gone for good: a retry must go to another replica.
+# (ActorUnavailableError is not here: it means "restarting", and the same replica comes back.)
+DEAD_REPLICA_ERRORS = ("ActorDiedError", "RayActorError")
 
 
 class DispatcherStats(BaseModel):
@@ -109,14 +110,15 @@ class Dispatcher:
             attempt += 1
             result, replica_dead, latency_s = await self._attempt(stage, order, replica)
             spent_s += latency_s
+            if replica_dead and replica.alive:
+                pool.mark_dead(replica)
+                self.log.warning("{} is dead; {} of {} {} replica(s) left", replica.name, pool.alive, len(pool), stage)
             if result.status is not StageStatus.ERROR or attempt >= policy.attempts:
                 break
             self._metrics.retries.inc(tags={"stage": stage.value})
             self.log.bind(order_id=order.order_id).info("{} attempt {} failed ({}); retrying", stage, attempt, result.reason)
             await asyncio.sleep(policy.delay_s(attempt, self._rng))
             if replica_dead:
-                pool.mark_dead(replica)
-                self.log.warning("{} is dead; {} of {} {} replica(s) left", replica.name, pool.alive, len(pool), stage)
                 pool.release(replica, spent_s, error=True)
                 replica, spent_s = pool.acquire(avoid=replica), 0.0
         pool.release(replica, spent_s, error=result.status is StageStatus.ERROR, node_id=_node_of(result))
