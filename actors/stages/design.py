@@ -46,8 +46,12 @@ class DesignConfig(StageConfig):
 
 @dataclass(frozen=True)
 class _Design:
+    """A built design with its measurements, so a cache hit costs no geometry at all."""
+
     key: str
-    mesh: Mesh
+    triangles: int
+    volume_mm3: float
+    bounding_box_mm: tuple[float, float, float]
     mesh_path: str | None
 
 
@@ -71,21 +75,20 @@ class Design(Stage[DesignConfig]):
             if len(self._cache) < self.config.cache_size:
                 self._cache[cache_key] = design
             self._misses += 1
-            self._triangles_built += design.mesh.triangles
+            self._triangles_built += design.triangles
         else:
             self._hits += 1
 
-        volume = design.mesh.volume_mm3()
-        if volume <= 0:
-            raise BusinessFailure(f"design {design.key} is not a closed solid (volume {volume:.3f} mm3)")
-        metal_g, jade_g = self._weights(order, volume)
+        if design.volume_mm3 <= 0:
+            raise BusinessFailure(f"design {design.key} is not a closed solid (volume {design.volume_mm3:.3f} mm3)")
+        metal_g, jade_g = self._weights(order, design.volume_mm3)
         return DesignOutput(
             design_key=design.key,
-            triangles=design.mesh.triangles,
-            volume_mm3=round(volume, 3),
+            triangles=design.triangles,
+            volume_mm3=round(design.volume_mm3, 3),
             metal_weight_g=metal_g,
             jade_weight_g=jade_g,
-            bounding_box_mm=design.mesh.bounding_box_mm(),
+            bounding_box_mm=design.bounding_box_mm,
             mesh_path=design.mesh_path,
             cache_hit=hit,
         )
@@ -117,7 +120,7 @@ class Design(Stage[DesignConfig]):
         path = self.artifact_path("designs", f"{key}.stl") if self.config.write_meshes else None
         if path is not None:
             mesh.write_stl(path, f"jewelry-fanout {key}")
-        return _Design(key, mesh, str(path) if path else None)
+        return _Design(key, mesh.triangles, mesh.volume_mm3(), mesh.bounding_box_mm(), str(path) if path else None)
 
 
 def _ring(spec: StyleSpec, size: float, segments: int, sides: int) -> Mesh:

@@ -26,7 +26,7 @@ def test_every_style_meshes_to_a_closed_solid_within_the_reserved_allowance(prod
     sizes = SIZE_CONVENTIONS[product]
     for style in STYLES[product]:
         for size in (sizes.minimum, (sizes.minimum + sizes.maximum) / 2, sizes.maximum):
-            volume = design._build(product, style, size).mesh.volume_mm3()
+            volume = design._build(product, style, size).volume_mm3
             nominal = nominal_volume_mm3(product, style, size)
             # Inscribed polygons are never larger than the curved solid material reserved for.
             assert 0.75 * nominal < volume <= nominal * 1.001, (style, size)
