@@ -74,10 +74,6 @@ class RunSummary(BaseModel):
     stages: dict[StageName, StageSummary]
     failure_reasons: dict[str, int]
 
-    @property
-    def all_terminal(self) -> bool:
-        return self.lost == 0
-
 
 class RunTally:
     """Counts and latencies of a run so far; outcomes themselves are not kept."""

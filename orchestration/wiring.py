@@ -1,7 +1,7 @@
 """Where plain classes become Ray actors: names, namespaces, resources, scheduling.
 
 Stage replicas are created here, by the driver, and handed to the Dispatcher; the Dispatcher
-does not own them (an actor dies with its owner), so each can fail and be replaced on its own.
+does not own them (an actor dies with its owner), so one can die without taking the others with it.
 """
 
 from __future__ import annotations
