@@ -27,6 +27,9 @@ BOXES: dict[ProductType, str] = {
 }
 
 
+PRODUCT_OF_BOX = {box: product for product, box in BOXES.items()}
+
+
 class PackagingConfig(StageConfig):
     duration_s: float = Field(default=0.8, ge=0)
     box_stock: dict[ProductType, int] = Field(
@@ -49,7 +52,6 @@ class Packaging(Stage[PackagingConfig]):
         self._next_serial = 1
         self._issued: list[str] = []
         self._voided: dict[str, str] = {}  # serial -> order id; a void serial is never issued again
-        self._packed: dict[str, ProductType] = {}
 
     def handle(self, order: JewelryOrder) -> PackagingOutput:
         product = order.product_type
@@ -62,14 +64,11 @@ class Packaging(Stage[PackagingConfig]):
         self._boxes[product] -= 1
         self._next_serial += 1
         self._issued.append(serial)
-        self._packed[order.order_id] = product
         return PackagingOutput(box=BOXES[product], certificate_serial=serial, certificate_path=str(path) if path else None)
 
     def undo(self, order_id: str, output: StageOutput) -> str | None:
-        product = self._packed.pop(order_id, None)
-        if product is None:
-            return None
-        assert isinstance(output, PackagingOutput)
+        assert isinstance(output, PackagingOutput)  # the base calls undo once, for a packed order
+        product = PRODUCT_OF_BOX[output.box]
         self._boxes[product] += 1
         self._voided[output.certificate_serial] = order_id
         if output.certificate_path:
