@@ -3,6 +3,7 @@
 from actors.models.catalog import GemKind, JadeGrade, Metal, Priority, ProductType
 from actors.models.order import Certificate, Destination, Gemstone, JewelryOrder
 from actors.models.outputs import (
+    BenchBooking,
     DesignOutput,
     LogisticsOutput,
     MaterialOutput,
@@ -14,6 +15,7 @@ from actors.models.outputs import (
 )
 from actors.models.results import (
     STAGES,
+    DeadLetter,
     FieldError,
     OrderOutcome,
     OrderStatus,
@@ -25,7 +27,7 @@ from actors.models.results import (
 )
 
 __all__ = [
-    "STAGES", "Certificate", "Destination", "DesignOutput", "FieldError", "GemKind", "Gemstone",
+    "STAGES", "BenchBooking", "Certificate", "DeadLetter", "Destination", "DesignOutput", "FieldError", "GemKind", "Gemstone",
     "JadeGrade", "JewelryOrder", "LogisticsOutput", "MaterialOutput", "Metal", "OrderOutcome",
     "OrderStatus", "PackagingOutput", "Priority", "ProductType", "ProductionOutput", "QualityOutput",
     "RejectedRecord", "Reservation", "StageName", "StageOutput", "StageResult", "StageSnapshot", "StageStatus",

@@ -42,6 +42,14 @@ class DesignOutput(_Output):
     cache_hit: bool
 
 
+class BenchBooking(_Output):
+    """One bench's booking, in exact workshop minutes, so that it can be given back exactly."""
+
+    bench: str
+    start: float
+    finish: float
+
+
 class ProductionOutput(_Output):
     stage: Literal["production"] = "production"
     casting_bench: str
@@ -50,6 +58,7 @@ class ProductionOutput(_Output):
     finish_minute: float
     labour_minutes: float
     metal_loss_g: float
+    bookings: tuple[BenchBooking, ...]
 
 
 class QualityOutput(_Output):

@@ -38,6 +38,9 @@ class OrderStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     REJECTED = "rejected"
+    # A stage kept erroring after its retries: the order waits, its other stages' work held, for
+    # `jewelry-fanout replay` to complete it (or abandon it, which compensates).
+    DEAD_LETTERED = "dead_lettered"
 
 
 class StageResult(BaseModel):
@@ -83,6 +86,7 @@ class OrderOutcome(BaseModel):
     compensations: dict[StageName, str] = Field(
         default_factory=dict, description="for a failed order: what each stage undid, or why it could not"
     )
+    from_ledger: bool = Field(default=False, description="reached in an earlier run; read back, not reprocessed")
 
     @classmethod
     def from_results(
@@ -112,6 +116,21 @@ class OrderOutcome(BaseModel):
         if self.status is not OrderStatus.COMPLETED and not self.reason:
             raise ValueError(f"order {self.order_id} is {self.status} without a reason")
         return self
+
+
+class DeadLetter(BaseModel):
+    """A stage call that exhausted its retries: the error, and the order to replay it with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    stage: StageName
+    error: str
+    attempts: int
+    order: JewelryOrder
+    recorded_at: datetime
+    resolved_at: datetime | None = None
+    resolution: str | None = None
 
 
 class FieldError(BaseModel):

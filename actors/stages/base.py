@@ -1,8 +1,11 @@
-"""The one base every stage shares: timing, error wrapping, logging context, idempotency, counters.
+"""The one base every stage shares: timing, error wrapping, logging context, idempotency,
+counters, and durability.
 
-A stage module only says what its stage does to an order (`handle`) and what state it keeps
-(`state`). Everything a call goes through on the way is here, once, so that six stages cannot
-drift apart in how they time, log, fail or repeat themselves.
+A stage module only says what its stage does to an order (`handle`, `undo`) and what state it
+keeps (`state` to show it, `checkpoint`/`restore` to persist it). Everything a call goes through
+on the way is here, once, so that six stages cannot drift apart in how they time, log, fail,
+repeat or survive a restart: an effect and the state after it are committed together before the
+result is returned, and a new replica comes back from the last commit.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.errors import BusinessFailure
+from actors.ledger import CANCELLED_BEFORE_RUN, DuplicateEffect, LedgerSpec, StageJournal, open_journal
 from actors.logs import configure_logging
 from actors.models import (
     JewelryOrder,
@@ -52,6 +57,7 @@ class ReplicaContext:
     time_scale: float = 1.0
     artifacts_dir: Path | None = None
     log_level: str | None = None
+    ledger: LedgerSpec | None = None
 
     def share(self, total: float) -> float:
         """This replica's part of a stock that the pool's replicas split evenly."""
@@ -71,16 +77,27 @@ class Stage(ABC, Generic[ConfigT]):
         self.context = context
         self.log = logger.bind(stage=self.name.value, replica=context.replica)
         self._node_id = current_node_id()
-        self._first_results: dict[str, StageResult] = {}
-        self._compensated: dict[str, str | None] = {}
         self._counts = {status: 0 for status in StageStatus}
         self._replays = 0
+        self._compensations = 0
         self._busy_s = 0.0
         # Snapshots run in their own concurrency group, beside a running call; state changes and
         # snapshots take this lock so that a snapshot never sees half an order.
         self._state_lock = threading.Lock()
         if context.artifacts_dir is not None:
             context.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self._journal: StageJournal = open_journal(context.ledger)
+        self._initial_checkpoint: dict[str, Any] | None = None
+
+    def resume(self) -> None:
+        """Come back as the last commit left this replica. Subclasses call it at the end of their
+        `__init__`, once their initial state exists (a restarted actor re-runs `__init__`)."""
+        self._initial_checkpoint = self._checkpoint()
+        saved = self._journal.checkpoint_of(self.context.replica)
+        if saved is not None:
+            self._restore(saved)
+            self.log.info("restored from the ledger: {} ok, {} compensated", self._counts[StageStatus.OK],
+                          self._compensations)
         self.log.info("replica ready on node {}", self._node_id[:12])
 
     @abstractmethod
@@ -91,76 +108,142 @@ class Stage(ABC, Generic[ConfigT]):
     def state(self) -> dict[str, Any]:
         """This stage's business state as plain data (stock left, serials issued, ...)."""
 
+    @abstractmethod
+    def checkpoint(self) -> dict[str, Any]:
+        """The state to persist after each effect, as JSON-able data. Keep it small: what grows
+        with orders belongs in the effect records, which the journal keeps per order."""
+
+    @abstractmethod
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take back the state `checkpoint` returned."""
+
+    def remember(self, result: StageResult) -> None:
+        """Rebuild a per-order memo from a standing effect after a restart (most stages keep none)."""
+
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         """Reverse this stage's side effects for a failed order; say what was undone, or None
         when the stage changed nothing that needs undoing (a design stays in the cache)."""
         return None
 
     def compensate(self, order_id: str) -> str | None:
-        """Undo this replica's work for an order that failed elsewhere, once.
+        """Undo this stage's work for an order that failed elsewhere, once.
 
         Idempotent like `process`: a second call returns the first answer. None means there was
-        nothing here to undo (the order never reached this replica, or the stage declined it).
+        nothing to undo (the stage never ran for the order, or declined it); a stage that never
+        ran is marked so that a call still on its way cannot do the work afterwards.
         """
         with self._state_lock:
-            if order_id in self._compensated:
-                return self._compensated[order_id]
-            first = self._first_results.get(order_id)
+            recorded = self._journal.effect(self.name, order_id)
+            if recorded is not None and recorded.compensated:
+                return None if recorded.compensation == CANCELLED_BEFORE_RUN else recorded.compensation
+            result = recorded.result if recorded else None
             done = None
-            if first is not None and first.status is StageStatus.OK and first.output is not None:
-                done = self.undo(order_id, first.output)
-            self._compensated[order_id] = done
+            if result is not None and result.status is StageStatus.OK and result.output is not None:
+                done = self.undo(order_id, result.output)
+                self._compensations += 1
+            replica = recorded.replica if recorded else self.context.replica
+            note = done if recorded else CANCELLED_BEFORE_RUN
+            self._commit(lambda: self._journal.record_compensation(self.name, order_id, replica, note, self._checkpoint()))
         if done:
             self.log.bind(order_id=order_id).info("compensated: {}", done)
         return done
 
     def process(self, order: JewelryOrder) -> StageResult:
-        """Run the stage once per order id; a repeated call returns the first result unchanged.
+        """Run the stage once per order id; a repeated call, on this replica or any other, returns
+        the first result unchanged.
 
-        Errors (unexpected exceptions) are not remembered, so that a retry really retries;
-        `handle` implementations change state only after their last check, so a failed call
-        leaves no partial side effect behind.
+        Errors (unexpected exceptions) are not recorded, so that a retry really retries; `handle`
+        implementations change state only after their last check, so a failed call leaves no
+        partial side effect behind.
         """
         with self._state_lock:
-            first = self._first_results.get(order.order_id)
-            if first is not None:
-                self._replays += 1
-                return first.model_copy(update={"replayed": True})
+            recorded = self._recorded(order.order_id)
+        if recorded is not None:
+            return recorded
 
         log = self.log.bind(order_id=order.order_id)
         started_at, clock = datetime.now(UTC), time.perf_counter()
-        output, reason = None, None
-        try:
-            self._simulate_work()
-            with self._state_lock:
-                output = self.handle(order)
-            status = StageStatus.OK
-        except BusinessFailure as failure:
-            status, reason, output = StageStatus.BUSINESS_FAILURE, failure.reason, failure.output
-            log.info("declined: {}", reason)
-        except Exception as error:  # noqa: BLE001 - every fault becomes a result the dispatcher can act on
-            status, reason = StageStatus.ERROR, f"{type(error).__name__}: {error}"
-            log.opt(exception=error).error("failed: {}", reason)
+        self._simulate_work()
         with self._state_lock:
+            output, reason = None, None
+            try:
+                output = self.handle(order)
+                status = StageStatus.OK
+            except BusinessFailure as failure:
+                status, reason, output = StageStatus.BUSINESS_FAILURE, failure.reason, failure.output
+                log.info("declined: {}", reason)
+            except Exception as error:  # noqa: BLE001 - every fault becomes a result the dispatcher can act on
+                status, reason = StageStatus.ERROR, f"{type(error).__name__}: {error}"
+                log.opt(exception=error).error("failed: {}", reason)
             self._busy_s += time.perf_counter() - clock
             self._counts[status] += 1
-
-        result = StageResult(
-            order_id=order.order_id,
-            stage=self.name,
-            status=status,
-            output=output,
-            reason=reason,
-            started_at=started_at,
-            finished_at=datetime.now(UTC),
-            replica=self.context.replica,
-            node_id=self._node_id,
-        )
-        if status is not StageStatus.ERROR:
-            with self._state_lock:
-                self._first_results[order.order_id] = result
+            result = StageResult(
+                order_id=order.order_id,
+                stage=self.name,
+                status=status,
+                output=output,
+                reason=reason,
+                started_at=started_at,
+                finished_at=datetime.now(UTC),
+                replica=self.context.replica,
+                node_id=self._node_id,
+            )
+            try:
+                if status is StageStatus.ERROR:
+                    self._commit(lambda: self._journal.save_checkpoint(self.context.replica, self.name, self._checkpoint()))
+                else:
+                    self._commit(lambda: self._journal.record_effect(result, self._checkpoint()))
+            except DuplicateEffect:
+                # Another replica recorded this order first (this one was thought dead); its result stands.
+                return self._recorded(order.order_id) or result
+            except Exception as error:  # noqa: BLE001 - not recorded, so not done: an error worth a retry
+                self._counts[StageStatus.ERROR] += 1
+                reason = f"ledger: {type(error).__name__}: {error}"
+                log.opt(exception=error).error("could not record the result: {}", reason)
+                return result.model_copy(update={"status": StageStatus.ERROR, "output": None, "reason": reason})
         log.debug("{} in {:.1f} ms", status, result.duration_ms)
         return result
+
+    def _recorded(self, order_id: str) -> StageResult | None:
+        """The recorded answer for an order, if any (called under the state lock)."""
+        recorded = self._journal.effect(self.name, order_id)
+        if recorded is None:
+            return None
+        self._replays += 1
+        if recorded.result is None:
+            now = datetime.now(UTC)
+            return StageResult(order_id=order_id, stage=self.name, status=StageStatus.ERROR, reason=CANCELLED_BEFORE_RUN,
+                               started_at=now, finished_at=now, replica=self.context.replica, node_id=self._node_id,
+                               replayed=True)
+        return recorded.result.model_copy(update={"replayed": True})
+
+    def _commit(self, write: Callable[[], None]) -> None:
+        """Run a journal write; if it fails, memory goes back to the last commit, so that this replica
+        never holds an effect the ledger does not. The caller then sees the error."""
+        try:
+            write()
+        except BaseException:
+            self._restore(self._journal.checkpoint_of(self.context.replica) or self._initial_checkpoint or {})
+            raise
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "counts": {status.value: n for status, n in self._counts.items()},
+            "replays": self._replays,
+            "compensations": self._compensations,
+            "busy_s": self._busy_s,
+            "stage": self.checkpoint(),
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self._counts = {status: saved["counts"][status.value] for status in StageStatus}
+        self._replays = saved["replays"]
+        self._compensations = saved["compensations"]
+        self._busy_s = saved["busy_s"]
+        self.restore(saved["stage"])
+        if type(self).remember is not Stage.remember:
+            for result in self._journal.live_effects(self.context.replica):
+                self.remember(result)
 
     def snapshot(self) -> StageSnapshot:
         with self._state_lock:
@@ -176,7 +259,7 @@ class Stage(ABC, Generic[ConfigT]):
             business_failures=self._counts[StageStatus.BUSINESS_FAILURE],
             errors=self._counts[StageStatus.ERROR],
             replays=self._replays,
-            compensations=sum(1 for done in self._compensated.values() if done),
+            compensations=self._compensations,
             busy_s=round(self._busy_s, 6),
             state=self.state(),
         )

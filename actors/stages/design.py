@@ -64,6 +64,7 @@ class Design(Stage[DesignConfig]):
         self._hits = 0
         self._misses = 0
         self._triangles_built = 0
+        self.resume()
 
     def handle(self, order: JewelryOrder) -> DesignOutput:
         style = resolve_style(order.product_type, order.style)
@@ -100,6 +101,13 @@ class Design(Stage[DesignConfig]):
             "cache_misses": self._misses,
             "triangles_built": self._triangles_built,
         }
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Counters only: the cache is a cache, rebuilt on demand after a restart."""
+        return {"hits": self._hits, "misses": self._misses, "triangles_built": self._triangles_built}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self._hits, self._misses, self._triangles_built = saved["hits"], saved["misses"], saved["triangles_built"]
 
     @staticmethod
     def _weights(order: JewelryOrder, volume_mm3: float) -> tuple[float, float]:

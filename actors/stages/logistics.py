@@ -64,7 +64,8 @@ class Logistics(Stage[LogisticsConfig]):
         self._next_serial = 0
         self._by_carrier: dict[str, int] = {}
         self._insured_total = Decimal(0)
-        self._voided: dict[str, str] = {}  # tracking number -> order id; never issued again
+        self._voided = 0  # a voided number is never issued again: the serial only moves forward
+        self.resume()
 
     def handle(self, order: JewelryOrder) -> LogisticsOutput:
         if self._next_serial >= SERIALS_PER_REPLICA:
@@ -91,7 +92,7 @@ class Logistics(Stage[LogisticsConfig]):
 
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, LogisticsOutput)  # the base calls undo once, for a booked order
-        self._voided[output.tracking_number] = order_id
+        self._voided += 1
         self._by_carrier[output.carrier] -= 1
         self._insured_total -= output.insured_value
         return f"voided waybill {output.tracking_number} ({output.carrier})"
@@ -99,10 +100,20 @@ class Logistics(Stage[LogisticsConfig]):
     def state(self) -> dict[str, Any]:
         return {
             "tracking_numbers_issued": self._next_serial,
-            "waybills_voided": len(self._voided),
+            "waybills_voided": self._voided,
             "by_carrier": dict(sorted(self._by_carrier.items())),
             "insured_total": str(self._insured_total),
         }
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"next_serial": self._next_serial, "by_carrier": self._by_carrier,
+                "insured_total": str(self._insured_total), "voided": self._voided}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self._next_serial = saved["next_serial"]
+        self._by_carrier = dict(saved["by_carrier"])
+        self._insured_total = Decimal(saved["insured_total"])
+        self._voided = saved["voided"]
 
     def _route(self, order: JewelryOrder) -> tuple[str, str, str, int]:
         high_value = order.declared_value > self.config.high_value_threshold

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from actors.errors import BusinessFailure
-from actors.models import JewelryOrder, MaterialOutput, Reservation, StageName, StageOutput
+from actors.models import JewelryOrder, MaterialOutput, Reservation, StageName, StageOutput, StageResult
 from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Gemstone
 from actors.models.styles import metal_allowance_g
@@ -69,8 +69,11 @@ class MaterialVerification(Stage[MaterialConfig]):
             initial[f"jade/{grade}"] = int(context.share(round(pieces * scale)))
         self._initial = dict(initial)
         self._stock = dict(initial)
-        self._reserved_by_order: dict[str, dict[str, int]] = {}
+        self._reserved = {key: 0 for key in initial}
+        self._orders_reserved = 0
+        # Per-order memo (grows with orders, so it is not checkpointed): rebuilt from the effects.
         self._certificate_holder: dict[str, str] = {}
+        self.resume()
 
     def handle(self, order: JewelryOrder) -> MaterialOutput:
         needs = self._requirements(order)
@@ -91,7 +94,8 @@ class MaterialVerification(Stage[MaterialConfig]):
 
         for key, qty in needs.items():
             self._stock[key] -= qty
-        self._reserved_by_order[order.order_id] = needs
+            self._reserved[key] = self._reserved.get(key, 0) + qty
+        self._orders_reserved += 1
         for certificate in certificates:
             self._certificate_holder[str(certificate)] = order.order_id
         return MaterialOutput(
@@ -101,30 +105,41 @@ class MaterialVerification(Stage[MaterialConfig]):
         )
 
     def undo(self, order_id: str, output: StageOutput) -> str | None:
-        needs = self._reserved_by_order.pop(order_id, None)
-        if needs is None:
-            return None
+        assert isinstance(output, MaterialOutput)  # the base calls undo once, for a reserved order
+        needs = {r.item: _stored_quantity(r) for r in output.reservations}
         for key, qty in needs.items():
             self._stock[key] += qty
-        freed = [c for c, holder in self._certificate_holder.items() if holder == order_id]
+            self._reserved[key] -= qty
+        self._orders_reserved -= 1
+        freed = [c for c in output.certificates_verified if self._certificate_holder.get(c) == order_id]
         for certificate in freed:
             del self._certificate_holder[certificate]
         released = ", ".join(f"{key} {_human(key, qty)}" for key, qty in needs.items())
         return f"released {released}" + (f"; freed certificate {', '.join(freed)}" if freed else "")
 
     def state(self) -> dict[str, Any]:
-        reserved: dict[str, int] = {}
-        for needs in self._reserved_by_order.values():
-            for key, qty in needs.items():
-                reserved[key] = reserved.get(key, 0) + qty
         return {
             "unit": "mg for metal/*, milli-carat for gem/*, pieces for jade/*",
             "initial": dict(self._initial),
             "left": dict(self._stock),
-            "reserved": reserved,
-            "orders_reserved": len(self._reserved_by_order),
+            "reserved": {key: qty for key, qty in self._reserved.items() if qty},
+            "orders_reserved": self._orders_reserved,
             "certificates_held": len(self._certificate_holder),
         }
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"left": self._stock, "reserved": self._reserved, "orders_reserved": self._orders_reserved}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self._stock = dict(saved["left"])
+        self._reserved = dict(saved["reserved"])
+        self._orders_reserved = saved["orders_reserved"]
+        self._certificate_holder = {}
+
+    def remember(self, result: StageResult) -> None:
+        assert isinstance(result.output, MaterialOutput)
+        for certificate in result.output.certificates_verified:
+            self._certificate_holder[certificate] = result.order_id
 
     @staticmethod
     def _requirements(order: JewelryOrder) -> dict[str, int]:
@@ -145,6 +160,13 @@ def _human(key: str, quantity: int) -> str:
     if key.startswith("gem/"):
         return f"{quantity / MILLI:.3f} ct"
     return f"{quantity} pcs"
+
+
+def _stored_quantity(reservation: Reservation) -> int:
+    """A reservation's quantity back in the integer unit it was taken in (exact: it was int / 1000)."""
+    if reservation.unit == "pcs":
+        return int(reservation.quantity)
+    return round(reservation.quantity * MILLI)
 
 
 def _reservation(key: str, quantity: int) -> Reservation:

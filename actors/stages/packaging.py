@@ -49,9 +49,10 @@ class Packaging(Stage[PackagingConfig]):
         super().__init__(config, context)
         self._initial_boxes = {p: int(context.share(n)) for p, n in config.box_stock.items()}
         self._boxes = dict(self._initial_boxes)
-        self._next_serial = 1
-        self._issued: list[str] = []
-        self._voided: dict[str, str] = {}  # serial -> order id; a void serial is never issued again
+        self._next_serial = 1  # only moves forward: a voided serial is never issued again
+        self._last_serial: str | None = None
+        self._voided = 0
+        self.resume()
 
     def handle(self, order: JewelryOrder) -> PackagingOutput:
         product = order.product_type
@@ -63,14 +64,14 @@ class Packaging(Stage[PackagingConfig]):
             path.write_text(_certificate_text(serial, order), encoding="utf-8")
         self._boxes[product] -= 1
         self._next_serial += 1
-        self._issued.append(serial)
+        self._last_serial = serial
         return PackagingOutput(box=BOXES[product], certificate_serial=serial, certificate_path=str(path) if path else None)
 
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, PackagingOutput)  # the base calls undo once, for a packed order
         product = PRODUCT_OF_BOX[output.box]
         self._boxes[product] += 1
-        self._voided[output.certificate_serial] = order_id
+        self._voided += 1
         if output.certificate_path:
             path = Path(output.certificate_path)
             if path.exists():
@@ -80,12 +81,22 @@ class Packaging(Stage[PackagingConfig]):
 
     def state(self) -> dict[str, Any]:
         return {
-            "serials_voided": len(self._voided),
+            "serials_voided": self._voided,
             "boxes_initial": {str(k): v for k, v in self._initial_boxes.items()},
             "boxes_left": {str(k): v for k, v in self._boxes.items()},
-            "serials_issued": len(self._issued),
-            "last_serial": self._issued[-1] if self._issued else None,
+            "serials_issued": self._next_serial - 1,
+            "last_serial": self._last_serial,
         }
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"boxes": {str(k): v for k, v in self._boxes.items()}, "next_serial": self._next_serial,
+                "last_serial": self._last_serial, "voided": self._voided}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self._boxes = {ProductType(k): v for k, v in saved["boxes"].items()}
+        self._next_serial = saved["next_serial"]
+        self._last_serial = saved["last_serial"]
+        self._voided = saved["voided"]
 
 
 def _certificate_text(serial: str, order: JewelryOrder) -> str:

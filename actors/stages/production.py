@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from actors.models import JewelryOrder, ProductionOutput, ProductType, StageName, StageOutput
+from actors.models import BenchBooking, JewelryOrder, ProductionOutput, ProductType, StageName, StageOutput
 from actors.models.catalog import METALS
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig
@@ -59,11 +59,12 @@ class Production(Stage[ProductionConfig]):
         prefix = context.replica
         self._casting = [_Bench(f"{prefix}/cast-{i}") for i in range(config.casting_benches)]
         self._setting = [_Bench(f"{prefix}/set-{i}") for i in range(config.setting_benches)]
+        self._benches = {bench.name: bench for bench in self._casting + self._setting}
         self._metal_loss_g = 0.0
         self._labour_minutes = 0.0
         self._orders = 0
         self._cancelled = 0
-        self._bookings: dict[str, list[tuple[_Bench, float, float]]] = {}
+        self.resume()
 
     def handle(self, order: JewelryOrder) -> ProductionOutput:
         allowance = metal_allowance_g(order)
@@ -86,7 +87,6 @@ class Production(Stage[ProductionConfig]):
             set_start, finish = setting.book(cast_done, setting_minutes)
             setting_name = setting.name
             bookings.append((setting, set_start, finish))
-        self._bookings[order.order_id] = bookings
 
         labour = first_minutes + setting_minutes
         self._metal_loss_g += loss
@@ -99,20 +99,31 @@ class Production(Stage[ProductionConfig]):
             finish_minute=round(finish, 2),
             labour_minutes=round(labour, 2),
             metal_loss_g=round(loss, 3),
+            bookings=tuple(BenchBooking(bench=bench.name, start=s, finish=f) for bench, s, f in bookings),
         )
 
     def undo(self, order_id: str, output: StageOutput) -> str | None:
-        bookings = self._bookings.pop(order_id, None)
-        if bookings is None:
-            return None
-        for bench, start, finish in bookings:
-            bench.release(start, finish)
-        assert isinstance(output, ProductionOutput)
+        assert isinstance(output, ProductionOutput)  # the base calls undo once, for a scheduled order
+        for booking in output.bookings:
+            self._benches[booking.bench].release(booking.start, booking.finish)
         self._metal_loss_g -= output.metal_loss_g
         self._labour_minutes -= output.labour_minutes
         self._orders -= 1
         self._cancelled += 1
-        return "freed " + ", ".join(f"{bench.name} minutes {start:g}-{finish:g}" for bench, start, finish in bookings)
+        return "freed " + ", ".join(f"{b.bench} minutes {b.start:g}-{b.finish:g}" for b in output.bookings)
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "benches": {name: [bench.free_at, bench.busy] for name, bench in self._benches.items()},
+            "metal_loss_g": self._metal_loss_g, "labour_minutes": self._labour_minutes,
+            "orders": self._orders, "cancelled": self._cancelled,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        for name, (free_at, busy) in saved["benches"].items():
+            self._benches[name].free_at, self._benches[name].busy = free_at, busy
+        self._metal_loss_g, self._labour_minutes = saved["metal_loss_g"], saved["labour_minutes"]
+        self._orders, self._cancelled = saved["orders"], saved["cancelled"]
 
     def state(self) -> dict[str, Any]:
         benches = self._casting + self._setting

@@ -33,6 +33,7 @@ class QualityInspection(Stage[QualityConfig]):
     def __init__(self, config: QualityConfig, context: ReplicaContext) -> None:
         super().__init__(config, context)
         self._by_material: dict[str, dict[str, int]] = {}
+        self.resume()
 
     def handle(self, order: JewelryOrder) -> QualityOutput:
         rng = random.Random(hashlib.sha256(f"{self.config.seed}:{order.order_id}".encode()).digest())
@@ -84,3 +85,9 @@ class QualityInspection(Stage[QualityConfig]):
 
     def state(self) -> dict[str, Any]:
         return {"by_material": {k: dict(v) for k, v in sorted(self._by_material.items())}}
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"by_material": self._by_material}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self._by_material = {k: dict(v) for k, v in saved["by_material"].items()}

@@ -18,6 +18,7 @@ class CountingStage(Stage[StageConfig]):
         super().__init__(StageConfig(duration_s=0), ReplicaContext("logistics-7", index=7, time_scale=0))
         self.script = script
         self.effects = 0
+        self.resume()
 
     def handle(self, order: JewelryOrder) -> LogisticsOutput:
         step = self.script.pop(0)
@@ -32,6 +33,12 @@ class CountingStage(Stage[StageConfig]):
 
     def state(self) -> dict[str, Any]:
         return {"effects": self.effects}
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"effects": self.effects}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.effects = saved["effects"]
 
 
 def test_a_repeated_call_returns_the_first_result_without_repeating_the_side_effect():

@@ -1,0 +1,16 @@
+"""The durable ledger: what every stage did to every order, each replica's state, each order's outcome.
+
+Ray restarts actors with empty memory; the ledger is what makes a restart invisible. Actors get a
+picklable `LedgerSpec` and open their own connection with `open_ledger`; a run without a ledger
+gets `MemoryJournal`, which keeps the same promises only for as long as the process lives.
+"""
+
+from actors.ledger.journal import CANCELLED_BEFORE_RUN, DuplicateEffect, RecordedEffect, StageJournal
+from actors.ledger.memory import MemoryJournal
+from actors.ledger.spec import LedgerSpec, open_journal, open_ledger
+from actors.ledger.sqlite import LedgerMismatch, SqliteLedger
+
+__all__ = [
+    "CANCELLED_BEFORE_RUN", "DuplicateEffect", "LedgerMismatch", "LedgerSpec", "MemoryJournal", "RecordedEffect",
+    "SqliteLedger", "StageJournal", "open_journal", "open_ledger",
+]

@@ -1,0 +1,56 @@
+"""What a stage replica needs from durable storage, whichever store provides it.
+
+A stage's side effect is keyed by (stage, order id), not by replica: a call retried on another
+replica after a crash finds the effect the first replica recorded and returns it, instead of
+reserving the stock or issuing the serial a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from actors.models import StageName, StageResult
+
+# A compensation that reached a replica before the stage ever ran for the order. It is recorded
+# as a tombstone so that a call still queued behind it cannot do the work afterwards.
+CANCELLED_BEFORE_RUN = "cancelled before this stage ran"
+
+
+class DuplicateEffect(Exception):
+    """Another replica recorded an effect for this (stage, order) first; its result stands."""
+
+
+@dataclass(frozen=True)
+class RecordedEffect:
+    stage: StageName
+    order_id: str
+    replica: str
+    result: StageResult | None  # None for a tombstone (compensated before it ran)
+    compensated: bool
+    compensation: str | None
+
+
+class StageJournal(Protocol):
+    def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
+        """The replica's last committed state, or None for a replica that never committed."""
+
+    def save_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
+        """Commit state that changed without an effect (error counters)."""
+
+    def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
+        """The recorded effect of this stage on this order, whichever replica made it."""
+
+    def record_effect(self, result: StageResult, checkpoint: dict[str, Any]) -> None:
+        """Commit a result and the replica's state after it, together; raises `DuplicateEffect`."""
+
+    def record_compensation(
+        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]
+    ) -> None:
+        """Commit that the effect was undone (or a tombstone when there was none), with the state after it."""
+
+    def live_effects(self, replica: str) -> Iterator[StageResult]:
+        """Results of this replica that stand: ok and not compensated (to rebuild per-order memos)."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,253 @@
+"""The embedded ledger: one SQLite file in WAL mode, shared by every actor on one machine.
+
+Write discipline: each writer owns its rows. The Dispatcher alone writes outcomes and dead
+letters; each stage replica writes its own effects and its own checkpoint, always together in
+one short `BEGIN IMMEDIATE` transaction, committed before the call returns. WAL lets readers
+(the Producer, `status`) run beside the writer, and `busy_timeout` queues writers instead of
+failing them.
+
+`synchronous=NORMAL` (the default) survives any process crash, which is what Ray actors do; a
+power cut can lose the last transactions, so a machine where that matters sets FULL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from actors.errors import FanoutError
+from actors.ledger.journal import DuplicateEffect, RecordedEffect
+from actors.models import DeadLetter, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult
+
+SCHEMA_VERSION = "1"
+BUSY_TIMEOUT_MS = 60_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS effects (
+    stage TEXT NOT NULL, order_id TEXT NOT NULL, replica TEXT NOT NULL, status TEXT,
+    result TEXT, compensated INTEGER NOT NULL DEFAULT 0, compensation TEXT, recorded_at REAL NOT NULL,
+    PRIMARY KEY (stage, order_id)
+);
+CREATE INDEX IF NOT EXISTS effects_by_replica ON effects (replica);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    replica TEXT PRIMARY KEY, stage TEXT NOT NULL, state TEXT NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    order_id TEXT PRIMARY KEY, status TEXT NOT NULL, outcome TEXT NOT NULL, recorded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY, order_id TEXT NOT NULL, stage TEXT NOT NULL, error TEXT NOT NULL,
+    attempts INTEGER NOT NULL, order_json TEXT NOT NULL, recorded_at REAL NOT NULL,
+    resolved_at REAL, resolution TEXT
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_order ON dead_letters (order_id);
+"""
+
+
+class LedgerMismatch(FanoutError):
+    """The ledger was written by a run whose stages were set up differently."""
+
+
+class SqliteLedger:
+    def __init__(self, path: Path, *, create: bool = False, synchronous: str = "NORMAL") -> None:
+        self.path = path
+        if not create and not path.exists():
+            # Never create an empty ledger by accident: on another machine that would mean a
+            # replica starting from its initial stock, silently.
+            raise FileNotFoundError(
+                f"ledger {path} does not exist on this node; an SQLite ledger needs every actor on one machine "
+                f"(or run with --no-ledger)"
+            )
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise FanoutError(f"ledger {path}: the file system does not support SQLite WAL mode")
+        self._db.execute(f"PRAGMA synchronous = {synchronous}")
+        if create:
+            self._create_schema()
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            self._db.execute(statement)
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def bind(self, stage_setup: dict[str, Any]) -> None:
+        """Tie the ledger to the stages' setup (replica counts, stock): resuming with another setup
+        would give replicas a share of stock that does not match their checkpoint."""
+        wanted = json.dumps(stage_setup, sort_keys=True, default=str)
+        with self._transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'stage_setup'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('stage_setup', ?)", (wanted,))
+                return
+        if row[0] != wanted:
+            before, now = json.loads(row[0]), json.loads(wanted)
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise LedgerMismatch(
+                f"ledger {self.path} was written with other settings for {', '.join(changed)}; resume with the "
+                f"same stage settings (replicas, stock, numbering) or start a new ledger"
+            )
+
+    # -- stage journal -------------------------------------------------------------------------------
+
+    def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT state FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
+        with self._transaction():
+            self._put_checkpoint(replica, stage, checkpoint)
+
+    def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
+        row = self._db.execute(
+            "SELECT replica, result, compensated, compensation FROM effects WHERE stage = ? AND order_id = ?",
+            (stage.value, order_id),
+        ).fetchone()
+        if row is None:
+            return None
+        replica, result, compensated, compensation = row
+        parsed = StageResult.model_validate_json(result) if result else None
+        return RecordedEffect(stage, order_id, replica, parsed, bool(compensated), compensation)
+
+    def record_effect(self, result: StageResult, checkpoint: dict[str, Any]) -> None:
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO effects (stage, order_id, replica, status, result, recorded_at) VALUES (?,?,?,?,?,?)",
+                    (result.stage.value, result.order_id, result.replica, result.status.value,
+                     result.model_dump_json(), time.time()),
+                )
+                self._put_checkpoint(result.replica, result.stage, checkpoint)
+        except sqlite3.IntegrityError as error:
+            raise DuplicateEffect(f"{result.stage} already recorded an effect for order {result.order_id}") from error
+
+    def record_compensation(
+        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]
+    ) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO effects (stage, order_id, replica, compensated, compensation, recorded_at) "
+                "VALUES (?,?,?,1,?,?) ON CONFLICT (stage, order_id) DO UPDATE SET compensated = 1, "
+                "compensation = excluded.compensation",
+                (stage.value, order_id, replica, done, time.time()),
+            )
+            self._put_checkpoint(replica, stage, checkpoint)
+
+    def live_effects(self, replica: str) -> Iterator[StageResult]:
+        rows = self._db.execute(
+            "SELECT result FROM effects WHERE replica = ? AND status = 'ok' AND compensated = 0", (replica,)
+        ).fetchall()
+        for (result,) in rows:
+            yield StageResult.model_validate_json(result)
+
+    def effects_of(self, stage: StageName) -> list[RecordedEffect]:
+        """Every recorded effect of a stage (audits and tests: uniqueness of serials, conservation)."""
+        rows = self._db.execute(
+            "SELECT order_id, replica, result, compensated, compensation FROM effects WHERE stage = ?", (stage.value,)
+        ).fetchall()
+        return [
+            RecordedEffect(stage, order_id, replica, StageResult.model_validate_json(result) if result else None,
+                           bool(compensated), compensation)
+            for order_id, replica, result, compensated, compensation in rows
+        ]
+
+    # -- outcomes and dead letters (written by the Dispatcher alone) -------------------------------
+
+    def outcome(self, order_id: str) -> OrderOutcome | None:
+        row = self._db.execute("SELECT outcome FROM outcomes WHERE order_id = ?", (order_id,)).fetchone()
+        return OrderOutcome.model_validate_json(row[0]) if row else None
+
+    def record_outcome(self, outcome: OrderOutcome, dead_letters: list[DeadLetter] = ()) -> None:
+        """The order's one outcome (replacing a dead-lettered one after a replay), with its new dead
+        letters; an outcome that is no longer dead-lettered resolves the order's open dead letters."""
+        now = time.time()
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO outcomes VALUES (?,?,?,?) ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
+                "outcome = excluded.outcome, recorded_at = excluded.recorded_at",
+                (outcome.order_id, outcome.status.value, outcome.model_dump_json(exclude={"from_ledger"}), now),
+            )
+            if outcome.status is not OrderStatus.DEAD_LETTERED:
+                self._db.execute(
+                    "UPDATE dead_letters SET resolved_at = ?, resolution = ? WHERE order_id = ? AND resolved_at IS NULL",
+                    (now, f"order {outcome.status.value}", outcome.order_id),
+                )
+            for letter in dead_letters:
+                self._db.execute(
+                    "INSERT INTO dead_letters (order_id, stage, error, attempts, order_json, recorded_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (letter.order_id, letter.stage.value, letter.error, letter.attempts,
+                     letter.order.model_dump_json(), letter.recorded_at.timestamp()),
+                )
+
+    def dead_letters(self, order_id: str | None = None, open_only: bool = True) -> list[DeadLetter]:
+        query = "SELECT order_id, stage, error, attempts, order_json, recorded_at, resolved_at, resolution FROM dead_letters"
+        clauses, params = [], []
+        if order_id is not None:
+            clauses.append("order_id = ?")
+            params.append(order_id)
+        if open_only:
+            clauses.append("resolved_at IS NULL")
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        letters = []
+        for oid, stage, error, attempts, order_json, recorded, resolved, resolution in self._db.execute(
+            query + " ORDER BY id", params
+        ):
+            letters.append(DeadLetter(
+                order_id=oid, stage=StageName(stage), error=error, attempts=attempts,
+                order=JewelryOrder.model_validate_json(order_json),
+                recorded_at=_utc(recorded), resolved_at=_utc(resolved) if resolved else None, resolution=resolution,
+            ))
+        return letters
+
+    def outcome_counts(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT status, COUNT(*) FROM outcomes GROUP BY status").fetchall())
+
+    def outcome_lines(self) -> Iterator[str]:
+        """Every outcome as one JSON line, in the order they were first recorded."""
+        for (outcome,) in self._db.execute("SELECT outcome FROM outcomes ORDER BY rowid"):
+            yield outcome
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _put_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO checkpoints VALUES (?,?,?,?) ON CONFLICT (replica) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at",
+            (replica, stage.value, json.dumps(checkpoint), time.time()),
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """`BEGIN IMMEDIATE` takes the write lock up front, so two writers queue instead of deadlocking."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)

@@ -1,0 +1,168 @@
+"""The ledger and what it gives the stages: state that survives a restart, one effect per
+(stage, order) across replicas, compensation after a restart, and outcomes with dead letters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from actors.errors import ConfigurationError
+from actors.ledger import CANCELLED_BEFORE_RUN, LedgerMismatch, LedgerSpec, SqliteLedger, open_ledger
+from actors.models import STAGES, DeadLetter, OrderOutcome, OrderStatus, StageName, StageStatus
+from actors.samples import generate_orders
+from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
+from tests.conftest import make_order
+
+
+@pytest.fixture
+def spec(tmp_path) -> LedgerSpec:
+    spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
+    open_ledger(spec, create=True).close()
+    return spec
+
+
+def _replica(stage: StageName, spec: LedgerSpec, index: int = 0, count: int = 1, **config: Any):
+    context = ReplicaContext(f"{stage.value}-{index}", index=index, replica_count=count, time_scale=0, ledger=spec)
+    return STAGE_CLASSES[stage](STAGE_CONFIGS[stage](**config), context)
+
+
+def _comparable(snapshot) -> dict[str, Any]:
+    data = snapshot.model_dump(exclude={"node_id", "busy_s"})
+    data["state"].pop("designs_cached", None)  # the design cache is a cache: it starts empty again
+    return data
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_restarted_replica_comes_back_with_its_state_and_answers_repeats_from_the_ledger(stage, spec):
+    config = {"defect_rate": 0.2} if stage is StageName.QUALITY else {}
+    orders = list(generate_orders(40, seed=7))
+    first = _replica(stage, spec, **config)
+    for order in orders:
+        first.process(order)
+    for order in orders[:5]:
+        first.compensate(order.order_id)
+    before = first.snapshot()
+
+    restarted = _replica(stage, spec, **config)  # what Ray does: the same replica, __init__ again
+    assert _comparable(restarted.snapshot()) == _comparable(before)
+    again = restarted.process(orders[-1])
+    assert again.replayed and again.output == first.process(orders[-1]).output
+    assert restarted.snapshot().ok == before.ok  # the repeat did no work
+
+
+def test_state_after_a_restart_is_not_the_initial_state(spec, ring):
+    fresh = _replica(StageName.MATERIAL, spec).snapshot().state["left"]
+    _replica(StageName.MATERIAL, spec).process(ring)
+    assert _replica(StageName.MATERIAL, spec).snapshot().state["left"] != fresh
+
+
+def test_a_retry_on_another_replica_returns_the_effect_the_first_one_recorded(spec, ring):
+    a = _replica(StageName.PACKAGING, spec, index=0, count=2)
+    b = _replica(StageName.PACKAGING, spec, index=1, count=2)
+    first = a.process(ring)
+    retried = b.process(ring)
+    assert retried.replayed and retried.replica == "packaging-0"
+    assert retried.output.certificate_serial == first.output.certificate_serial
+    assert b.snapshot().state["serials_issued"] == 0  # b issued nothing
+
+
+def test_after_a_restart_compensation_leaves_stock_as_if_the_order_never_came(spec, ring):
+    initial = _replica(StageName.MATERIAL, spec).snapshot().state["left"]
+    assert _replica(StageName.MATERIAL, spec).process(ring).status is StageStatus.OK
+    restarted = _replica(StageName.MATERIAL, spec)
+    assert restarted.snapshot().state["certificates_held"] == 1  # rebuilt from the effects
+    assert "freed certificate" in restarted.compensate(ring.order_id)
+    again = _replica(StageName.MATERIAL, spec)
+    assert again.snapshot().state["left"] == initial and again.snapshot().state["reserved"] == {}
+    assert again.compensate(ring.order_id).startswith("released")  # the recorded answer, not a second undo
+    assert again.snapshot().state["left"] == initial
+
+
+def test_a_certificate_held_before_a_restart_is_still_held_after_it(spec, ring):
+    _replica(StageName.MATERIAL, spec).process(ring)
+    twin = make_order(0, order_id="J2025777")  # the same certified stone
+    result = _replica(StageName.MATERIAL, spec).process(twin)
+    assert result.status is StageStatus.BUSINESS_FAILURE and "already reserved by order" in result.reason
+
+
+def test_production_gives_back_bench_time_exactly_after_a_restart(spec, ring, necklace):
+    shop = _replica(StageName.PRODUCTION, spec)
+    shop.process(ring)
+    before = shop.snapshot().state
+    shop.process(necklace)
+    restarted = _replica(StageName.PRODUCTION, spec)
+    assert restarted.compensate(necklace.order_id).startswith("freed ")
+    after = restarted.snapshot().state
+    assert after["makespan_minutes"] == before["makespan_minutes"]
+    assert after["labour_minutes"] == before["labour_minutes"] and after["orders_cancelled"] == 1
+
+
+def test_a_voided_serial_is_never_issued_again_even_after_a_restart(spec, ring, necklace):
+    packing = _replica(StageName.PACKAGING, spec)
+    voided = packing.process(ring).output.certificate_serial
+    packing.compensate(ring.order_id)
+    restarted = _replica(StageName.PACKAGING, spec)
+    assert restarted.process(necklace).output.certificate_serial != voided
+    assert restarted.snapshot().state["serials_voided"] == 1
+
+
+def test_a_compensation_that_arrives_first_stops_the_call_behind_it(spec, ring):
+    logistics = _replica(StageName.LOGISTICS, spec)
+    assert logistics.compensate(ring.order_id) is None
+    late = logistics.process(ring)
+    assert late.status is StageStatus.ERROR and late.reason == CANCELLED_BEFORE_RUN
+    assert logistics.snapshot().state["tracking_numbers_issued"] == 0
+
+
+def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(spec, ring, necklace, monkeypatch):
+    packing = _replica(StageName.PACKAGING, spec)
+    packing.process(ring)
+    before = packing.snapshot().state
+
+    def disk_full(*_: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(packing._journal, "record_effect", disk_full)
+    result = packing.process(necklace)
+    assert result.status is StageStatus.ERROR and "disk full" in result.reason
+    assert packing.snapshot().state == before
+    monkeypatch.undo()
+    assert packing.process(necklace).output.certificate_serial.endswith("00000002")  # the serial was not used up
+
+
+def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec):
+    ledger = open_ledger(spec)
+    ledger.bind({"material": {"replicas": 1}})
+    ledger.bind({"material": {"replicas": 1}})  # the same setup resumes
+    with pytest.raises(LedgerMismatch, match="material"):
+        ledger.bind({"material": {"replicas": 2}})
+    with pytest.raises(FileNotFoundError, match="does not exist on this node"):
+        SqliteLedger(tmp_path / "elsewhere.sqlite3")
+
+
+def test_ledger_locations():
+    assert LedgerSpec.from_location("sqlite:////tmp/l.sqlite3").path.as_posix() == "/tmp/l.sqlite3"
+    with pytest.raises(ConfigurationError, match="PostgreSQL ledger is not available yet"):
+        LedgerSpec.from_location("postgresql://db/jewelry")
+    with pytest.raises(ConfigurationError, match="expected a file path"):
+        LedgerSpec.from_location("mysql://db")
+
+
+def test_outcomes_and_dead_letters(spec, ring):
+    ledger = open_ledger(spec)
+    now = datetime.now(UTC)
+    results = [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES]
+    outcome = OrderOutcome.from_results(ring, results, now, now)
+    parked = outcome.model_copy(update={"status": OrderStatus.DEAD_LETTERED, "reason": "logistics: down"})
+    letter = DeadLetter(order_id=ring.order_id, stage=StageName.LOGISTICS, error="down", attempts=3, order=ring,
+                        recorded_at=now)
+    ledger.record_outcome(parked, [letter])
+    assert [d.stage for d in ledger.dead_letters(ring.order_id)] == [StageName.LOGISTICS]
+    assert ledger.outcome(ring.order_id).status is OrderStatus.DEAD_LETTERED
+    done = parked.model_copy(update={"status": OrderStatus.COMPLETED})
+    ledger.record_outcome(done)
+    assert ledger.dead_letters(ring.order_id) == []
+    assert ledger.dead_letters(ring.order_id, open_only=False)[0].resolution == "order completed"
+    assert ledger.outcome_counts() == {"completed": 1} and len(list(ledger.outcome_lines())) == 1
