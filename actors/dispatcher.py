@@ -5,6 +5,11 @@ six `.remote()` calls for an order are sent, then awaited with `asyncio.gather`,
 blocking `ray.get` that would stall every other order on the event loop. A stage that times
 out, errors or dies fails its order with the reason; the other five results are kept, and the
 stages that did their part are asked to undo it (compensation), on the replica that did it.
+
+With a ledger, the Dispatcher is the single writer of outcomes: each is committed before it is
+returned, so a restarted Dispatcher (or a resumed run) answers a repeated order from the ledger.
+An order whose stage kept erroring after its retries is not compensated at once but parked as a
+dead letter, its other stages' work held, so that `replay` can complete it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,18 @@ import ray
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
+from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
 from actors.logs import configure_logging
-from actors.models import STAGES, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
+from actors.models import (
+    STAGES,
+    DeadLetter,
+    JewelryOrder,
+    OrderOutcome,
+    OrderStatus,
+    StageName,
+    StageResult,
+    StageStatus,
+)
 from actors.pool import Replica, ReplicaLoad, ReplicaPool
 from actors.retry import RetryPolicy
 from actors.telemetry import DispatchMetrics
@@ -49,6 +64,7 @@ class Dispatcher:
         max_in_flight: int = 100,
         log_level: str | None = None,
         retry_policies: Mapping[StageName, RetryPolicy] | None = None,
+        ledger: LedgerSpec | None = None,
     ) -> None:
         if log_level:
             configure_logging(log_level)
@@ -61,17 +77,26 @@ class Dispatcher:
         self._rng = random.Random()
         self._metrics = DispatchMetrics()
         self._admission = asyncio.Semaphore(max_in_flight)
-        self._in_flight: set[str] = set()
+        self._ledger: SqliteLedger | None = open_ledger(ledger) if ledger is not None else None
+        self._in_flight: dict[str, asyncio.Future[OrderOutcome]] = {}
         self._waiting = 0
         self._by_status = {status.value: 0 for status in OrderStatus}
         self.log = logger.bind(stage="dispatcher")
         self.log.info("ready: {}", ", ".join(f"{s}×{len(p)}" for s, p in self._pools.items()))
 
     async def process(self, order: JewelryOrder) -> OrderOutcome:
-        """The one terminal outcome of an order: all six stages called concurrently, then fan-in."""
-        if order.order_id in self._in_flight:
-            return self._count(self._rejected(order, "the same order id is already in flight"))
-        self._in_flight.add(order.order_id)
+        """The one terminal outcome of an order: all six stages called concurrently, then fan-in.
+
+        The same order sent again while in flight (a restarted Producer re-sends what it cannot
+        know finished) waits for the same outcome instead of running twice.
+        """
+        running = self._in_flight.get(order.order_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        if self._ledger is not None and (recorded := self._ledger.outcome(order.order_id)) is not None:
+            return recorded
+        future: asyncio.Future[OrderOutcome] = asyncio.get_running_loop().create_future()
+        self._in_flight[order.order_id] = future
         try:
             self._waiting += 1
             async with self._admission:
@@ -79,15 +104,71 @@ class Dispatcher:
                 self._metrics.in_flight.set(len(self._in_flight) - self._waiting)
                 started_at = datetime.now(UTC)
                 results = await asyncio.gather(*(self._call_stage(stage, order) for stage in STAGES))
-                outcome = OrderOutcome.from_results(order, list(results), started_at, datetime.now(UTC))
-                if outcome.status is OrderStatus.FAILED:
-                    outcome = outcome.model_copy(update={"compensations": await self._compensate(outcome)})
-                self._metrics.order_latency.observe(outcome.latency_ms)
+                outcome = await self._conclude(order, list(results), started_at)
+            future.set_result(outcome)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: only joiners, if any, need it
+            raise
         finally:
-            self._in_flight.discard(order.order_id)
+            del self._in_flight[order.order_id]
             self._metrics.in_flight.set(len(self._in_flight) - self._waiting)
+        return outcome
+
+    async def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
+        """Re-run the dead-lettered stage(s) of a parked order and fan in again with the results its
+        other stages recorded; or, with `abandon`, give the order up and compensate it."""
+        if self._ledger is None:
+            raise ValueError("replay needs the ledger the order was dead-lettered in")
+        parked = self._ledger.outcome(order_id)
+        if parked is None:
+            raise ValueError(f"order {order_id} is not in the ledger")
+        if parked.status is not OrderStatus.DEAD_LETTERED or parked.order is None:
+            raise ValueError(f"order {order_id} is {parked.status}, not dead-lettered: there is nothing to replay")
+        dead = [s for s in parked.failed_stages if parked.results[s].status is StageStatus.ERROR]
+        if stage is not None:
+            if stage not in dead:
+                raise ValueError(f"order {order_id} has no dead letter for {stage}; dead-lettered: {', '.join(dead)}")
+            dead = [stage]
+        order, results = parked.order, dict(parked.results)
+        started_at = datetime.now(UTC)
+        log = self.log.bind(order_id=order_id)
+        if abandon:
+            log.warning("abandoned by the operator; compensating")
+            return await self._conclude(order, list(results.values()), started_at, give_up=True)
+        log.info("replaying {}", ", ".join(dead))
+        fresh = await asyncio.gather(*(self._call_stage(s, order) for s in dead))
+        results.update({result.stage: result for result in fresh})
+        return await self._conclude(order, list(results.values()), started_at)
+
+    async def replace_replica(self, stage: StageName, name: str, handle: Any) -> None:
+        """A new actor took the place of a replica that died for good (same name, same ledger state)."""
+        self._pools[stage].replace(name, handle)
+        self.log.info("{} replaced; {} of {} {} replica(s) alive", name, self._pools[stage].alive,
+                      len(self._pools[stage]), stage)
+
+    async def _conclude(
+        self, order: JewelryOrder, results: list[StageResult], started_at: datetime, give_up: bool = False
+    ) -> OrderOutcome:
+        """Fan-in, then what a failure calls for (dead letter or compensation), then the ledger."""
+        outcome = OrderOutcome.from_results(order, results, started_at, datetime.now(UTC))
+        letters: list[DeadLetter] = []
+        failures = [outcome.results[s] for s in outcome.failed_stages]
+        if give_up:
+            reason = f"abandoned after dead letter: {outcome.reason}"
+            outcome = outcome.model_copy(update={"status": OrderStatus.FAILED, "reason": reason})
+        elif self._ledger is not None and failures and all(r.status is StageStatus.ERROR for r in failures):
+            outcome = outcome.model_copy(update={"status": OrderStatus.DEAD_LETTERED})
+            letters = [DeadLetter(order_id=order.order_id, stage=r.stage, error=r.reason or "", attempts=r.attempts,
+                                  order=order, recorded_at=r.finished_at) for r in failures]
+            self.log.bind(order_id=order.order_id).warning(
+                "dead-lettered: {}; `jewelry-fanout replay {}` completes it", outcome.reason, order.order_id)
         if outcome.status is OrderStatus.FAILED:
+            outcome = outcome.model_copy(update={"compensations": await self._compensate(outcome)})
             self.log.bind(order_id=order.order_id).warning("failed: {}", outcome.reason)
+        self._metrics.order_latency.observe(outcome.latency_ms)
+        if self._ledger is not None:
+            self._ledger.record_outcome(outcome, letters)  # committed before anyone is told
         return self._count(outcome)
 
     async def stats(self) -> DispatcherStats:
@@ -183,14 +264,6 @@ class Dispatcher:
             finished_at=datetime.now(UTC),
             replica=replica,
             node_id=node_id or "unknown",
-        )
-
-    @staticmethod
-    def _rejected(order: JewelryOrder, reason: str) -> OrderOutcome:
-        now = datetime.now(UTC)
-        return OrderOutcome(
-            order_id=order.order_id, order=order, status=OrderStatus.REJECTED, reason=reason,
-            started_at=now, finished_at=now, latency_ms=0.0,
         )
 
     def _count(self, outcome: OrderOutcome) -> OrderOutcome:

@@ -63,6 +63,13 @@ class ReplicaPool:
         """A replica that died for good gets no more calls (ActorPool keeps routing to it, #50313)."""
         replica.alive = False
 
+    def replace(self, name: str, handle: Any) -> None:
+        """A new actor under a dead replica's name: it takes calls again (its state is the ledger's)."""
+        replica = self.named(name)
+        if replica is None:
+            raise ValueError(f"{self.stage} has no replica named {name!r}")
+        replica.handle, replica.alive, replica.node_id = handle, True, None
+
     def named(self, name: str) -> Replica | None:
         return next((r for r in self._replicas if r.name == name), None)
 

@@ -2,8 +2,12 @@
 
 import asyncio
 
+import pytest
+
 from actors.dispatcher import Dispatcher
-from actors.models import STAGES, OrderStatus, StageStatus
+from actors.ledger import LedgerSpec, open_ledger
+from actors.models import STAGES, OrderStatus, StageName, StageStatus
+from actors.retry import RetryPolicy
 from actors.pool import ReplicaPool
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
@@ -104,19 +108,21 @@ def test_a_stage_timeout_fails_the_order_and_keeps_the_other_results():
     assert stats.by_status["failed"] == 1 and stats.stages["production"][0].errors == 1
 
 
-def test_the_same_order_twice_in_flight_is_rejected_once():
+def test_the_same_order_sent_again_while_in_flight_waits_for_the_one_outcome():
     async def scenario():
         gate = asyncio.Event()
-        dispatcher = Dispatcher(_handles({"design": gate}), {s: 5.0 for s in STAGES})
+        handles = _handles({"design": gate})
+        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES})
         first = asyncio.create_task(dispatcher.process(make_order(0)))
         await asyncio.sleep(0)
-        second = await dispatcher.process(make_order(0))
+        second = asyncio.create_task(dispatcher.process(make_order(0)))  # e.g. re-sent by a restarted Producer
+        await asyncio.sleep(0)
         gate.set()
-        return await first, second
+        return await first, await second, handles["design"]["design-0"].calls
 
-    first, second = asyncio.run(scenario())
-    assert first.status is OrderStatus.COMPLETED
-    assert second.status is OrderStatus.REJECTED and "already in flight" in second.reason
+    first, second, design_calls = asyncio.run(scenario())
+    assert first.status is OrderStatus.COMPLETED and second == first
+    assert design_calls == 1
 
 
 def test_admission_bounds_the_orders_in_flight():
@@ -212,3 +218,69 @@ def test_a_dead_replica_gets_no_more_calls():
     pool.release(dead, 0.0, error=True)
     assert all(pool.acquire() is not dead for _ in range(5))
     assert [load.alive for load in pool.loads()] == [dead.name != "design-0", dead.name != "design-1"]
+
+
+def _ledgered_handles(spec, gates=None):
+    gates = gates or {}
+    return {
+        stage: {f"{stage}-0": LocalHandle(
+            STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0, ledger=spec)),
+            gates.get(stage))}
+        for stage in STAGES
+    }
+
+
+@pytest.fixture
+def spec(tmp_path):
+    spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
+    open_ledger(spec, create=True).close()
+    return spec
+
+
+def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes_it(spec):
+    once = {s: RetryPolicy(attempts=2, base_delay_s=0, max_delay_s=0) for s in STAGES}
+
+    async def scenario():
+        closed = asyncio.Event()
+        handles = _ledgered_handles(spec, {"logistics": closed})
+        dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES}, retry_policies=once, ledger=spec)
+        parked = await dispatcher.process(make_order(0))
+        closed.set()  # the carrier's system is back
+        replayed = await dispatcher.replay(parked.order_id)
+        calls = {stage: h[f"{stage}-0"].calls for stage, h in handles.items()}
+        return parked, replayed, calls
+
+    parked, replayed, calls = asyncio.run(scenario())
+    assert parked.status is OrderStatus.DEAD_LETTERED and parked.compensations == {}
+    assert replayed.status is OrderStatus.COMPLETED
+    assert calls == {**{s: 1 for s in STAGES}, "logistics": 3}  # the other five ran once, never again
+    ledger = open_ledger(spec)
+    assert ledger.outcome(parked.order_id).status is OrderStatus.COMPLETED
+    assert ledger.dead_letters(parked.order_id) == []
+    assert ledger.dead_letters(parked.order_id, open_only=False)[0].attempts == 2
+
+
+def test_an_abandoned_dead_letter_is_compensated(spec):
+    async def scenario():
+        handles = _ledgered_handles(spec, {"design": asyncio.Event()})
+        dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES},
+                                retry_policies={s: RetryPolicy(attempts=1) for s in STAGES}, ledger=spec)
+        parked = await dispatcher.process(make_order(0))
+        with pytest.raises(ValueError, match="no dead letter for material"):
+            await dispatcher.replay(parked.order_id, StageName.MATERIAL)
+        return await dispatcher.replay(parked.order_id, abandon=True)
+
+    abandoned = asyncio.run(scenario())
+    assert abandoned.status is OrderStatus.FAILED and abandoned.reason.startswith("abandoned after dead letter")
+    assert {"material", "packaging", "logistics", "production"} <= set(abandoned.compensations)
+
+
+def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec):
+    async def scenario():
+        handles = _ledgered_handles(spec)
+        first = await Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec).process(make_order(0))
+        again = await Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec).process(make_order(0))
+        return first, again, {h[f"{s}-0"].calls for s, h in handles.items()}
+
+    first, again, calls = asyncio.run(scenario())
+    assert again == first and calls == {1}
