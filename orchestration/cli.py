@@ -1,8 +1,9 @@
 """`jewelry-fanout` (and `python -m orchestration`): run the workshop, print what happened.
 
 Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost or the source
-stopped early); 2 bad arguments, settings or input file; 3 the actors could not start, or (for
-status, submit, stop) no running system was found.
+stopped early); 2 bad arguments, settings, input file or ledger; 3 the actors could not start, or
+(for status, submit, stop) no running system was found; 4 the run finished but some orders are
+dead-lettered and wait for `replay` (for `replay`: the order is still dead-lettered).
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from actors.errors import ConfigurationError, RunIncomplete, SourceError, SystemStartError
+from actors.errors import ConfigurationError, FanoutError, RunIncomplete, SourceError, SystemStartError
 from actors.logs import configure_logging
-from actors.models import STAGES
+from actors.models import STAGES, OrderStatus, StageName
 from orchestration.operate import NotRunning, connect_existing, stop_serving, submit_file, system_status
 from orchestration.render import render_status, render_summary
 from orchestration.settings import FanoutSettings, deep_merge, load_settings
 from orchestration.system import FanoutSystem, RunResult
 from orchestration.wiring import connect_ray
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_START = 0, 1, 2, 3
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_START, EXIT_DEAD_LETTERS = 0, 1, 2, 3, 4
 
 
 def _stdout_console() -> Console:
@@ -52,7 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-artifacts", action="store_true", help="skip STL meshes and certificate files")
     run.add_argument("--serve", action="store_true",
                      help="stay up after the source is read and take more orders (submit) until stopped")
+    _ledger_options(run)
+    run.add_argument("--no-ledger", action="store_true",
+                     help="keep nothing durable: faster, but a crash loses in-flight work and nothing restarts")
     _common(run)
+
+    replay = commands.add_parser("replay", help="complete a dead-lettered order by re-running its dead stage(s)")
+    replay.add_argument("order_id", metavar="ORDER_ID")
+    replay.add_argument("--stage", choices=[s.value for s in STAGES], help="re-run only this dead-lettered stage")
+    replay.add_argument("--abandon", action="store_true", help="give the order up instead: compensate and fail it")
+    replay.add_argument("--out", type=Path, metavar="DIR", help="the run's output directory (holds its ledger)")
+    replay.add_argument("--json", action="store_true", help="print the new outcome as JSON")
+    _ledger_options(replay)
+    _common(replay)
 
     status = commands.add_parser("status", help="in-flight orders, replicas, queues and stage state of a running system")
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
@@ -68,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the effective settings (defaults, env, file, flags)")
     _common(config)
     return parser
+
+
+def _ledger_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", metavar="PATH", help="the durable ledger (default: <out>/ledger.sqlite3); "
+                        "run again on the same ledger to resume")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +141,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if getattr(args, "no_artifacts", False):
         overrides["artifacts"] = False
+    if getattr(args, "ledger", None):
+        overrides = deep_merge(overrides, {"ledger": {"location": args.ledger}})
+    if getattr(args, "no_ledger", False):
+        overrides = deep_merge(overrides, {"ledger": {"enabled": False}})
     if getattr(args, "replicas", None):
         overrides = deep_merge(overrides, args.replicas)
     return overrides
@@ -143,6 +165,8 @@ def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) 
         return EXIT_OK
     if args.command == "run":
         return _run(settings, as_json=args.json, serve=args.serve, err=err)
+    if args.command == "replay":
+        return _replay(args, settings, err)
     return _operate(args, settings, err)
 
 
@@ -178,13 +202,9 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
     except SourceError as error:
         err.print(f"[red]cannot read orders:[/red] {error}")
         return EXIT_USAGE
-    try:
-        where = connect_ray(settings)
-        err.print(f"jewelry-fanout on {where}, namespace [bold]{settings.namespace}[/bold]")
-        system = FanoutSystem.start(settings)
-    except SystemStartError as error:
-        err.print(f"[red]could not start:[/red] {error}")
-        return EXIT_START
+    system = _start(settings, err)
+    if isinstance(system, int):
+        return system
     if serve:
         # Ctrl-C, SIGTERM (`ray job stop`) and `jewelry-fanout stop` all end a serving run the same way.
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -206,7 +226,55 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
     except RunIncomplete as error:
         err.print(f"[red]run incomplete:[/red] {error}")
         return EXIT_INCOMPLETE
+    if result.summary.dead_lettered:
+        err.print(f"[magenta]{result.summary.dead_lettered} order(s) dead-lettered:[/magenta] see "
+                  f"dead-lettered outcomes in {settings.out_dir}, then `jewelry-fanout replay ORDER_ID`")
+        return EXIT_DEAD_LETTERS
     return EXIT_OK
+
+
+def _start(settings: FanoutSettings, err: Console) -> FanoutSystem | int:
+    """A started system, or the exit code that says why there is none."""
+    try:
+        where = connect_ray(settings)
+        err.print(f"jewelry-fanout on {where}, namespace [bold]{settings.namespace}[/bold]")
+        return FanoutSystem.start(settings)
+    except SystemStartError as error:
+        err.print(f"[red]could not start:[/red] {error}")
+        return EXIT_START
+    except FanoutError as error:  # a ledger that does not match or cannot be used
+        err.print(f"[red]ledger:[/red] {error}")
+        return EXIT_USAGE
+
+
+def _replay(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
+    """Start the workshop on the run's ledger (replicas come back with their state) and replay one order."""
+    if not settings.ledger.enabled:
+        err.print("[red]replay needs a ledger[/red]")
+        return EXIT_USAGE
+    spec = settings.ledger_spec()
+    if not spec.path.exists():
+        err.print(f"[red]ledger:[/red] {spec.path} does not exist; pass --out DIR or --ledger PATH of the run")
+        return EXIT_USAGE
+    system = _start(settings, err)
+    if isinstance(system, int):
+        return system
+    try:
+        stage = StageName(args.stage) if args.stage else None
+        outcome = system.replay(args.order_id, stage, args.abandon)
+    except Exception as error:  # noqa: BLE001 - the Dispatcher's ValueError arrives wrapped by Ray
+        cause = getattr(error, "cause", None) or error
+        err.print(f"[red]cannot replay {args.order_id}:[/red] {cause}")
+        return EXIT_USAGE
+    finally:
+        system.shutdown()
+    if args.json:
+        sys.stdout.write(outcome.model_dump_json() + "\n")
+    else:
+        err.print(f"{outcome.order_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+        for stage_name, done in outcome.compensations.items():
+            err.print(f"  compensated {stage_name}: {done}")
+    return EXIT_DEAD_LETTERS if outcome.status is OrderStatus.DEAD_LETTERED else EXIT_OK
 
 
 def _run_with_progress(system: FanoutSystem, settings: FanoutSettings, err: Console, serve: bool) -> RunResult:

@@ -7,6 +7,7 @@ leaves every outcome it collected on disk.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,14 @@ class RunFiles:
             self._rejects.write(json.dumps(line, ensure_ascii=False) + "\n")
         self._outcomes.flush()
         self._rejects.flush()
+
+    def replace_outcomes(self, lines: Iterable[str]) -> None:
+        """Swap in the complete outcome list (from the ledger), atomically."""
+        partial = self.outcomes_path.with_suffix(".jsonl.partial")
+        with partial.open("w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line + "\n")
+        os.replace(partial, self.outcomes_path)
 
     def write_summary(self, summary: RunSummary) -> None:
         (self.directory / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2), encoding="utf-8")

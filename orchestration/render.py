@@ -18,8 +18,12 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
     overview.add_row("[green]completed", str(summary.completed))
     overview.add_row("[yellow]failed", str(summary.failed))
     overview.add_row("[red]rejected", str(summary.rejected))
+    if summary.dead_lettered:
+        overview.add_row("[magenta]dead-lettered (replay them)", str(summary.dead_lettered))
     if summary.lost:
         overview.add_row("[red bold]lost", str(summary.lost))
+    if summary.from_ledger:
+        overview.add_row("of which done in an earlier run", str(summary.from_ledger))
     limit = f" (limit {summary.theoretical_limit_per_s:.1f}/s, {summary.efficiency:.0%})" if summary.efficiency else ""
     overview.add_row("throughput", f"{summary.throughput_per_s:.1f} orders/s{limit}")
     lat = summary.latency_ms

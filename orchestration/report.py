@@ -66,6 +66,8 @@ class RunSummary(BaseModel):
     failed: int
     rejected: int
     lost: int
+    dead_lettered: int = 0
+    from_ledger: int = 0
     wall_s: float
     throughput_per_s: float
     theoretical_limit_per_s: float | None
@@ -82,6 +84,8 @@ class RunTally:
         self.by_status = {status: 0 for status in OrderStatus}
         self.invalid_records = 0
         self.lost = 0
+        self.from_ledger = 0
+        self.processed = 0
         self.latencies_ms: list[float] = []
         self.stage_ms: dict[StageName, list[float]] = defaultdict(list)
         self.stage_status: dict[StageName, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -97,6 +101,10 @@ class RunTally:
         if outcome.status is OrderStatus.REJECTED:
             self.failure_reasons[f"rejected: {outcome.reason}"] += 1
             return
+        if outcome.from_ledger:  # done in an earlier run: counted, but not this run's work or time
+            self.from_ledger += 1
+            return
+        self.processed += 1
         self.latencies_ms.append(outcome.latency_ms)
         for stage, result in outcome.results.items():
             self.stage_ms[stage].append(result.duration_ms)
@@ -121,8 +129,7 @@ class RunTally:
         replicas: dict[StageName, int],
         snapshots: dict[StageName, list[StageSnapshot]],
     ) -> RunSummary:
-        processed = self.by_status[OrderStatus.COMPLETED] + self.by_status[OrderStatus.FAILED]
-        throughput = processed / wall_s if wall_s > 0 else 0.0
+        throughput = self.processed / wall_s if wall_s > 0 else 0.0
         stages = {}
         for stage in STAGES:
             status = self.stage_status[stage]
@@ -142,6 +149,8 @@ class RunTally:
             failed=self.by_status[OrderStatus.FAILED],
             rejected=self.by_status[OrderStatus.REJECTED] + self.invalid_records,
             lost=self.lost,
+            dead_lettered=self.by_status[OrderStatus.DEAD_LETTERED],
+            from_ledger=self.from_ledger,
             wall_s=round(wall_s, 3),
             throughput_per_s=round(throughput, 3),
             theoretical_limit_per_s=round(limit_per_s, 3) if limit_per_s else None,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from actors.errors import ConfigurationError
+from actors.ledger import LedgerSpec
 from actors.models import STAGES, StageName
 from actors.retry import RetryPolicy
 from actors.sources import SourceSpec
@@ -68,6 +69,19 @@ class ControlActorSettings(BaseModel):
     outbox_limit: int = Field(default=10_000, ge=1, description="finished outcomes the driver has not collected")
 
 
+class LedgerSettings(BaseModel):
+    """The durable ledger that lets actors restart and runs resume (see the README's Guarantees)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="off: faster, but nothing survives a crash and nothing restarts")
+    location: str | None = Field(default=None, description="file path or sqlite:/// URL; default <out_dir>/ledger.sqlite3")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL", description="NORMAL survives process crashes; FULL also power loss, at a cost per commit"
+    )
+    max_restarts: int = Field(default=-1, ge=-1, description="restarts per actor; -1 = unlimited")
+
+
 class FanoutSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JEWELRY_", env_nested_delimiter="__", extra="forbid", frozen=True, validate_default=True
@@ -86,6 +100,7 @@ class FanoutSettings(BaseSettings):
     ray_num_cpus: int | None = Field(default=None, ge=1, description="CPUs of the embedded local Ray")
     dashboard: bool = Field(default=True, description="start the Ray dashboard with the embedded local Ray")
     control: ControlActorSettings = Field(default_factory=ControlActorSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     material: MaterialSettings = Field(default_factory=MaterialSettings)  # type: ignore[valid-type]
     design: DesignSettings = Field(default_factory=DesignSettings)  # type: ignore[valid-type]
     production: ProductionSettings = Field(default_factory=ProductionSettings)  # type: ignore[valid-type]
@@ -112,6 +127,21 @@ class FanoutSettings(BaseSettings):
         """The stage's business settings alone, as the plain config class its actor takes."""
         config_cls = STAGE_CONFIGS[stage]
         return config_cls.model_validate(self.pool(stage).model_dump(include=set(config_cls.model_fields)))
+
+    def ledger_spec(self) -> LedgerSpec | None:
+        if not self.ledger.enabled:
+            return None
+        location = self.ledger.location or str(self.out_dir / "ledger.sqlite3")
+        return LedgerSpec.from_location(location, self.ledger.synchronous)
+
+    def stage_setup(self) -> dict[str, Any]:
+        """What a ledger's stage state depends on: replica counts (stock is split among replicas,
+        numbering ranges follow the index) and business settings. Durations may change freely."""
+        return {
+            stage.value: _canonical({"replicas": self.pool(stage).replicas,
+                                     **self.stage_config(stage).model_dump(mode="json", exclude={"duration_s"})})
+            for stage in STAGES
+        }
 
     def source(self) -> SourceSpec:
         if self.input is not None:
@@ -140,6 +170,15 @@ class FanoutSettings(BaseSettings):
                     f"{stage}.timeout_s or its replicas, or lower max_in_flight"
                 )
         return warnings
+
+
+def _canonical(value: Any) -> Any:
+    """Sets dump as lists in hash order, which differs between processes: sort them."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return sorted(value)
+    return value
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

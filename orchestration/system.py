@@ -2,7 +2,8 @@
 
 It starts the stage pools and the Dispatcher once, then runs any number of sources through
 them (`run`), reads their state (`snapshots`, `dispatcher_stats`) and stops them (`shutdown`),
-so that nobody outside this module juggles actor handles or object refs.
+so that nobody outside this module juggles actor handles or object refs. While a run goes, it
+also replaces stage replicas that died for good, from the driver, which owns them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from loguru import logger
 
 from actors.dispatcher import DispatcherStats
 from actors.errors import RunIncomplete
+from actors.ledger import SqliteLedger, open_ledger
 from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
 from actors.producer import LostOrder, ProducerProgress
 from actors.sources import SourceSpec
@@ -28,6 +30,7 @@ from orchestration.wiring import (
     StagePools,
     create_dispatcher,
     create_producer,
+    create_replica,
     create_stage_pools,
     collect_snapshots,
     kill_all,
@@ -36,6 +39,7 @@ from orchestration.wiring import (
 
 POLL_BATCH = 2000
 POLL_WAIT_S = 0.25
+SUPERVISE_EVERY_S = 1.0
 
 ProgressCallback = Callable[[ProducerProgress, RunTally], None]
 
@@ -63,11 +67,16 @@ class RunResult(_Collected):
 
 
 class FanoutSystem:
-    def __init__(self, settings: FanoutSettings, pools: StagePools, dispatcher: Any) -> None:
+    def __init__(
+        self, settings: FanoutSettings, pools: StagePools, dispatcher: Any, ledger: SqliteLedger | None = None
+    ) -> None:
         self.settings = settings
+        self.ledger = ledger
         self._pools = pools
         self._dispatcher = dispatcher
         self._producer: Any = None
+        self._artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
+        self._last_supervised = 0.0
         self.log = logger.bind(stage="system")
 
     @classmethod
@@ -76,9 +85,14 @@ class FanoutSystem:
         artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
         for warning in settings.timeout_warnings():
             logger.bind(stage="system").warning(warning)
+        spec = settings.ledger_spec()
+        ledger = open_ledger(spec, create=True) if spec is not None else None
+        if ledger is not None:
+            ledger.bind(settings.stage_setup())  # before any replica restores a checkpoint
+            logger.bind(stage="system").info("ledger {}: {}", spec.path, ledger.outcome_counts() or "new")
         pools = create_stage_pools(settings, artifacts_dir)
         dispatcher = create_dispatcher(settings, pools)
-        system = cls(settings, pools, dispatcher)
+        system = cls(settings, pools, dispatcher, ledger)
         try:
             wait_until_ready({**pools.all(), "dispatcher": dispatcher}, settings.actor_start_timeout_s)
         except Exception:
@@ -100,6 +114,7 @@ class FanoutSystem:
         source.check_readable()
         files = RunFiles.open(out_dir) if out_dir is not None else None
         tally, collected = RunTally(), _Collected()
+        seen: set[str] = set()
         producer = self._producer = create_producer(self.settings, source, self._dispatcher, serve)
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
@@ -108,7 +123,8 @@ class FanoutSystem:
             ray.get(producer.start.remote())
             while True:
                 progress: ProducerProgress = ray.get(producer.poll.remote(POLL_BATCH, POLL_WAIT_S))
-                self._collect(progress, tally, collected, files, keep_outcomes)
+                self._collect(progress, tally, collected, files, keep_outcomes, seen)
+                self._supervise()
                 if on_progress is not None:
                     on_progress(progress, tally)
                 if progress.finished:
@@ -120,6 +136,9 @@ class FanoutSystem:
             kill_all({"producer": producer})
             if files is not None:
                 files.close()
+                if self.ledger is not None:
+                    # The ledger is the record: outcomes of earlier runs, and those a crash kept from the file.
+                    files.replace_outcomes(self.ledger.outcome_lines())
         summary = tally.summary(
             wall_s,
             self.settings.theoretical_limit_per_s(),
@@ -142,13 +161,52 @@ class FanoutSystem:
     def dispatcher_stats(self) -> DispatcherStats:
         return ray.get(self._dispatcher.stats.remote())
 
+    def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
+        """Complete a dead-lettered order by re-running its dead stage(s), or give it up (`abandon`)."""
+        return ray.get(self._dispatcher.replay.remote(order_id, stage, abandon))
+
     def shutdown(self) -> None:
         kill_all({"dispatcher": self._dispatcher, **self._pools.all()})
+        if self.ledger is not None:
+            self.ledger.close()
+
+    def _supervise(self) -> None:
+        """Replace replicas the Dispatcher found dead for good (restarts exhausted, node lost).
+
+        The replacement takes the dead one's name and index, so it restores the same checkpoint.
+        If the name is still taken (the dead actor not yet gone, or already replaced before a
+        Dispatcher restart), the actor under that name is handed over instead.
+        """
+        now = time.monotonic()
+        if self.ledger is None or now - self._last_supervised < SUPERVISE_EVERY_S:
+            return
+        self._last_supervised = now
+        for stage, loads in self.dispatcher_stats().stages.items():
+            for load in loads:
+                if load.alive:
+                    continue
+                index = int(load.replica.rsplit("-", 1)[1])
+                try:
+                    handle = create_replica(self.settings, stage, index, self._artifacts_dir)
+                    self.log.warning("{} died for good; started a replacement", load.replica)
+                except Exception:  # noqa: BLE001 - the name is taken: use whoever holds it
+                    try:
+                        handle = ray.get_actor(load.replica, namespace=self.settings.namespace)
+                    except ValueError:
+                        continue  # between death and release of the name: next round
+                self._pools.replicas[stage][load.replica] = handle
+                ray.get(self._dispatcher.replace_replica.remote(stage, load.replica, handle))
 
     @staticmethod
     def _collect(
-        progress: ProducerProgress, tally: RunTally, collected: _Collected, files: RunFiles | None, keep: bool
+        progress: ProducerProgress, tally: RunTally, collected: _Collected, files: RunFiles | None, keep: bool,
+        seen: set[str],
     ) -> None:
+        # A restarted Producer reads its source again and answers finished orders from the ledger:
+        # each order counts once.
+        fresh = [outcome for outcome in progress.outcomes if outcome.order_id not in seen]
+        seen.update(outcome.order_id for outcome in fresh)
+        progress = progress.model_copy(update={"outcomes": fresh})
         for outcome in progress.outcomes:
             tally.add_outcome(outcome)
         for reject in progress.rejects:

@@ -2,6 +2,7 @@
 
 Stage replicas are created here, by the driver, and handed to the Dispatcher; the Dispatcher
 does not own them (an actor dies with its owner), so one can die without taking the others with it.
+With a ledger every actor restarts after a crash (see `_restart_options`).
 """
 
 from __future__ import annotations
@@ -74,34 +75,51 @@ class StagePools:
         return {name: handle for pool in self.replicas.values() for name, handle in pool.items()}
 
 
+def _restart_options(settings: FanoutSettings) -> dict[str, Any]:
+    """With a ledger an actor can die and come back: its state and every answer it gave are in the
+    ledger, so Ray may restart it and re-send the calls it had (at-least-once, made exactly-once by
+    the ledger's keys). Without one, a restart would come back empty, so nothing restarts."""
+    if not settings.ledger.enabled:
+        return {}
+    return {"max_restarts": settings.ledger.max_restarts, "max_task_retries": -1}
+
+
+def create_replica(settings: FanoutSettings, stage: StageName, index: int, artifacts_dir: Path | None) -> Any:
+    """One stage replica; a replacement for a dead one is created the same way, under the same name,
+    and comes back from the same checkpoint."""
+    pool = settings.pool(stage)
+    name = replica_name(stage, index)
+    context = ReplicaContext(
+        replica=name,
+        index=index,
+        replica_count=pool.replicas,
+        time_scale=settings.time_scale,
+        artifacts_dir=artifacts_dir,
+        log_level=settings.log_level,
+        ledger=settings.ledger_spec(),
+    )
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": settings.namespace,
+        "num_cpus": pool.num_cpus,
+        "scheduling_strategy": pool.scheduling,
+        **_restart_options(settings),
+    }
+    if pool.memory_mb:
+        options["memory"] = pool.memory_mb * 1024 * 1024
+    if pool.resources:
+        options["resources"] = dict(pool.resources)
+    actor_class = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(STAGE_CLASSES[stage])
+    return _create(actor_class, options, settings.stage_config(stage), context)
+
+
 def create_stage_pools(settings: FanoutSettings, artifacts_dir: Path | None) -> StagePools:
     pools = StagePools()
     for stage in STAGES:
-        pool = settings.pool(stage)
-        config = settings.stage_config(stage)
-        actor_class = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(STAGE_CLASSES[stage])
-        pools.replicas[stage] = {}
-        for index in range(pool.replicas):
-            name = replica_name(stage, index)
-            context = ReplicaContext(
-                replica=name,
-                index=index,
-                replica_count=pool.replicas,
-                time_scale=settings.time_scale,
-                artifacts_dir=artifacts_dir,
-                log_level=settings.log_level,
-            )
-            options: dict[str, Any] = {
-                "name": name,
-                "namespace": settings.namespace,
-                "num_cpus": pool.num_cpus,
-                "scheduling_strategy": pool.scheduling,
-            }
-            if pool.memory_mb:
-                options["memory"] = pool.memory_mb * 1024 * 1024
-            if pool.resources:
-                options["resources"] = dict(pool.resources)
-            pools.replicas[stage][name] = _create(actor_class, options, config, context)
+        pools.replicas[stage] = {
+            replica_name(stage, index): create_replica(settings, stage, index, artifacts_dir)
+            for index in range(settings.pool(stage).replicas)
+        }
     return pools
 
 
@@ -114,9 +132,11 @@ def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
         "num_cpus": settings.control.num_cpus,
         # Async actor: enough concurrent calls for every admitted order plus control calls.
         "max_concurrency": max(1000, settings.max_in_flight + 100),
+        **_restart_options(settings),
     }
     return _create(
-        ray.remote(Dispatcher), options, pools.replicas, timeouts, settings.max_in_flight, settings.log_level, retries
+        ray.remote(Dispatcher), options, pools.replicas, timeouts, settings.max_in_flight, settings.log_level, retries,
+        settings.ledger_spec(),
     )
 
 
@@ -127,10 +147,11 @@ def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: An
         "namespace": settings.namespace,
         "num_cpus": settings.control.num_cpus,
         "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+        **_restart_options(settings),
     }
     return _create(
         ray.remote(Producer), options, source, dispatcher, settings.max_in_flight,
-        settings.control.outbox_limit, settings.log_level, serve,
+        settings.control.outbox_limit, settings.log_level, serve, settings.ledger_spec(),
     )
 
 
