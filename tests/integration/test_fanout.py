@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import ray
@@ -88,15 +88,19 @@ def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them
     assert logistics.state["waybills_voided"] == 30 and logistics.state["insured_total"] == "0.00"
 
 
-def test_a_stage_timeout_is_an_error_with_its_reason(start_system):
+@pytest.mark.parametrize("ledger", [True, False], ids=["ledger", "no-ledger"])
+def test_a_stage_timeout_is_an_error_with_its_reason(start_system, ledger):
     # Production really takes 0.4 s per order here; its timeout is 0.1 s and it has no retries.
-    system = start_system(time_scale=0.2, production={"timeout_s": 0.1, "retry": {"attempts": 1}}, max_in_flight=5)
+    # With a ledger the order is dead-lettered (held for replay); without one it fails and is compensated.
+    system = start_system(time_scale=0.2, production={"timeout_s": 0.1, "retry": {"attempts": 1}}, max_in_flight=5,
+                          ledger={"enabled": ledger})
     result = system.run(SourceSpec(count=5), keep_outcomes=True)
-    assert result.summary.failed == 5
+    assert (result.summary.dead_lettered, result.summary.failed) == ((5, 0) if ledger else (0, 5))
     for outcome in result.outcomes:
         production = outcome.results[StageName.PRODUCTION]
         assert production.status is StageStatus.ERROR and production.reason == "timed out after 0.1 s"
         assert outcome.results[StageName.LOGISTICS].status is StageStatus.OK
+        assert bool(outcome.compensations) is not ledger
 
 
 def test_retries_rescue_timed_out_calls_without_repeating_their_work(start_system):
@@ -178,8 +182,11 @@ def test_stage_results_say_where_and_when(start_system):
             assert isinstance(stage_result.started_at, datetime)
 
 
-def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_system):
-    system = start_system(time_scale=0.01, logistics={"replicas": 2})
+@pytest.mark.parametrize("ledger", [False, True], ids=["no-ledger", "ledger"])
+def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_system, ledger):
+    """Without a ledger the dead replica stays dead and its calls go to the other one; with a ledger
+    the driver also replaces it under its name, and the replacement carries on its numbering."""
+    system = start_system(time_scale=0.01, logistics={"replicas": 2}, ledger={"enabled": ledger})
     victim = ray.get_actor("logistics-1", namespace=system.settings.namespace)
     killed_at = []
 
@@ -191,9 +198,17 @@ def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_s
     result = system.run(SourceSpec(count=300), keep_outcomes=True, on_progress=kill_once)
     assert killed_at and result.summary.completed == 300 and result.summary.lost == 0
     late = [o.results[StageName.LOGISTICS] for o in result.outcomes if o.finished_at > killed_at[0]]
-    assert late and all(r.replica == "logistics-0" for r in late if r.started_at > killed_at[0])
     assert any(r.attempts > 1 for r in late)  # the call that found the replica dead was retried on the other
     loads = {load.replica: load for load in system.dispatcher_stats().stages[StageName.LOGISTICS]}
-    assert not loads["logistics-1"].alive and loads["logistics-0"].alive
     tracking = [o.results[StageName.LOGISTICS].output.tracking_number for o in result.outcomes]
     assert len(set(tracking)) == 300
+    if not ledger:
+        assert late and all(r.replica == "logistics-0" for r in late if r.started_at > killed_at[0])
+        assert not loads["logistics-1"].alive and loads["logistics-0"].alive
+        return
+    assert loads["logistics-1"].alive  # replaced
+    by_victim = sorted((r.started_at, r.output.tracking_number) for o in result.outcomes
+                       if (r := o.results[StageName.LOGISTICS]).replica == "logistics-1")
+    before = [number for started, number in by_victim if started < killed_at[0]]
+    after = [number for started, number in by_victim if started > killed_at[0] + timedelta(seconds=0.5)]
+    assert before and after and min(after) > max(before)  # numbering went on from the checkpoint
