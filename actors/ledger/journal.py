@@ -22,6 +22,14 @@ class DuplicateEffect(Exception):
     """Another replica recorded an effect for this (stage, order) first; its result stands."""
 
 
+class Superseded(Exception):
+    """A newer incarnation of this replica has taken over its checkpoint; this one must not write.
+
+    It happens when a replica is declared dead while its process still runs: the actors of a
+    SIGKILLed driver live on for a moment, and a resumed run starts the same replicas meanwhile.
+    """
+
+
 @dataclass(frozen=True)
 class RecordedEffect:
     stage: StageName
@@ -33,6 +41,10 @@ class RecordedEffect:
 
 
 class StageJournal(Protocol):
+    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
+        """Become the live incarnation of the replica (fencing off any older one still running)
+        and get its last committed state, or None for a replica that never committed."""
+
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
         """The replica's last committed state, or None for a replica that never committed."""
 

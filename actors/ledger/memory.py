@@ -18,6 +18,9 @@ class MemoryJournal:
         self._effects: dict[tuple[StageName, str], RecordedEffect] = {}
         self._checkpoints: dict[str, dict[str, Any]] = {}
 
+    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
+        return self._checkpoints.get(replica)
+
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
         return self._checkpoints.get(replica)
 

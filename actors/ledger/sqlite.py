@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.errors import FanoutError
-from actors.ledger.journal import DuplicateEffect, RecordedEffect
+from actors.ledger.journal import DuplicateEffect, RecordedEffect, Superseded
 from actors.models import DeadLetter, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult
 
 SCHEMA_VERSION = "1"
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS effects (
 );
 CREATE INDEX IF NOT EXISTS effects_by_replica ON effects (replica);
 CREATE TABLE IF NOT EXISTS checkpoints (
-    replica TEXT PRIMARY KEY, stage TEXT NOT NULL, state TEXT NOT NULL, updated_at REAL NOT NULL
+    replica TEXT PRIMARY KEY, stage TEXT NOT NULL, state TEXT, generation INTEGER NOT NULL, updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     order_id TEXT PRIMARY KEY, status TEXT NOT NULL, outcome TEXT NOT NULL, recorded_at REAL NOT NULL
@@ -66,6 +66,7 @@ class SqliteLedger:
             )
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
+        self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
@@ -101,9 +102,21 @@ class SqliteLedger:
 
     # -- stage journal -------------------------------------------------------------------------------
 
+    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
+        with self._transaction():
+            row = self._db.execute("SELECT state, generation FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
+            generation = row[1] + 1 if row else 1
+            self._db.execute(
+                "INSERT INTO checkpoints VALUES (?,?,NULL,?,?) ON CONFLICT (replica) DO UPDATE SET "
+                "generation = excluded.generation",
+                (replica, stage.value, generation, time.time()),
+            )
+        self._generation[replica] = generation
+        return json.loads(row[0]) if row and row[0] else None
+
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT state FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
-        return json.loads(row[0]) if row else None
+        return json.loads(row[0]) if row and row[0] else None
 
     def save_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
         with self._transaction():
@@ -174,8 +187,10 @@ class SqliteLedger:
         now = time.time()
         with self._transaction():
             self._db.execute(
+                # Only a dead-lettered outcome is ever replaced (by its replay): a terminal one is final,
+                # whatever a Dispatcher that outlived its driver may still try to write.
                 "INSERT INTO outcomes VALUES (?,?,?,?) ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
-                "outcome = excluded.outcome, recorded_at = excluded.recorded_at",
+                "outcome = excluded.outcome, recorded_at = excluded.recorded_at WHERE outcomes.status = 'dead_lettered'",
                 (outcome.order_id, outcome.status.value, outcome.model_dump_json(exclude={"from_ledger"}), now),
             )
             if outcome.status is not OrderStatus.DEAD_LETTERED:
@@ -226,11 +241,16 @@ class SqliteLedger:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _put_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO checkpoints VALUES (?,?,?,?) ON CONFLICT (replica) DO UPDATE SET state = excluded.state, "
-            "updated_at = excluded.updated_at",
-            (replica, stage.value, json.dumps(checkpoint), time.time()),
-        )
+        """Write the checkpoint only as the incarnation that claimed it; rolls the transaction back otherwise."""
+        generation = self._generation.get(replica)
+        if generation is None:
+            raise Superseded(f"{replica}: this connection never claimed the replica")
+        updated = self._db.execute(
+            "UPDATE checkpoints SET state = ?, updated_at = ? WHERE replica = ? AND generation = ?",
+            (json.dumps(checkpoint), time.time(), replica, generation),
+        ).rowcount
+        if updated != 1:
+            raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -93,7 +93,7 @@ class Stage(ABC, Generic[ConfigT]):
         """Come back as the last commit left this replica. Subclasses call it at the end of their
         `__init__`, once their initial state exists (a restarted actor re-runs `__init__`)."""
         self._initial_checkpoint = self._checkpoint()
-        saved = self._journal.checkpoint_of(self.context.replica)
+        saved = self._journal.claim(self.context.replica, self.name)
         if saved is not None:
             self._restore(saved)
             self.log.info("restored from the ledger: {} ok, {} compensated", self._counts[StageStatus.OK],

@@ -167,12 +167,13 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(start_sys
     assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
     driver.send_signal(signal.SIGKILL)
     driver.wait()
+    _wait_until_still(ledger_path)
     ledger = SqliteLedger(ledger_path)
     finished_before = {o: ledger.outcome(o) for o in _ids(ledger)}
     in_flight = [e.order_id for e in ledger.effects_of(StageName.MATERIAL) if e.order_id not in finished_before]
     assert 300 <= len(finished_before) < orders
 
-    # The same job again, on the same ledger (a new namespace: the dead driver's actors may linger a moment).
+    # The same job again, on the same ledger.
     system = start_system(time_scale=0.002, out_dir=str(out), artifacts=False, material=STOCK,
                           quality={"defect_rate": 0.05})
     result = system.run(SourceSpec(count=orders), out_dir=out, keep_outcomes=True)
@@ -189,6 +190,21 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(start_sys
     assert len(read_outcomes(out / "outcomes.jsonl")) == orders
     logger.info("driver SIGKILL: {} done before, {} in flight resumed from recorded effects, {} new",
                 len(finished_before), len(resumed), len(fresh) - len(resumed))
+
+
+def _wait_until_still(path: Path, quiet_s: float = 3.0, timeout_s: float = 60) -> None:
+    """The dead driver's actors die a moment after it (Ray marks them dead first, and kills their
+    processes after): wait until nothing has written to the ledger for `quiet_s`."""
+    deadline, last, since = time.monotonic() + timeout_s, None, time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, "the dead driver's actors kept writing to the ledger"
+        ledger = SqliteLedger(path)
+        now = (ledger._db.execute("SELECT COUNT(*) FROM outcomes").fetchone(),
+               ledger._db.execute("SELECT COUNT(*), SUM(compensated) FROM effects").fetchone())
+        ledger.close()
+        if now != last:
+            last, since = now, time.monotonic()
+        time.sleep(0.2)
 
 
 def _ids(ledger: SqliteLedger) -> list[str]:

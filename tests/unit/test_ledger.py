@@ -166,3 +166,24 @@ def test_outcomes_and_dead_letters(spec, ring):
     assert ledger.dead_letters(ring.order_id) == []
     assert ledger.dead_letters(ring.order_id, open_only=False)[0].resolution == "order completed"
     assert ledger.outcome_counts() == {"completed": 1} and len(list(ledger.outcome_lines())) == 1
+
+
+def test_an_older_incarnation_still_running_cannot_overwrite_the_newer_ones_state(spec, ring, necklace):
+    zombie = _replica(StageName.MATERIAL, spec)  # e.g. a SIGKILLed driver's replica, not yet reaped
+    successor = _replica(StageName.MATERIAL, spec)  # the resumed run's replica under the same name
+    late = zombie.process(ring)
+    assert late.status is StageStatus.ERROR and "Superseded" in late.reason
+    assert successor.process(necklace).status is StageStatus.OK
+    assert _replica(StageName.MATERIAL, spec).snapshot().state["orders_reserved"] == 1
+    ledger = open_ledger(spec)
+    assert [e.order_id for e in ledger.effects_of(StageName.MATERIAL)] == [necklace.order_id]
+
+
+def test_a_terminal_outcome_is_final(spec, ring):
+    ledger = open_ledger(spec)
+    now = datetime.now(UTC)
+    results = [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES]
+    completed = OrderOutcome.from_results(ring, results, now, now)
+    ledger.record_outcome(completed)
+    ledger.record_outcome(completed.model_copy(update={"status": OrderStatus.DEAD_LETTERED, "reason": "late"}))
+    assert ledger.outcome(ring.order_id) == completed
