@@ -37,6 +37,7 @@ from actors.models import (
     StageResult,
     StageStatus,
 )
+from actors.naming import resolve
 from actors.pool import Replica, ReplicaLoad, ReplicaPool
 from actors.retry import RetryPolicy
 from actors.telemetry import DispatchMetrics
@@ -71,7 +72,9 @@ class Dispatcher:
         missing = set(STAGES) - set(pools)
         if missing:
             raise ValueError(f"the dispatcher needs a pool for every stage; missing {sorted(missing)}")
-        self._pools = {stage: ReplicaPool(stage, dict(pools[stage])) for stage in STAGES}
+        self._pools = {
+            stage: ReplicaPool(stage, {name: resolve(actor) for name, actor in pools[stage].items()}) for stage in STAGES
+        }
         self._timeouts = dict(stage_timeouts_s)
         self._retries = {stage: (retry_policies or {}).get(stage, RetryPolicy()) for stage in STAGES}
         self._rng = random.Random()

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
+from actors.naming import resolve
 from actors.sources import Row, SourceSpec, count_records, read_records, record_from_row
 from actors.telemetry import SourceMetrics
 
@@ -75,7 +76,7 @@ class Producer:
         if log_level:
             configure_logging(log_level)
         self._source = source
-        self._dispatcher = dispatcher
+        self._dispatcher = resolve(dispatcher)
         self._window = asyncio.Semaphore(max_in_flight)
         self._outbox_space = asyncio.Semaphore(outbox_limit)
         self._outcomes: deque[OrderOutcome] = deque()

@@ -115,7 +115,7 @@ class FanoutSystem:
         files = RunFiles.open(out_dir) if out_dir is not None else None
         tally, collected = RunTally(), _Collected()
         seen: set[str] = set()
-        producer = self._producer = create_producer(self.settings, source, self._dispatcher, serve)
+        producer = self._producer = create_producer(self.settings, source, serve)
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
             wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)

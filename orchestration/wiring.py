@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.dispatcher import Dispatcher
 from actors.errors import SystemStartError
 from actors.models import STAGES, StageName
+from actors.naming import NamedActor
 from actors.producer import Producer
 from actors.sources import SourceSpec
 from actors.stages import STAGE_CLASSES, ReplicaContext
@@ -134,14 +135,17 @@ def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
         "max_concurrency": max(1000, settings.max_in_flight + 100),
         **_restart_options(settings),
     }
+    by_name = {stage: {name: NamedActor(name, settings.namespace) for name in replicas}
+               for stage, replicas in pools.replicas.items()}
     return _create(
-        ray.remote(Dispatcher), options, pools.replicas, timeouts, settings.max_in_flight, settings.log_level, retries,
+        ray.remote(Dispatcher), options, by_name, timeouts, settings.max_in_flight, settings.log_level, retries,
         settings.ledger_spec(),
     )
 
 
-def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: Any, serve: bool = False) -> Any:
-    """The Producer runs on the driver's node, where the input file named on the command line is."""
+def create_producer(settings: FanoutSettings, source: SourceSpec, serve: bool = False) -> Any:
+    """The Producer runs on the driver's node, where the input file named on the command line is; it
+    finds the Dispatcher by name."""
     options = {
         "name": "producer",
         "namespace": settings.namespace,
@@ -150,7 +154,7 @@ def create_producer(settings: FanoutSettings, source: SourceSpec, dispatcher: An
         **_restart_options(settings),
     }
     return _create(
-        ray.remote(Producer), options, source, dispatcher, settings.max_in_flight,
+        ray.remote(Producer), options, source, NamedActor("dispatcher", settings.namespace), settings.max_in_flight,
         settings.control.outbox_limit, settings.log_level, serve, settings.ledger_spec(),
     )
 
