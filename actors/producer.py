@@ -24,7 +24,7 @@ from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
 from actors.naming import resolve
-from actors.sources import Row, SourceSpec, count_records, read_records, record_from_row
+from actors.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
 from actors.telemetry import SourceMetrics
 
 
@@ -155,6 +155,8 @@ class Producer:
             if isinstance(record, JewelryOrder) and record.order_id in self._seen_ids:
                 record = RejectedRecord(source=source, line=row[0], order_id=record.order_id, raw=row[1],
                                         errors=(FieldError(field="order_id", reason="already submitted to this run"),))
+            elif isinstance(record, JewelryOrder):
+                record = self._against_ledger(record, source, row[0])
             if isinstance(record, RejectedRecord):
                 self._reject(record)
                 rejected.append(record)
@@ -180,8 +182,10 @@ class Producer:
 
     async def _feed(self) -> None:
         try:
-            for record in read_records(self._source):
+            for line, record in read_numbered_records(self._source):
                 self._read += 1
+                if isinstance(record, JewelryOrder):
+                    record = self._against_ledger(record, self._source.label, line)
                 if isinstance(record, RejectedRecord):
                     self._reject(record)
                     await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
@@ -203,6 +207,17 @@ class Producer:
         finally:
             self._reading_done = True
             self._news.set()
+
+    def _against_ledger(self, order: JewelryOrder, source: str, line: int) -> JewelryOrder | RejectedRecord:
+        """An order id the ledger knows with other details is another order under a used id: rejected,
+        rather than answered with the outcome of the order that id first named."""
+        recorded = self._ledger.outcome(order.order_id) if self._ledger is not None else None
+        if recorded is None or recorded.order is None or recorded.order == order:
+            return order
+        reason = (f"the ledger already has order {order.order_id} with other details ({recorded.status}); "
+                  f"use a new order id, or a new ledger (--out/--ledger)")
+        return RejectedRecord(source=source, line=line, order_id=order.order_id,
+                              errors=(FieldError(field="order_id", reason=reason),), raw=order.model_dump(mode="json"))
 
     def _reject(self, record: RejectedRecord) -> None:
         self.log.warning("rejected {}", record.message)

@@ -66,13 +66,19 @@ def count_records(spec: SourceSpec) -> int:
 
 def read_records(spec: SourceSpec) -> Iterator[Record]:
     """Every record of the source in order, with duplicate order ids rejected after the first."""
+    for _, record in read_numbered_records(spec):
+        yield record
+
+
+def read_numbered_records(spec: SourceSpec) -> Iterator[tuple[int, Record]]:
+    """`read_records` with each record's line (or position, for generated orders)."""
     spec.check_readable()
     first_seen: dict[str, int] = {}
     for line, record in _numbered_records(spec):
         if isinstance(record, JewelryOrder):
             first = first_seen.setdefault(record.order_id, line)
             if first != line:
-                yield RejectedRecord(
+                yield line, RejectedRecord(
                     source=spec.label,
                     line=line,
                     order_id=record.order_id,
@@ -80,7 +86,7 @@ def read_records(spec: SourceSpec) -> Iterator[Record]:
                     raw=record.model_dump(mode="json"),
                 )
                 continue
-        yield record
+        yield line, record
 
 
 def validate_record(raw: Any, source: str, line: int) -> Record:

@@ -242,3 +242,11 @@ def test_replay_of_a_dead_lettered_stage_completes_its_order(start_system, tmp_p
 
     code = cli.main(["replay", parked.order_id, "--out", str(out), "--set", f"namespace={namespace}-2"])
     assert code == cli.EXIT_USAGE  # completed: nothing to replay
+
+
+def test_a_used_order_id_with_other_details_is_rejected_not_answered_from_the_ledger(start_system):
+    system = start_system()
+    system.run(SourceSpec(count=10, seed=1))
+    again = system.run(SourceSpec(count=10, seed=2), keep_outcomes=True)  # same ids, other orders after the 3 originals
+    assert again.summary.from_ledger == 3 and again.summary.rejected == 7
+    assert all(r.errors[0].field == "order_id" and "other details" in r.errors[0].reason for r in again.rejects)
