@@ -3,8 +3,9 @@
 Write discipline: each writer owns its rows. The Dispatcher alone writes outcomes and dead
 letters; each stage replica writes its own effects and its own checkpoint, always together in
 one short `BEGIN IMMEDIATE` transaction, committed before the call returns. WAL lets readers
-(the Producer, `status`) run beside the writer, and `busy_timeout` queues writers instead of
-failing them.
+(the Producer, `status`) run beside the writer. A writer that finds the lock taken retries after
+a fraction of a millisecond (`_Transaction`): SQLite's own busy handler sleeps 1, 2, 5, 10 ms...,
+which with seven writing actors cost more throughput than the writes themselves.
 
 `synchronous=NORMAL` (the default) survives any process crash, which is what Ray actors do; a
 power cut can lose the last transactions, so a machine where that matters sets FULL.
@@ -13,6 +14,7 @@ power cut can lose the last transactions, so a machine where that matters sets F
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from actors.models import DeadLetter, JewelryOrder, OrderOutcome, OrderStatus, S
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 60_000
+LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0001, 0.002
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,7 +71,6 @@ class SqliteLedger:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise FanoutError(f"ledger {path}: the file system does not support SQLite WAL mode")
         self._db.execute(f"PRAGMA synchronous = {synchronous}")
@@ -257,13 +259,27 @@ class SqliteLedger:
 
 
 class _Transaction:
-    """`BEGIN IMMEDIATE` takes the write lock up front, so two writers queue instead of deadlocking."""
+    """`BEGIN IMMEDIATE` takes the write lock up front, so two writers queue instead of deadlocking;
+    while another writer holds it, retry soon (transactions here last tens of microseconds)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        delay, deadline = LOCK_RETRY_FIRST_S, time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        self._db.execute("PRAGMA busy_timeout = 0")  # this wait is ours; other statements keep SQLite's
+        try:
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, LOCK_RETRY_MAX_S)
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def __exit__(self, kind: object, *_: object) -> None:
         self._db.execute("COMMIT" if kind is None else "ROLLBACK")

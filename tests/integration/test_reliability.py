@@ -144,6 +144,22 @@ def test_killing_the_dispatcher_mid_run_still_accounts_for_every_order(start_sys
     audit(system, system.ledger, 1200)
 
 
+def test_killing_the_producer_mid_run_still_accounts_for_every_order_once(start_system):
+    system = start_system(time_scale=0.0, material=STOCK)
+    killed = []
+
+    def kill_once(progress, tally):
+        if not killed and tally.terminal >= 300:
+            ray.kill(ray.get_actor("producer", namespace=system.settings.namespace), no_restart=False)
+            killed.append(tally.terminal)
+
+    result = system.run(SourceSpec(count=1000), keep_outcomes=True, on_progress=kill_once)
+    assert killed and result.summary.lost == 0
+    ids = [o.order_id for o in result.outcomes]
+    assert len(ids) == len(set(ids)) == 1000  # the restarted Producer's re-reads were counted once
+    audit(system, system.ledger, 1000)
+
+
 def _driver(out: Path, namespace: str, orders: int) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     command = [sys.executable, "-m", "orchestration", "run", "--orders", str(orders), "--time-scale", "0.002",

@@ -187,3 +187,26 @@ def test_a_terminal_outcome_is_final(spec, ring):
     ledger.record_outcome(completed)
     ledger.record_outcome(completed.model_copy(update={"status": OrderStatus.DEAD_LETTERED, "reason": "late"}))
     assert ledger.outcome(ring.order_id) == completed
+
+
+def test_concurrent_writers_queue_for_the_lock_and_all_commit(spec):
+    import threading
+
+    orders = list(generate_orders(200, seed=5))
+    errors: list[BaseException] = []
+
+    def packer(index: int) -> None:
+        try:
+            replica = _replica(StageName.PACKAGING, spec, index=index, count=4)
+            for order in orders[index::4]:
+                assert replica.process(order).status is StageStatus.OK
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=packer, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(open_ledger(spec).effects_of(StageName.PACKAGING)) == 200

@@ -1,0 +1,69 @@
+"""What durability costs: the same runs with the ledger (the default) and without (`--no-ledger`).
+
+    python -m benchmarks.durability [--orders 3000] [--rounds 3] [--scaled-orders 600]
+
+Zero-wait runs show the ledger's cost at its most visible (every order is seven SQLite commits
+and nothing else takes time); runs at time scale 0.01 show it where stages have real durations.
+Runs alternate ledger / no ledger in one Ray session, so that drift on this shared machine hits
+both alike; the figure is the ratio of medians. Writes benchmarks/results/durability.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors.logs import configure_logging
+from benchmarks.foundation import machine, measure
+
+RESULTS = Path(__file__).parent / "results" / "durability.json"
+ZERO_WAIT = {"time_scale": 0.0, "material": {"stock_multiplier": 10}}
+SCALED = {"time_scale": 0.01}
+
+
+def compare(label: str, orders: int, rounds: int, base: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    runs: dict[str, list[float]] = {"ledger": [], "no-ledger": []}
+    for round_ in range(rounds):
+        order = ["ledger", "no-ledger"] if round_ % 2 == 0 else ["no-ledger", "ledger"]
+        for variant in order:
+            overrides = {**base, "ledger": {"enabled": variant == "ledger"}}
+            row = measure(f"{label}-{variant}-{round_}", orders, overrides, workdir)
+            assert row["completed"] + row["failed"] >= orders - 20, row
+            runs[variant].append(row["throughput_per_s"])
+    with_ledger, without = statistics.median(runs["ledger"]), statistics.median(runs["no-ledger"])
+    return {"scenario": label, "orders": orders, "rounds": rounds, "runs_per_s": runs,
+            "ledger_per_s": with_ledger, "no_ledger_per_s": without,
+            "ratio": round(with_ledger / without, 4), "cost": round(1 - with_ledger / without, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=3000, help="zero-wait orders per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scaled-orders", type=int, default=600, help="orders per run at time scale 0.01")
+    args = parser.parse_args()
+    configure_logging("WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            compare("zero-wait", args.orders, args.rounds, ZERO_WAIT, Path(tmp)),
+            compare("scale-0.01", args.scaled_orders, 1, SCALED, Path(tmp)),
+        ]
+    ray.shutdown()
+    RESULTS.write_text(json.dumps({"machine": machine(), "results": rows}, indent=2) + "\n", encoding="utf-8")
+    print(f"{'scenario':12} {'orders':>7} {'ledger/s':>9} {'no-ledger/s':>12} {'ratio':>7} {'cost':>7}  target cost < 15%")
+    for row in rows:
+        verdict = "met" if row["cost"] < 0.15 else "MISSED"
+        print(f"{row['scenario']:12} {row['orders']:>7} {row['ledger_per_s']:>9.1f} {row['no_ledger_per_s']:>12.1f} "
+              f"{row['ratio']:>7.3f} {row['cost']:>7.1%}  {verdict}")
+    print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
