@@ -29,6 +29,9 @@ from actors.models import DeadLetter, JewelryOrder, OrderOutcome, OrderStatus, S
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 60_000
 LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0001, 0.002
+# Checkpointing the WAL into the database syncs the disk; doing it every 40 MB rather than SQLite's
+# default 4 MB keeps that pause off most commits.
+WAL_CHECKPOINT_PAGES = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,6 +77,7 @@ class SqliteLedger:
         if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise FanoutError(f"ledger {path}: the file system does not support SQLite WAL mode")
         self._db.execute(f"PRAGMA synchronous = {synchronous}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         if create:
             self._create_schema()
 
