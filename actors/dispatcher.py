@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import ray
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
+from actors.batching import BatchPolicy, ReplicaBatcher
 from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import (
@@ -66,6 +66,7 @@ class Dispatcher:
         log_level: str | None = None,
         retry_policies: Mapping[StageName, RetryPolicy] | None = None,
         ledger: LedgerSpec | None = None,
+        batching: BatchPolicy | None = None,
     ) -> None:
         if log_level:
             configure_logging(log_level)
@@ -78,6 +79,8 @@ class Dispatcher:
         self._timeouts = dict(stage_timeouts_s)
         self._retries = {stage: (retry_policies or {}).get(stage, RetryPolicy()) for stage in STAGES}
         self._rng = random.Random()
+        self._batching = batching or BatchPolicy()
+        self._batchers: dict[str, ReplicaBatcher] = {}
         self._metrics = DispatchMetrics()
         self._admission = asyncio.Semaphore(max_in_flight)
         self._ledger: SqliteLedger | None = open_ledger(ledger) if ledger is not None else None
@@ -216,14 +219,12 @@ class Dispatcher:
         """One call: its result (errors included), whether the replica is dead, and its latency."""
         timeout = self._timeouts.get(stage)
         started_at, clock = datetime.now(UTC), time.perf_counter()
-        ref, dead = None, False
+        dead = False
         try:
-            # The task name shows in the dashboard and `ray list tasks`: which stage, which order.
-            ref = replica.handle.process.options(name=f"{stage.value}:{order.order_id}").remote(order)
-            result: StageResult = await asyncio.wait_for(ref, timeout)
+            result: StageResult = await asyncio.wait_for(self._batcher(stage, replica).call(order), timeout)
         except TimeoutError:
-            if isinstance(ref, ray.ObjectRef):
-                ray.cancel(ref)  # drops the call if still queued; a running call finishes on its own
+            # Still waiting here: it leaves the queue. Already sent: the replica finishes it, records it,
+            # and the retry gets that record back.
             result = self._error(stage, order, replica.name, replica.node_id, started_at, f"timed out after {timeout:g} s")
         except Exception as error:  # noqa: BLE001 - a dead replica or a lost call is an error result
             dead = type(error).__name__ in DEAD_REPLICA_ERRORS
@@ -253,6 +254,18 @@ class Dispatcher:
                 done[stage] = answer
                 self._metrics.compensations.inc(tags={"stage": stage.value})
         return done
+
+    def _batcher(self, stage: StageName, replica: Replica) -> ReplicaBatcher:
+        batcher = self._batchers.get(replica.name)
+        if batcher is None:
+            def send(orders: list[JewelryOrder]) -> Any:
+                # The task name shows in the dashboard and `ray list tasks`: which stage, which orders.
+                more = f"+{len(orders) - 1}" if len(orders) > 1 else ""
+                name = f"{stage.value}:{orders[0].order_id}{more}"
+                return replica.handle.process_batch.options(name=name).remote(orders)  # the current handle
+
+            batcher = self._batchers[replica.name] = ReplicaBatcher(send, self._batching)
+        return batcher
 
     @staticmethod
     def _error(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from actors.batching import BatchPolicy
 from actors.errors import ConfigurationError
 from actors.ledger import LedgerSpec
 from actors.models import STAGES, StageName
@@ -101,6 +102,7 @@ class FanoutSettings(BaseSettings):
     dashboard: bool = Field(default=True, description="start the Ray dashboard with the embedded local Ray")
     control: ControlActorSettings = Field(default_factory=ControlActorSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    batching: BatchPolicy = Field(default_factory=BatchPolicy, description="stage calls per replica (see actors/batching.py)")
     material: MaterialSettings = Field(default_factory=MaterialSettings)  # type: ignore[valid-type]
     design: DesignSettings = Field(default_factory=DesignSettings)  # type: ignore[valid-type]
     production: ProductionSettings = Field(default_factory=ProductionSettings)  # type: ignore[valid-type]

@@ -139,7 +139,7 @@ def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
                for stage, replicas in pools.replicas.items()}
     return _create(
         ray.remote(Dispatcher), options, by_name, timeouts, settings.max_in_flight, settings.log_level, retries,
-        settings.ledger_spec(),
+        settings.ledger_spec(), settings.batching,
     )
 
 

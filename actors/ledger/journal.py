@@ -48,14 +48,14 @@ class StageJournal(Protocol):
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
         """The replica's last committed state, or None for a replica that never committed."""
 
-    def save_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
-        """Commit state that changed without an effect (error counters)."""
-
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
         """The recorded effect of this stage on this order, whichever replica made it."""
 
-    def record_effect(self, result: StageResult, checkpoint: dict[str, Any]) -> None:
-        """Commit a result and the replica's state after it, together; raises `DuplicateEffect`."""
+    def record_effects(
+        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any]
+    ) -> None:
+        """Commit results (none, for state alone) and the replica's state after them, all together;
+        raises `DuplicateEffect`, committing nothing, if any of them was recorded already."""
 
     def record_compensation(
         self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]

@@ -24,18 +24,19 @@ class MemoryJournal:
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
         return self._checkpoints.get(replica)
 
-    def save_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
-        self._checkpoints[replica] = checkpoint
-
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
         return self._effects.get((stage, order_id))
 
-    def record_effect(self, result: StageResult, checkpoint: dict[str, Any]) -> None:
-        key = (result.stage, result.order_id)
-        if key in self._effects:
-            raise DuplicateEffect(f"{result.stage} already recorded an effect for order {result.order_id}")
-        self._effects[key] = RecordedEffect(result.stage, result.order_id, result.replica, result, False, None)
-        self._checkpoints[result.replica] = checkpoint
+    def record_effects(
+        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any]
+    ) -> None:
+        for result in results:
+            if (result.stage, result.order_id) in self._effects:
+                raise DuplicateEffect(f"{result.stage} already recorded an effect for order {result.order_id}")
+        for result in results:
+            self._effects[(result.stage, result.order_id)] = RecordedEffect(
+                result.stage, result.order_id, result.replica, result, False, None)
+        self._checkpoints[replica] = checkpoint
 
     def record_compensation(
         self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]

@@ -124,10 +124,6 @@ class SqliteLedger:
         row = self._db.execute("SELECT state FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
-    def save_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
-        with self._transaction():
-            self._put_checkpoint(replica, stage, checkpoint)
-
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
         row = self._db.execute(
             "SELECT replica, result, compensated, compensation FROM effects WHERE stage = ? AND order_id = ?",
@@ -139,17 +135,20 @@ class SqliteLedger:
         parsed = StageResult.model_validate_json(result) if result else None
         return RecordedEffect(stage, order_id, replica, parsed, bool(compensated), compensation)
 
-    def record_effect(self, result: StageResult, checkpoint: dict[str, Any]) -> None:
+    def record_effects(
+        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any]
+    ) -> None:
+        now = time.time()
+        rows = [(r.stage.value, r.order_id, r.replica, r.status.value, r.model_dump_json(), now) for r in results]
         try:
             with self._transaction():
-                self._db.execute(
+                self._db.executemany(
                     "INSERT INTO effects (stage, order_id, replica, status, result, recorded_at) VALUES (?,?,?,?,?,?)",
-                    (result.stage.value, result.order_id, result.replica, result.status.value,
-                     result.model_dump_json(), time.time()),
+                    rows,
                 )
-                self._put_checkpoint(result.replica, result.stage, checkpoint)
+                self._put_checkpoint(replica, stage, checkpoint)
         except sqlite3.IntegrityError as error:
-            raise DuplicateEffect(f"{result.stage} already recorded an effect for order {result.order_id}") from error
+            raise DuplicateEffect(f"{stage}: an effect of this batch was recorded already: {error}") from error
 
     def record_compensation(
         self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]

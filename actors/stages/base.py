@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from loguru import logger
@@ -150,17 +150,60 @@ class Stage(ABC, Generic[ConfigT]):
 
     def process(self, order: JewelryOrder) -> StageResult:
         """Run the stage once per order id; a repeated call, on this replica or any other, returns
-        the first result unchanged.
+        the first result unchanged."""
+        return self.process_batch([order])[0]
+
+    def process_batch(self, orders: Sequence[JewelryOrder]) -> list[StageResult]:
+        """Run the stage for several orders in one call and one commit: each gets the result `process`
+        would give it (batching saves calls and commits, not work; each order still takes its time).
 
         Errors (unexpected exceptions) are not recorded, so that a retry really retries; `handle`
-        implementations change state only after their last check, so a failed call leaves no
+        implementations change state only after their last check, so a failed order leaves no
         partial side effect behind.
         """
-        with self._state_lock:
-            recorded = self._recorded(order.order_id)
-        if recorded is not None:
-            return recorded
+        answers: dict[str, StageResult] = {}
+        fresh: list[StageResult] = []
+        for order in orders:
+            if order.order_id in answers:
+                continue  # the same order twice in one batch: one answer
+            with self._state_lock:
+                recorded = self._recorded(order.order_id)
+            if recorded is None:
+                recorded = self._run(order)
+                fresh.append(recorded)
+            answers[order.order_id] = recorded
+        if fresh and not self._commit_batch(fresh, answers):
+            # Another replica recorded one of these first (this one was thought dead). Memory is back
+            # at the last commit; order by order, the recorded ones now answer from the ledger.
+            return [self.process_batch([order])[0] for order in orders]
+        return [answers[order.order_id] for order in orders]
 
+    def _commit_batch(self, fresh: list[StageResult], answers: dict[str, StageResult]) -> bool:
+        """Commit a batch's new results; False if one was recorded elsewhere first (nothing committed).
+        A failed write turns the batch's results into errors: not recorded, so not done."""
+        standing = [r for r in fresh if r.status is not StageStatus.ERROR]
+        with self._state_lock:
+            try:
+                self._commit(lambda: self._journal.record_effects(
+                    self.context.replica, self.name, standing, self._checkpoint()))
+            except DuplicateEffect:
+                return len(fresh) == 1 and self._answer_recorded(fresh[0], answers)
+            except Exception as error:  # noqa: BLE001 - errors worth a retry
+                reason = f"ledger: {type(error).__name__}: {error}"
+                self.log.opt(exception=error).error("could not record {} result(s): {}", len(standing), reason)
+                self._counts[StageStatus.ERROR] += len(standing)
+                for result in standing:
+                    answers[result.order_id] = result.model_copy(
+                        update={"status": StageStatus.ERROR, "output": None, "reason": reason})
+        return True
+
+    def _answer_recorded(self, result: StageResult, answers: dict[str, StageResult]) -> bool:
+        """A lone order another replica recorded first: its recorded result is the answer."""
+        answers[result.order_id] = self._recorded(result.order_id) or result
+        return True
+
+    def _run(self, order: JewelryOrder) -> StageResult:
+        """Do one order's work and count it; the caller commits it."""
         log = self.log.bind(order_id=order.order_id)
         started_at, clock = datetime.now(UTC), time.perf_counter()
         self._simulate_work()
@@ -177,30 +220,17 @@ class Stage(ABC, Generic[ConfigT]):
                 log.opt(exception=error).error("failed: {}", reason)
             self._busy_s += time.perf_counter() - clock
             self._counts[status] += 1
-            result = StageResult(
-                order_id=order.order_id,
-                stage=self.name,
-                status=status,
-                output=output,
-                reason=reason,
-                started_at=started_at,
-                finished_at=datetime.now(UTC),
-                replica=self.context.replica,
-                node_id=self._node_id,
-            )
-            try:
-                if status is StageStatus.ERROR:
-                    self._commit(lambda: self._journal.save_checkpoint(self.context.replica, self.name, self._checkpoint()))
-                else:
-                    self._commit(lambda: self._journal.record_effect(result, self._checkpoint()))
-            except DuplicateEffect:
-                # Another replica recorded this order first (this one was thought dead); its result stands.
-                return self._recorded(order.order_id) or result
-            except Exception as error:  # noqa: BLE001 - not recorded, so not done: an error worth a retry
-                self._counts[StageStatus.ERROR] += 1
-                reason = f"ledger: {type(error).__name__}: {error}"
-                log.opt(exception=error).error("could not record the result: {}", reason)
-                return result.model_copy(update={"status": StageStatus.ERROR, "output": None, "reason": reason})
+        result = StageResult(
+            order_id=order.order_id,
+            stage=self.name,
+            status=status,
+            output=output,
+            reason=reason,
+            started_at=started_at,
+            finished_at=datetime.now(UTC),
+            replica=self.context.replica,
+            node_id=self._node_id,
+        )
         log.debug("{} in {:.1f} ms", status, result.duration_ms)
         return result
 

@@ -1,0 +1,175 @@
+"""Micro-batching: a batch gives each order the result it would get alone, repeats nothing, and the
+batcher sends idle orders at once, batches a backlog, puts rush orders first and bounds what is sent."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actors.batching import BatchPolicy, ReplicaBatcher
+from actors.ledger import LedgerSpec, open_ledger
+from actors.models import STAGES, Priority, StageName, StageStatus
+from actors.samples import generate_orders
+from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
+from tests.conftest import make_order
+
+
+def _replica(stage: StageName, index: int = 0, count: int = 1, ledger: LedgerSpec | None = None):
+    config = STAGE_CONFIGS[stage](**({"defect_rate": 0.2} if stage is StageName.QUALITY else {}))
+    context = ReplicaContext(f"{stage.value}-{index}", index=index, replica_count=count, time_scale=0, ledger=ledger)
+    return STAGE_CLASSES[stage](config, context)
+
+
+def _answer(result):
+    return result.status, result.reason, result.output.model_dump(exclude={"cache_hit"}) if result.output else None
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_batch_gives_each_order_the_result_it_gets_alone(stage):
+    orders = list(generate_orders(60, seed=11))
+    alone, batched = _replica(stage), _replica(stage)
+    one_by_one = [alone.process(order) for order in orders]
+    in_batches = [r for i in range(0, 60, 16) for r in batched.process_batch(orders[i:i + 16])]
+    assert [_answer(r) for r in in_batches] == [_answer(r) for r in one_by_one]
+    assert batched.snapshot().state == alone.snapshot().state
+
+
+@pytest.fixture
+def spec(tmp_path):
+    spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
+    open_ledger(spec, create=True).close()
+    return spec
+
+
+def test_batches_repeat_no_side_effect(spec):
+    orders = list(generate_orders(10, seed=3))
+    packing = _replica(StageName.PACKAGING, ledger=spec)
+    first = packing.process_batch(orders + orders[:2])  # the same order twice in one batch: one answer
+    assert [r.output.certificate_serial for r in first[-2:]] == [r.output.certificate_serial for r in first[:2]]
+    again = packing.process_batch(orders)
+    assert all(r.replayed for r in again) and packing.snapshot().state["serials_issued"] == 10
+    assert len(open_ledger(spec).effects_of(StageName.PACKAGING)) == 10
+
+
+def test_a_batch_holding_an_order_another_replica_recorded_gets_that_record(spec):
+    orders = list(generate_orders(6, seed=4))
+    a = _replica(StageName.LOGISTICS, index=0, count=2, ledger=spec)
+    b = _replica(StageName.LOGISTICS, index=1, count=2, ledger=spec)
+    by_a = a.process(orders[3])
+    results = b.process_batch(orders)
+    assert results[3].replica == "logistics-0" and results[3].output == by_a.output
+    assert b.snapshot().state["tracking_numbers_issued"] == 5
+    numbers = [e.result.output.tracking_number for e in open_ledger(spec).effects_of(StageName.LOGISTICS)]
+    assert len(numbers) == len(set(numbers)) == 6
+
+
+class FakeReplica:
+    """Answers batches when told to; remembers what it was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []
+        self.gates: list[asyncio.Future] = []
+
+    def send(self, orders):
+        self.sent.append([o.order_id for o in orders])
+        gate = asyncio.get_running_loop().create_future()
+        self.gates.append(gate)
+
+        async def answer():
+            outcome = await gate
+            if isinstance(outcome, Exception):
+                raise outcome
+            return [f"done {o.order_id}" for o in orders]
+
+        return answer()
+
+    def release(self, index: int, outcome=None) -> None:
+        self.gates[index].set_result(outcome)
+
+
+async def _turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_an_idle_replica_gets_an_order_at_once_and_a_backlog_goes_in_batches_rush_first():
+    async def scenario():
+        replica = FakeReplica()
+        batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=3, max_outstanding=1))
+        first = asyncio.create_task(batcher.call(make_order(0)))
+        await _turns()
+        assert replica.sent == [["J2025001"]]  # alone, without waiting for company
+        normal = [asyncio.create_task(batcher.call(make_order(0, order_id=f"J2025{i:02d}0"))) for i in range(4)]
+        rush = asyncio.create_task(batcher.call(make_order(0, order_id="J2025999", priority=Priority.RUSH)))
+        await _turns()
+        assert len(replica.sent) == 1 and batcher.waiting == 5  # one call outstanding at most
+        replica.release(0)
+        assert await first == "done J2025001"
+        await _turns()
+        assert replica.sent[1] == ["J2025999", "J2025000", "J2025010"]  # rush first, then arrival order
+        replica.release(1)
+        await _turns()
+        assert replica.sent[2] == ["J2025020", "J2025030"]
+        replica.release(2)
+        return await asyncio.gather(*normal, rush)
+
+    answers = asyncio.run(scenario())
+    assert answers[-1] == "done J2025999"
+
+
+def test_an_order_that_times_out_while_waiting_is_never_sent():
+    async def scenario():
+        replica = FakeReplica()
+        batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8, max_outstanding=1))
+        busy = asyncio.create_task(batcher.call(make_order(0)))
+        await _turns()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.call(make_order(1)), 0.01)
+        late = asyncio.create_task(batcher.call(make_order(2)))
+        replica.release(0)
+        await busy
+        await _turns()
+        replica.release(1)
+        await late
+        return replica.sent
+
+    assert asyncio.run(scenario()) == [["J2025001"], ["J2025003"]]
+
+
+def test_a_failed_call_fails_every_order_it_carried():
+    async def scenario():
+        replica = FakeReplica()
+        batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8, max_outstanding=1))
+        calls = [asyncio.create_task(batcher.call(make_order(i))) for i in range(3)]
+        await _turns()
+        replica.release(0)
+        await _turns()
+        replica.release(1, RuntimeError("ActorDiedError"))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    first, *rest = asyncio.run(scenario())
+    assert first == "done J2025001" and all(isinstance(r, RuntimeError) for r in rest)
+
+
+def test_dispatcher_results_are_the_same_with_and_without_batching():
+    from actors.dispatcher import Dispatcher
+    from tests.unit.test_pool_dispatcher import LocalHandle
+
+    # One priority, so that both runs serve the orders in the same sequence (rush first would reorder
+    # them, and bench schedules, serials and tracking numbers follow the sequence).
+    orders = [o.model_copy(update={"priority": Priority.NORMAL}) for o in generate_orders(40, seed=8)]
+
+    async def run(policy):
+        handles = {s: {f"{s}-0": LocalHandle(_replica(s))} for s in STAGES}
+        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, batching=policy)
+        outcomes = await asyncio.gather(*(dispatcher.process(o) for o in orders))
+        return outcomes, {s: len(h[f"{s}-0"].batches) for s, h in handles.items()}
+
+    single, single_calls = asyncio.run(run(BatchPolicy(max_batch=1)))
+    batched, batched_calls = asyncio.run(run(BatchPolicy(max_batch=16)))
+    for alone, together in zip(single, batched, strict=True):
+        assert alone.status == together.status
+        assert {s: _answer(r) for s, r in alone.results.items()} == {s: _answer(r) for s, r in together.results.items()}
+    assert set(single_calls.values()) == {40} and max(batched_calls.values()) < 10
+    assert sum(StageStatus.OK == r.status for o in batched for r in o.results.values()) > 200
