@@ -47,6 +47,10 @@ class ReplicaBatcher:
         self.orders = 0
 
     @property
+    def outstanding(self) -> int:
+        return self._outstanding
+
+    @property
     def waiting(self) -> int:
         return sum(1 for *_, future in self._waiting if not future.done())
 

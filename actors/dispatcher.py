@@ -183,7 +183,7 @@ class Dispatcher:
             waiting=self._waiting,
             orders_done=sum(self._by_status.values()),
             by_status=dict(self._by_status),
-            stages={stage: pool.loads() for stage, pool in self._pools.items()},
+            stages={stage: [self._with_queue(load) for load in pool.loads()] for stage, pool in self._pools.items()},
         )
 
     async def _call_stage(self, stage: StageName, order: JewelryOrder) -> StageResult:
@@ -254,6 +254,12 @@ class Dispatcher:
                 done[stage] = answer
                 self._metrics.compensations.inc(tags={"stage": stage.value})
         return done
+
+    def _with_queue(self, load: ReplicaLoad) -> ReplicaLoad:
+        batcher = self._batchers.get(load.replica)
+        if batcher is None:
+            return load
+        return load.model_copy(update={"queued": batcher.waiting, "calls_in_flight": batcher.outstanding})
 
     def _batcher(self, stage: StageName, replica: Replica) -> ReplicaBatcher:
         batcher = self._batchers.get(replica.name)

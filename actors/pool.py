@@ -26,6 +26,8 @@ class ReplicaLoad(BaseModel):
     errors: int
     mean_latency_ms: float
     alive: bool = True
+    queued: int = 0  # orders waiting in the Dispatcher for this replica (see actors/batching.py)
+    calls_in_flight: int = 0  # batch calls sent to it and not answered yet
 
 
 @dataclass

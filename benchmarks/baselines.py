@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import queue
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -84,14 +85,15 @@ def original_design(orders: int, time_scale: float) -> float:
 
 
 def fanout(orders: int, time_scale: float) -> float:
-    settings = load_settings({"namespace": f"baseline-{time_scale}", "time_scale": time_scale, "artifacts": False,
-                              "log_level": "WARNING", "material": {"stock_multiplier": 10}})
-    system = FanoutSystem.start(settings)
-    try:
-        system.run(SourceSpec(count=50, seed=1))  # warm the workers
-        return system.run(SourceSpec(count=orders, seed=7)).summary.throughput_per_s
-    finally:
-        system.shutdown()
+    with tempfile.TemporaryDirectory() as out:  # a fresh ledger: nothing answered from an earlier run
+        settings = load_settings({"namespace": f"baseline-{time_scale}", "time_scale": time_scale, "artifacts": False,
+                                  "out_dir": out, "log_level": "WARNING", "material": {"stock_multiplier": 10}})
+        system = FanoutSystem.start(settings)
+        try:
+            system.run(SourceSpec(count=50, seed=7))  # warm the workers; the measured run answers these from the ledger
+            return system.run(SourceSpec(count=orders, seed=7)).summary.throughput_per_s
+        finally:
+            system.shutdown()
 
 
 def main() -> None:

@@ -63,14 +63,14 @@ def render_status(console: Console, status: SystemStatus) -> None:
         head += f"{p['accepted']} accepted" + (", serving" if p["serving"] else "")
     console.print(head)
     table = Table(title="Replicas", title_justify="left")
-    for column in ("replica", "node", "queue", "calls", "errors", "mean ms", "ok", "declined", "replays"):
+    for column in ("replica", "node", "orders (waiting)", "calls", "errors", "mean ms", "ok", "declined", "replays"):
         table.add_column(column, justify="left" if column in ("replica", "node") else "right")
     for stage, loads in stats.stages.items():
         snapshots = {snap.replica: snap for snap in status.snapshots.get(stage, [])}
         for load in loads:
             snap = snapshots.get(load.replica)
             table.add_row(
-                load.replica if load.alive else f"{load.replica} (dead)", (load.node_id or "-")[:12], str(load.ongoing), str(load.calls), str(load.errors),
+                load.replica if load.alive else f"{load.replica} (dead)", (load.node_id or "-")[:12], f"{load.ongoing} ({load.queued})", str(load.calls), str(load.errors),
                 f"{load.mean_latency_ms:.1f}", str(snap.ok if snap else "-"),
                 str(snap.business_failures if snap else "-"), str(snap.replays if snap else "-"),
             )
