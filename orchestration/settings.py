@@ -44,7 +44,7 @@ class PoolSettings(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
     scheduling: Literal["SPREAD", "DEFAULT"] = "SPREAD"
     timeout_s: float | None = Field(
-        default=300.0, gt=0, description="per call, from submission: includes waiting in the replica's queue"
+        default=300.0, gt=0, description="per order and attempt, from when it is queued for the replica: waiting included"
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="for errors and timeouts only")
 
