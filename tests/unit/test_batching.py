@@ -35,13 +35,6 @@ def test_a_batch_gives_each_order_the_result_it_gets_alone(stage):
     assert batched.snapshot().state == alone.snapshot().state
 
 
-@pytest.fixture
-def spec(tmp_path):
-    spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
-    open_ledger(spec, create=True).close()
-    return spec
-
-
 def test_batches_repeat_no_side_effect(spec):
     orders = list(generate_orders(10, seed=3))
     packing = _replica(StageName.PACKAGING, ledger=spec)

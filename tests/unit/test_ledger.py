@@ -16,13 +16,6 @@ from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 
 
-@pytest.fixture
-def spec(tmp_path) -> LedgerSpec:
-    spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
-    open_ledger(spec, create=True).close()
-    return spec
-
-
 def _replica(stage: StageName, spec: LedgerSpec, index: int = 0, count: int = 1, **config: Any):
     context = ReplicaContext(f"{stage.value}-{index}", index=index, replica_count=count, time_scale=0, ledger=spec)
     return STAGE_CLASSES[stage](STAGE_CONFIGS[stage](**config), context)

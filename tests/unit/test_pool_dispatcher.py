@@ -232,13 +232,6 @@ def _ledgered_handles(spec, gates=None):
     }
 
 
-@pytest.fixture
-def spec(tmp_path):
-    spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
-    open_ledger(spec, create=True).close()
-    return spec
-
-
 def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes_it(spec):
     once = {s: RetryPolicy(attempts=2, base_delay_s=0, max_delay_s=0) for s in STAGES}
 
