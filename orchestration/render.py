@@ -24,10 +24,13 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
         overview.add_row("[red bold]lost", str(summary.lost))
     if summary.from_ledger:
         overview.add_row("of which done in an earlier run", str(summary.from_ledger))
-    limit = f" (limit {summary.theoretical_limit_per_s:.1f}/s, {summary.efficiency:.0%})" if summary.efficiency else ""
-    overview.add_row("throughput", f"{summary.throughput_per_s:.1f} orders/s{limit}")
-    lat = summary.latency_ms
-    overview.add_row("latency p50 / p95 / p99", f"{lat.p50:.0f} / {lat.p95:.0f} / {lat.p99:.0f} ms")
+    if summary.from_ledger and not summary.throughput_per_s:
+        overview.add_row("throughput", "— (all done earlier; another --out starts anew)")
+    else:
+        limit = f" (limit {summary.theoretical_limit_per_s:.1f}/s, {summary.efficiency:.0%})" if summary.efficiency else ""
+        overview.add_row("throughput", f"{summary.throughput_per_s:.1f} orders/s{limit}")
+        lat = summary.latency_ms
+        overview.add_row("latency p50 / p95 / p99", f"{lat.p50:.0f} / {lat.p95:.0f} / {lat.p99:.0f} ms")
     overview.add_row("wall time", f"{summary.wall_s:.1f} s")
     console.print(overview)
 
