@@ -166,16 +166,18 @@ def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
     names = {a["name"] for a in json.loads(listed) if a.get("ray_namespace") == namespace and a["state"] == "ALIVE"}
     assert {"producer", "dispatcher", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
             "logistics-0"} <= names
-    # Stage calls are named after their orders: "material:J2025001", or "material:J2025001+7" for a batch
-    # led by that order. Task events reach the GCS a moment after the call, so look again for a while.
-    named = re.compile(r"^material:J2025001(\+\d+)?$")
+    # Stage calls are named after their orders: "material:J2025001" for an order sent alone, or
+    # "material:J2025001+7" for a batch that order leads. Task events reach the GCS a moment after
+    # the call, so look again for a while.
+    named = {stage: re.compile(rf"^{stage}:J\d{{7,12}}(\+\d+)?$") for stage in
+             ("material", "design", "production", "quality", "packaging", "logistics")}
     deadline, names = time.monotonic() + 30, set()
-    while time.monotonic() < deadline and not any(named.match(n) for n in names):
+    while time.monotonic() < deadline and not all(any(p.match(n) for n in names) for p in named.values()):
         listed = cluster._ray("list", "tasks", "--format", "json", "--limit", "10000", "--filter", "state=FINISHED",
                               env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
         names = {t["name"] for t in json.loads(listed)} if listed.lstrip().startswith("[") else set()
         time.sleep(1)
-    assert any(named.match(n) for n in names), sorted(n for n in names if n.startswith("material:"))[:5]
+    assert all(any(p.match(n) for n in names) for p in named.values()), sorted(names)[:20]
 
     submitted = cluster.cli("submit", "--input", "examples/orders.csv", "--set", f"namespace={namespace}")
     assert submitted.returncode == 0 and "4 accepted, 1 rejected" in submitted.stderr, submitted.stderr
