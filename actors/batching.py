@@ -43,8 +43,6 @@ class ReplicaBatcher:
         self._waiting: list[tuple[int, int, JewelryOrder, asyncio.Future[StageResult]]] = []
         self._sequence = itertools.count()
         self._outstanding = 0
-        self.batches = 0
-        self.orders = 0
 
     @property
     def outstanding(self) -> int:
@@ -69,8 +67,6 @@ class ReplicaBatcher:
             if not batch:
                 return
             self._outstanding += 1
-            self.batches += 1
-            self.orders += len(batch)
             try:
                 sent = self._send([order for order, _ in batch])  # sent now, not on the next loop turn
             except Exception as error:  # noqa: BLE001 - answered as the call's error, below

@@ -55,7 +55,6 @@ class ProducerProgress(BaseModel):
     expected_records: int
     read: int
     accepted: int
-    from_ledger: int = 0
     in_flight: int
     finished: bool
     serving: bool = False
@@ -93,7 +92,7 @@ class Producer:
         self._source_error: str | None = None
         self._serve = serve
         self._stop_requested = False
-        self._submitted: deque[JewelryOrder] = deque()
+        self._submitted: deque[tuple[JewelryOrder, OrderOutcome | None]] = deque()  # with its ledger outcome
         self._more = asyncio.Event()
         self._seen_ids: set[str] = set()
         self._metrics = SourceMetrics()
@@ -131,7 +130,6 @@ class Producer:
             expected_records=self._expected,
             read=self._read,
             accepted=self._accepted,
-            from_ledger=self._from_ledger,
             in_flight=self._in_flight,
             finished=self._finished and not self._outcomes,
             serving=self._serve and not self._stop_requested,
@@ -151,18 +149,18 @@ class Producer:
         rejected: list[RejectedRecord] = []
         accepted = 0
         for row in rows:
-            record = record_from_row(row, source)
+            record, known = record_from_row(row, source), None
             if isinstance(record, JewelryOrder) and record.order_id in self._seen_ids:
                 record = RejectedRecord(source=source, line=row[0], order_id=record.order_id, raw=row[1],
                                         errors=(FieldError(field="order_id", reason="already submitted to this run"),))
             elif isinstance(record, JewelryOrder):
-                record = self._against_ledger(record, source, row[0])
+                record, known = self._against_ledger(record, source, row[0])
             if isinstance(record, RejectedRecord):
                 self._reject(record)
                 rejected.append(record)
                 continue
             self._seen_ids.add(record.order_id)
-            self._submitted.append(record)
+            self._submitted.append((record, known))
             accepted += 1
         self._expected += len(rows)
         self._read += len(rows)
@@ -184,23 +182,24 @@ class Producer:
         try:
             for line, record in read_numbered_records(self._source):
                 self._read += 1
+                known = None
                 if isinstance(record, JewelryOrder):
-                    record = self._against_ledger(record, self._source.label, line)
+                    record, known = self._against_ledger(record, self._source.label, line)
                 if isinstance(record, RejectedRecord):
                     self._reject(record)
                     await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
                     continue
                 self._seen_ids.add(record.order_id)
-                await self._send(record)
+                await self._send(record, known)
             self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
             while self._serve and not self._stop_requested:
                 if not self._submitted:
                     self._more.clear()
                     await self._more.wait()
                     continue
-                await self._send(self._submitted.popleft())
+                await self._send(*self._submitted.popleft())
             while self._submitted:  # accepted before the stop: they still get their outcomes
-                await self._send(self._submitted.popleft())
+                await self._send(*self._submitted.popleft())
         except Exception as error:  # noqa: BLE001 - the run must end with the reason, not hang
             self._source_error = f"{type(error).__name__}: {error}"
             self.log.opt(exception=error).error("source stopped: {}", self._source_error)
@@ -208,16 +207,20 @@ class Producer:
             self._reading_done = True
             self._news.set()
 
-    def _against_ledger(self, order: JewelryOrder, source: str, line: int) -> JewelryOrder | RejectedRecord:
-        """An order id the ledger knows with other details is another order under a used id: rejected,
-        rather than answered with the outcome of the order that id first named."""
+    def _against_ledger(
+        self, order: JewelryOrder, source: str, line: int
+    ) -> tuple[JewelryOrder | RejectedRecord, OrderOutcome | None]:
+        """The order with its outcome in the ledger, if it has one already. An order id the ledger
+        knows with other details is another order under a used id: rejected, rather than answered
+        with the outcome of the order that id first named."""
         recorded = self._ledger.outcome(order.order_id) if self._ledger is not None else None
         if recorded is None or recorded.order is None or recorded.order == order:
-            return order
+            return order, recorded
         reason = (f"the ledger already has order {order.order_id} with other details ({recorded.status}); "
                   f"use a new order id, or a new ledger (--out/--ledger)")
         return RejectedRecord(source=source, line=line, order_id=order.order_id,
-                              errors=(FieldError(field="order_id", reason=reason),), raw=order.model_dump(mode="json"))
+                              errors=(FieldError(field="order_id", reason=reason),),
+                              raw=order.model_dump(mode="json")), None
 
     def _reject(self, record: RejectedRecord) -> None:
         self.log.warning("rejected {}", record.message)
@@ -226,10 +229,10 @@ class Producer:
         self._metrics.rejects.inc(tags={"field": field})
         self._news.set()
 
-    async def _send(self, order: JewelryOrder) -> None:
+    async def _send(self, order: JewelryOrder, recorded: OrderOutcome | None) -> None:
+        """Dispatch the order, or answer it with the outcome the ledger already has for it."""
         await self._outbox_space.acquire()
         self._accepted += 1
-        recorded = self._ledger.outcome(order.order_id) if self._ledger is not None else None
         if recorded is not None:
             self._from_ledger += 1
             self._outcomes.append(recorded.model_copy(update={"from_ledger": True}))

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from actors.batching import BatchPolicy
@@ -81,6 +81,17 @@ class LedgerSettings(BaseModel):
         default="NORMAL", description="NORMAL survives process crashes; FULL also power loss, at a cost per commit"
     )
     max_restarts: int = Field(default=-1, ge=-1, description="restarts per actor; -1 = unlimited")
+
+    @field_validator("location")
+    @classmethod
+    def _a_location_we_can_open(cls, location: str | None) -> str | None:
+        """Refused with the settings (exit 2, for every command), not when an actor first opens it."""
+        if location is not None:
+            try:
+                LedgerSpec.from_location(location)
+            except ConfigurationError as error:
+                raise ValueError(str(error)) from error
+        return location
 
 
 class FanoutSettings(BaseSettings):

@@ -18,7 +18,7 @@ import ray
 from loguru import logger
 
 from actors.dispatcher import DispatcherStats
-from actors.errors import RunIncomplete
+from actors.errors import RunIncomplete, SystemStartError
 from actors.ledger import SqliteLedger, open_ledger
 from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
 from actors.producer import LostOrder, ProducerProgress
@@ -189,7 +189,7 @@ class FanoutSystem:
                 try:
                     handle = create_replica(self.settings, stage, index, self._artifacts_dir)
                     self.log.warning("{} died for good; started a replacement", load.replica)
-                except Exception:  # noqa: BLE001 - the name is taken: use whoever holds it
+                except SystemStartError:  # the name is taken: use whoever holds it
                     try:
                         handle = ray.get_actor(load.replica, namespace=self.settings.namespace)
                     except ValueError:

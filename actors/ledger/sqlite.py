@@ -32,6 +32,7 @@ LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0001, 0.002
 # Checkpointing the WAL into the database syncs the disk; doing it every 40 MB rather than SQLite's
 # default 4 MB keeps that pause off most commits.
 WAL_CHECKPOINT_PAGES = 10_000
+EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -126,14 +127,9 @@ class SqliteLedger:
 
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
         row = self._db.execute(
-            "SELECT replica, result, compensated, compensation FROM effects WHERE stage = ? AND order_id = ?",
-            (stage.value, order_id),
+            f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id = ?", (stage.value, order_id)
         ).fetchone()
-        if row is None:
-            return None
-        replica, result, compensated, compensation = row
-        parsed = StageResult.model_validate_json(result) if result else None
-        return RecordedEffect(stage, order_id, replica, parsed, bool(compensated), compensation)
+        return _effect(stage, *row) if row else None
 
     def record_effects(
         self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any]
@@ -171,14 +167,8 @@ class SqliteLedger:
 
     def effects_of(self, stage: StageName) -> list[RecordedEffect]:
         """Every recorded effect of a stage (audits and tests: uniqueness of serials, conservation)."""
-        rows = self._db.execute(
-            "SELECT order_id, replica, result, compensated, compensation FROM effects WHERE stage = ?", (stage.value,)
-        ).fetchall()
-        return [
-            RecordedEffect(stage, order_id, replica, StageResult.model_validate_json(result) if result else None,
-                           bool(compensated), compensation)
-            for order_id, replica, result, compensated, compensation in rows
-        ]
+        rows = self._db.execute(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ?", (stage.value,)).fetchall()
+        return [_effect(stage, *row) for row in rows]
 
     # -- outcomes and dead letters (written by the Dispatcher alone) -------------------------------
 
@@ -286,6 +276,14 @@ class _Transaction:
 
     def __exit__(self, kind: object, *_: object) -> None:
         self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _effect(
+    stage: StageName, order_id: str, replica: str, result: str | None, compensated: int, compensation: str | None
+) -> RecordedEffect:
+    """A row of `EFFECT_COLUMNS` as a `RecordedEffect` (no result: a tombstone)."""
+    parsed = StageResult.model_validate_json(result) if result else None
+    return RecordedEffect(stage, order_id, replica, parsed, bool(compensated), compensation)
 
 
 def _utc(timestamp: float) -> datetime:

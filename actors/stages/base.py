@@ -179,15 +179,18 @@ class Stage(ABC, Generic[ConfigT]):
         return [answers[order.order_id] for order in orders]
 
     def _commit_batch(self, fresh: list[StageResult], answers: dict[str, StageResult]) -> bool:
-        """Commit a batch's new results; False if one was recorded elsewhere first (nothing committed).
-        A failed write turns the batch's results into errors: not recorded, so not done."""
+        """Commit a batch's new results; False if one of several was recorded elsewhere first (nothing
+        committed). A lone order recorded elsewhere gets that record as its answer. A failed write
+        turns the batch's results into errors: not recorded, so not done."""
         standing = [r for r in fresh if r.status is not StageStatus.ERROR]
         with self._state_lock:
             try:
                 self._commit(lambda: self._journal.record_effects(
                     self.context.replica, self.name, standing, self._checkpoint()))
             except DuplicateEffect:
-                return len(fresh) == 1 and self._answer_recorded(fresh[0], answers)
+                if len(fresh) > 1:
+                    return False
+                answers[fresh[0].order_id] = self._recorded(fresh[0].order_id) or fresh[0]
             except Exception as error:  # noqa: BLE001 - errors worth a retry
                 reason = f"ledger: {type(error).__name__}: {error}"
                 self.log.opt(exception=error).error("could not record {} result(s): {}", len(standing), reason)
@@ -195,11 +198,6 @@ class Stage(ABC, Generic[ConfigT]):
                 for result in standing:
                     answers[result.order_id] = result.model_copy(
                         update={"status": StageStatus.ERROR, "output": None, "reason": reason})
-        return True
-
-    def _answer_recorded(self, result: StageResult, answers: dict[str, StageResult]) -> bool:
-        """A lone order another replica recorded first: its recorded result is the answer."""
-        answers[result.order_id] = self._recorded(result.order_id) or result
         return True
 
     def _run(self, order: JewelryOrder) -> StageResult:

@@ -83,3 +83,9 @@ def test_auto_and_client_addresses_are_left_to_ray():
 
     check_reachable("auto")
     check_reachable("ray://head:10001")
+
+
+@pytest.mark.parametrize("command", [["run"], ["replay", "J2025001"]])
+def test_a_ledger_location_we_cannot_open_exits_2_for_every_command(command, capsys):
+    assert main([*command, "--ledger", "postgresql://db/jewelry"]) == 2
+    assert "PostgreSQL ledger is not available yet" in capsys.readouterr().err
