@@ -86,12 +86,18 @@ async def _turns(n: int = 5) -> None:
         await asyncio.sleep(0)
 
 
+async def _busy_replica(max_batch: int) -> tuple[FakeReplica, ReplicaBatcher, asyncio.Task]:
+    """A batcher allowing one call at a time, and that call under way for the first order."""
+    replica = FakeReplica()
+    batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=max_batch, max_outstanding=1))
+    first = asyncio.create_task(batcher.call(make_order(0)))
+    await _turns()
+    return replica, batcher, first
+
+
 def test_an_idle_replica_gets_an_order_at_once_and_a_backlog_goes_in_batches_rush_first():
     async def scenario():
-        replica = FakeReplica()
-        batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=3, max_outstanding=1))
-        first = asyncio.create_task(batcher.call(make_order(0)))
-        await _turns()
+        replica, batcher, first = await _busy_replica(max_batch=3)
         assert replica.sent == [["J2025001"]]  # alone, without waiting for company
         normal = [asyncio.create_task(batcher.call(make_order(0, order_id=f"J2025{i:02d}0"))) for i in range(4)]
         rush = asyncio.create_task(batcher.call(make_order(0, order_id="J2025999", priority=Priority.RUSH)))
@@ -113,10 +119,7 @@ def test_an_idle_replica_gets_an_order_at_once_and_a_backlog_goes_in_batches_rus
 
 def test_an_order_that_times_out_while_waiting_is_never_sent():
     async def scenario():
-        replica = FakeReplica()
-        batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8, max_outstanding=1))
-        busy = asyncio.create_task(batcher.call(make_order(0)))
-        await _turns()
+        replica, batcher, busy = await _busy_replica(max_batch=8)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(batcher.call(make_order(1)), 0.01)
         late = asyncio.create_task(batcher.call(make_order(2)))
