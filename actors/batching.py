@@ -1,11 +1,17 @@
 """Adaptive micro-batching of stage calls, one `ReplicaBatcher` per replica.
 
-A replica gets at most `max_outstanding` calls at a time. An order for an idle replica goes out
-at once, alone, so low-load latency is that of a plain call. Orders that arrive while the replica
-is busy wait here, rush orders first, and leave together in one call as soon as a slot frees: the
-batch grows with the backlog and shrinks with it, with no linger timer to tune. Every actor call
-costs the same fixed ~1.4 ms of CPU however many orders it carries, so under load this is what
-lets the Dispatcher go past six calls per order.
+An order for an idle replica goes out at once, alone, so low-load latency is that of a plain call.
+Orders that arrive while the replica is busy wait here, rush orders first, and leave together in
+one call as soon as a slot frees: the batch grows with the backlog and shrinks with it, with no
+linger timer to tune. Every actor call costs the same fixed ~1.4 ms of CPU however many orders it
+carries, so under load this is what lets the Dispatcher go past six calls per order.
+
+Two bounds adapt to the stage's measured time per order (from the results' own timings):
+- a batch holds at most `max_batch_s` of estimated work, so a rush order never waits long behind
+  the batch in progress (32 orders of a 20 ms stage would be 640 ms);
+- a replica whose calls take longer than `pipeline_after_s` gets its next batch queued behind the
+  running one (up to `max_outstanding` calls), so it never sits idle for a round trip; quick calls
+  go one at a time, so that the backlog gathers into bigger batches instead.
 
 It also bounds what waits inside Ray: a replica's queue holds at most `max_outstanding` calls of
 at most `max_batch` orders; the rest wait here, where priorities apply and a timed-out order can
@@ -22,16 +28,31 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.models import JewelryOrder, Priority, StageResult
-
-RANK = {Priority.RUSH: 0, Priority.NORMAL: 1}
+from actors.admission import RANK
+from actors.models import JewelryOrder, StageResult, StageStatus
 
 
 class BatchPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_batch: int = Field(default=32, ge=1, description="orders per call at most; 1 turns batching off")
-    max_outstanding: int = Field(default=1, ge=1, description="calls in flight per replica at most")
+    max_outstanding: int = Field(default=2, ge=1, description="calls in flight per replica at most")
+    max_batch_s: float = Field(default=0.2, gt=0, description="estimated work per call at most, in seconds")
+    pipeline_after_s: float = Field(
+        default=0.005, ge=0, description="calls estimated longer than this may be queued behind a running one"
+    )
+
+    def batch_size(self, per_order_s: float | None) -> int:
+        """Orders for the next call: `max_batch`, fewer when that much work would take over `max_batch_s`."""
+        if not per_order_s:
+            return self.max_batch
+        return max(1, min(self.max_batch, int(self.max_batch_s / per_order_s)))
+
+    def calls_allowed(self, per_order_s: float | None, batch: int) -> int:
+        """Calls a replica may have at once: more than one only when a call is long enough to pipeline."""
+        if per_order_s is not None and per_order_s * batch >= self.pipeline_after_s:
+            return self.max_outstanding
+        return 1
 
 
 class ReplicaBatcher:
@@ -43,6 +64,11 @@ class ReplicaBatcher:
         self._waiting: list[tuple[int, int, JewelryOrder, asyncio.Future[StageResult]]] = []
         self._sequence = itertools.count()
         self._outstanding = 0
+        self._per_order_s: float | None = None  # smoothed time per order at the replica
+
+    @property
+    def per_order_s(self) -> float | None:
+        return self._per_order_s
 
     @property
     def outstanding(self) -> int:
@@ -62,8 +88,11 @@ class ReplicaBatcher:
             future.cancel()  # timed out while waiting: it leaves the queue (a no-op once answered)
 
     def _launch(self) -> None:
-        while self._outstanding < self._policy.max_outstanding:
-            batch = self._take()
+        while True:
+            size = self._policy.batch_size(self._per_order_s)
+            if self._outstanding >= self._policy.calls_allowed(self._per_order_s, size):
+                return
+            batch = self._take(size)
             if not batch:
                 return
             self._outstanding += 1
@@ -73,9 +102,9 @@ class ReplicaBatcher:
                 sent = _failed(error)
             asyncio.get_running_loop().create_task(self._settle(batch, sent))
 
-    def _take(self) -> list[tuple[JewelryOrder, asyncio.Future[StageResult]]]:
+    def _take(self, size: int) -> list[tuple[JewelryOrder, asyncio.Future[StageResult]]]:
         batch = []
-        while self._waiting and len(batch) < self._policy.max_batch:
+        while self._waiting and len(batch) < size:
             _, _, order, future = heapq.heappop(self._waiting)
             if not future.done():
                 batch.append((order, future))
@@ -88,6 +117,7 @@ class ReplicaBatcher:
             outcomes = [error] * len(batch)
         finally:
             self._outstanding -= 1
+        self._learn(outcomes)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
@@ -96,6 +126,14 @@ class ReplicaBatcher:
             else:
                 future.set_result(outcome)
         self._launch()
+
+    def _learn(self, outcomes: list[Any]) -> None:
+        """Fold the replica's own timing of fresh results into the estimate (replays took no work)."""
+        timed = [o.duration_ms / 1000 for o in outcomes
+                 if isinstance(o, StageResult) and not o.replayed and o.status is not StageStatus.ERROR]
+        if timed:
+            mean = sum(timed) / len(timed)
+            self._per_order_s = mean if self._per_order_s is None else 0.7 * self._per_order_s + 0.3 * mean
 
 
 async def _failed(error: Exception) -> list[StageResult]:

@@ -13,6 +13,8 @@ resumes. A restarted Producer reads its source again from the top on the first `
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import re
 from collections import deque
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
+from actors.admission import RANK
 from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
@@ -92,7 +95,9 @@ class Producer:
         self._source_error: str | None = None
         self._serve = serve
         self._stop_requested = False
-        self._submitted: deque[tuple[JewelryOrder, OrderOutcome | None]] = deque()  # with its ledger outcome
+        # Submitted in serve mode, not yet sent: rush first, then in arrival order; with its ledger outcome.
+        self._submitted: list[tuple[int, int, JewelryOrder, OrderOutcome | None]] = []
+        self._sequence = itertools.count()
         self._more = asyncio.Event()
         self._seen_ids: set[str] = set()
         self._metrics = SourceMetrics()
@@ -160,7 +165,7 @@ class Producer:
                 rejected.append(record)
                 continue
             self._seen_ids.add(record.order_id)
-            self._submitted.append((record, known))
+            heapq.heappush(self._submitted, (RANK[record.priority], next(self._sequence), record, known))
             accepted += 1
         self._expected += len(rows)
         self._read += len(rows)
@@ -197,9 +202,9 @@ class Producer:
                     self._more.clear()
                     await self._more.wait()
                     continue
-                await self._send(*self._submitted.popleft())
+                await self._send(*heapq.heappop(self._submitted)[2:])
             while self._submitted:  # accepted before the stop: they still get their outcomes
-                await self._send(*self._submitted.popleft())
+                await self._send(*heapq.heappop(self._submitted)[2:])
         except Exception as error:  # noqa: BLE001 - the run must end with the reason, not hang
             self._source_error = f"{type(error).__name__}: {error}"
             self.log.opt(exception=error).error("source stopped: {}", self._source_error)

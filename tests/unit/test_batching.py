@@ -169,3 +169,64 @@ def test_dispatcher_results_are_the_same_with_and_without_batching():
         assert {s: _answer(r) for s, r in alone.results.items()} == {s: _answer(r) for s, r in together.results.items()}
     assert set(single_calls.values()) == {40} and max(batched_calls.values()) < 10
     assert sum(StageStatus.OK == r.status for o in batched for r in o.results.values()) > 200
+
+
+def test_batches_are_bounded_by_estimated_work_and_only_long_calls_are_pipelined():
+    policy = BatchPolicy(max_batch=32, max_outstanding=2, max_batch_s=0.2, pipeline_after_s=0.005)
+    assert policy.batch_size(None) == 32  # nothing measured yet
+    assert policy.batch_size(0.0001) == 32  # zero-wait stages: the backlog decides
+    assert policy.batch_size(0.02) == 10  # a 20 ms stage: 200 ms of work per call at most
+    assert policy.batch_size(1.0) == 1
+    assert policy.calls_allowed(0.0001, 32) == 1  # a 3 ms call: gather the backlog into the next batch
+    assert policy.calls_allowed(0.02, 10) == 2  # a 200 ms call: queue the next one behind it
+
+
+def test_the_batcher_learns_the_time_per_order_from_the_replicas_results():
+    stage = _replica(StageName.PRODUCTION)
+    stage.context = ReplicaContext("production-0", time_scale=0.002)  # 4 ms per order
+
+    async def scenario():
+        async def send(orders):
+            return stage.process_batch(orders)
+
+        batcher = ReplicaBatcher(send, BatchPolicy(max_batch=32, max_batch_s=0.02))
+        await asyncio.gather(*(batcher.call(o) for o in generate_orders(12, seed=5)))
+        return batcher.per_order_s
+
+    per_order_s = asyncio.run(scenario())
+    assert 0.003 < per_order_s < 0.008
+    assert BatchPolicy(max_batch=32, max_batch_s=0.02).batch_size(per_order_s) < 7
+
+
+def test_a_replica_keeps_its_cadence_over_a_batch():
+    import time
+
+    stage = _replica(StageName.LOGISTICS)
+    stage.context = ReplicaContext("logistics-0", time_scale=0.01)  # 5 ms per order
+    started = time.perf_counter()
+    stage.process_batch(list(generate_orders(20, seed=6)))
+    elapsed = time.perf_counter() - started
+    assert 0.100 <= elapsed < 0.125  # 20 x 5 ms: our own work is inside each order's time, not added
+
+
+def test_rush_orders_are_admitted_first():
+    from actors.admission import PriorityGate
+
+    async def scenario():
+        gate, admitted = PriorityGate(1), []
+        await gate.acquire(Priority.NORMAL)
+
+        async def enter(name, priority):
+            async with gate.admit(priority):
+                admitted.append(name)
+                await asyncio.sleep(0)
+
+        waiting = [asyncio.create_task(enter(f"normal-{i}", Priority.NORMAL)) for i in range(3)]
+        waiting.append(asyncio.create_task(enter("rush", Priority.RUSH)))
+        await _turns()
+        assert gate.waiting == 4 and not admitted
+        gate.release()
+        await asyncio.gather(*waiting)
+        return admitted
+
+    assert asyncio.run(scenario()) == ["rush", "normal-0", "normal-1", "normal-2"]

@@ -1,0 +1,59 @@
+"""Admission in priority order: at most `capacity` holders, and rush orders are let in first.
+
+`asyncio.Semaphore` wakes waiters in arrival order, so under load a rush order would queue behind
+every normal order that came before it. This gate keeps its waiters in a heap by priority (then
+arrival), the same order the stage queues use (`actors/batching.py`), so that rush orders overtake
+at every queue they meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from actors.models import Priority
+
+RANK = {Priority.RUSH: 0, Priority.NORMAL: 1}
+
+
+class PriorityGate:
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._sequence = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for *_, future in self._waiters if not future.done())
+
+    @asynccontextmanager
+    async def admit(self, priority: Priority) -> AsyncIterator[None]:
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+    async def acquire(self, priority: Priority) -> None:
+        if self._free > 0 and not self.waiting:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (RANK[priority], next(self._sequence), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # let in just as it was cancelled: pass the place on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            *_, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
