@@ -157,6 +157,24 @@ class Dispatcher:
         self.log.info("{} replaced; {} of {} {} replica(s) alive", name, self._pools[stage].alive,
                       len(self._pools[stage]), stage)
 
+    async def add_replica(self, stage: StageName, name: str, actor: Any) -> None:
+        """The pool scaled up: the new replica (an actor, or its `NamedActor`) takes orders from now on."""
+        self._pools[stage].add(name, resolve(actor))
+        self.log.info("{} added; {} now has {} replica(s)", name, stage, len(self._pools[stage]))
+
+    async def drain_replica(self, stage: StageName, name: str) -> None:
+        """The pool scales down: the replica takes no new orders, finishes those it has, and is let go
+        once every order in flight now has concluded (one of them may still need it to compensate).
+        Its state stays in the ledger, where a replica scaled up into the same slot finds it."""
+        pool = self._pools[stage]
+        replica = pool.drain(name)
+        await asyncio.gather(*(asyncio.shield(future) for future in self._in_flight.values()), return_exceptions=True)
+        while replica.ongoing > 0:  # orders admitted after the drain began never reach it, but retries can
+            await asyncio.sleep(0.01)
+        pool.remove(name)
+        self._batchers.pop(name, None)
+        self.log.info("{} drained and removed; {} now has {} replica(s)", name, stage, len(pool))
+
     async def _conclude(
         self, order: JewelryOrder, results: list[StageResult], started_at: datetime, give_up: bool = False
     ) -> OrderOutcome:
@@ -272,6 +290,11 @@ class Dispatcher:
                  .remote(outcome.order_id) for stage, replica in asked.items() if replica is not None}
         answers = await asyncio.gather(*calls.values(), return_exceptions=True)
         done: dict[StageName, str] = {}
+        for stage in (stage for stage, replica in asked.items() if replica is None):
+            # Only a dead letter replayed after its replica was scaled away gets here (a drain waits
+            # for the orders in flight): say so rather than skip it.
+            done[stage] = f"compensation failed: {outcome.results[stage].replica} is no longer in the pool"
+            self.log.bind(order_id=outcome.order_id).error("{} {}", stage, done[stage])
         for stage, answer in zip(calls, answers, strict=True):
             if isinstance(answer, BaseException):
                 done[stage] = f"compensation failed: {type(answer).__name__}: {str(answer).splitlines()[0]}"

@@ -26,6 +26,7 @@ class ReplicaLoad(BaseModel):
     errors: int
     mean_latency_ms: float
     alive: bool = True
+    draining: bool = False  # being scaled away: finishes what it has, takes nothing new
     queued: int = 0  # orders waiting in the Dispatcher for this replica (see actors/batching.py)
     calls_in_flight: int = 0  # batch calls sent to it and not answered yet
 
@@ -41,6 +42,7 @@ class Replica:
     errors: int = 0
     latency_s: float = 0.0
     alive: bool = True
+    draining: bool = False
 
 
 class ReplicaPool:
@@ -48,7 +50,7 @@ class ReplicaPool:
         if not replicas:
             raise ValueError(f"stage {stage} needs at least one replica")
         self.stage = stage
-        self._replicas = [Replica(name, handle, i) for i, (name, handle) in enumerate(replicas.items())]
+        self._replicas = [Replica(name, handle, _index(name, i)) for i, (name, handle) in enumerate(replicas.items())]
 
     def __len__(self) -> int:
         return len(self._replicas)
@@ -72,13 +74,35 @@ class ReplicaPool:
             raise ValueError(f"{self.stage} has no replica named {name!r}")
         replica.handle, replica.alive, replica.node_id = handle, True, None
 
+    def add(self, name: str, handle: Any) -> None:
+        """A replica the pool scaled up to; a name it already has takes calls again under `handle`."""
+        replica = self.named(name)
+        if replica is None:
+            self._replicas.append(Replica(name, handle, _index(name, len(self._replicas))))
+        else:
+            replica.handle, replica.alive, replica.draining = handle, True, False
+
+    def drain(self, name: str) -> Replica:
+        """Stop giving the replica new orders; `remove` it once its `ongoing` is back to zero."""
+        replica = self.named(name)
+        if replica is None:
+            raise ValueError(f"{self.stage} has no replica named {name!r}")
+        if sum(1 for r in self._replicas if r.alive and not r.draining and r is not replica) == 0:
+            raise ValueError(f"{name} is the last live {self.stage} replica: a pool keeps at least one")
+        replica.draining = True
+        return replica
+
+    def remove(self, name: str) -> None:
+        self._replicas = [r for r in self._replicas if r.name != name]
+
     def named(self, name: str) -> Replica | None:
         return next((r for r in self._replicas if r.name == name), None)
 
     def acquire(self, avoid: Replica | None = None) -> Replica:
         """The least-loaded live replica (other than `avoid`), counted against it until `release`.
         With no live replica left it still returns one, whose call fails fast as an error result."""
-        live = [r for r in self._replicas if r.alive] or self._replicas
+        live = ([r for r in self._replicas if r.alive and not r.draining]
+                or [r for r in self._replicas if r.alive] or self._replicas)
         candidates = [r for r in live if r is not avoid] or live
         replica = min(candidates, key=lambda r: (r.ongoing, r.calls, r.index))
         replica.ongoing += 1
@@ -102,6 +126,13 @@ class ReplicaPool:
                 errors=r.errors,
                 mean_latency_ms=round(1000 * r.latency_s / r.calls, 3) if r.calls else 0.0,
                 alive=r.alive,
+                draining=r.draining,
             )
             for r in self._replicas
         ]
+
+
+def _index(name: str, default: int) -> int:
+    """A replica's slot, from its name (`production-2`): ties go to the lowest, as created."""
+    _, _, tail = name.rpartition("-")
+    return int(tail) if tail.isdigit() else default

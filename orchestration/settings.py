@@ -12,9 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from actors.autoscaling import AutoscalingConfig
 from actors.batching import BatchPolicy
 from actors.errors import ConfigurationError
 from actors.ledger import LedgerSpec
@@ -33,6 +34,10 @@ from actors.stages import (
 )
 
 
+# Pools that split a finite stock among their replicas (see actors/autoscaling.py).
+FIXED_SIZE_STAGES = (StageName.MATERIAL, StageName.PACKAGING)
+
+
 class PoolSettings(BaseModel):
     """How a stage's replicas are placed and called on Ray."""
 
@@ -47,6 +52,14 @@ class PoolSettings(BaseModel):
         default=300.0, gt=0, description="per order and attempt, from when it is queued for the replica: waiting included"
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="for errors and timeouts only")
+    autoscaling: AutoscalingConfig | None = Field(
+        default=None, description="grow and shrink between min and max replicas; `replicas` is then the starting size"
+    )
+
+    @property
+    def slots(self) -> int:
+        """Replica indexes the pool may use: stock shares and number ranges are laid out over these."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
 
 
 def _stage_settings(config: type[StageConfig]) -> type[BaseModel]:
@@ -133,6 +146,26 @@ class FanoutSettings(BaseSettings):
         # Init values carry TOML merged under CLI (see `load_settings`), so they outrank env.
         return (init_settings, env_settings)
 
+    @model_validator(mode="after")
+    def _pools_that_can_scale(self) -> FanoutSettings:
+        for stage in STAGES:
+            pool, scaling = self.pool(stage), self.pool(stage).autoscaling
+            if scaling is None:
+                continue
+            if stage in FIXED_SIZE_STAGES:
+                raise ValueError(
+                    f"{stage}.autoscaling: {stage} splits its stock among its replicas, so a replica scaled away "
+                    f"would take its share with it; give {stage} a fixed number of replicas")
+            if not self.ledger.enabled:
+                raise ValueError(f"{stage}.autoscaling needs the ledger: a replica scaled away leaves its state there")
+            if not scaling.min_replicas <= pool.replicas <= scaling.max_replicas:
+                raise ValueError(f"{stage}.replicas ({pool.replicas}) must be within autoscaling's min_replicas "
+                                 f"({scaling.min_replicas}) and max_replicas ({scaling.max_replicas})")
+        return self
+
+    def autoscaled(self) -> dict[StageName, AutoscalingConfig]:
+        return {stage: scaling for stage in STAGES if (scaling := self.pool(stage).autoscaling) is not None}
+
     def pool(self, stage: StageName) -> PoolSettings:
         return getattr(self, stage.value)
 
@@ -151,7 +184,7 @@ class FanoutSettings(BaseSettings):
         """What a ledger's stage state depends on: replica counts (stock is split among replicas,
         numbering ranges follow the index) and business settings. Durations may change freely."""
         return {
-            stage.value: _canonical({"replicas": self.pool(stage).replicas,
+            stage.value: _canonical({"replicas": self.pool(stage).slots,
                                      **self.stage_config(stage).model_dump(mode="json", exclude={"duration_s"})})
             for stage in STAGES
         }
@@ -162,9 +195,10 @@ class FanoutSettings(BaseSettings):
         return SourceSpec(count=self.orders, seed=self.seed)
 
     def theoretical_limit_per_s(self) -> float | None:
-        """Orders per second the slowest pool allows: min over stages of replicas / scaled duration."""
+        """Orders per second the slowest pool allows: min over stages of replicas / scaled duration,
+        counting an autoscaled pool at its max replicas (what the pool may grow to)."""
         rates = [
-            self.pool(s).replicas / (self.pool(s).duration_s * self.time_scale)
+            self.pool(s).slots / (self.pool(s).duration_s * self.time_scale)
             for s in STAGES
             if self.pool(s).duration_s * self.time_scale > 0
         ]

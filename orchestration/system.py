@@ -8,6 +8,7 @@ also replaces stage replicas that died for good, from the driver, which owns the
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from actors.ledger import SqliteLedger, open_ledger
 from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
 from actors.producer import LostOrder, ProducerProgress
 from actors.sources import SourceSpec
+from orchestration.autoscaler import PoolAutoscaler
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary, RunTally
 from orchestration.settings import FanoutSettings
@@ -77,6 +79,8 @@ class FanoutSystem:
         self._producer: Any = None
         self._artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
         self._last_supervised = 0.0
+        self._pools_lock = threading.Lock()  # the autoscaler's thread changes the pools
+        self.autoscaler = PoolAutoscaler(settings, pools, dispatcher, self._artifacts_dir, self._pools_lock)
         self.log = logger.bind(stage="system")
 
     @classmethod
@@ -98,6 +102,7 @@ class FanoutSystem:
         except Exception:
             system.shutdown()
             raise
+        system.autoscaler.start()
         return system
 
     def run(
@@ -139,12 +144,9 @@ class FanoutSystem:
                 if self.ledger is not None:
                     # The ledger is the record: outcomes of earlier runs, and those a crash kept from the file.
                     files.replace_outcomes(self.ledger.outcome_lines())
-        summary = tally.summary(
-            wall_s,
-            self.settings.theoretical_limit_per_s(),
-            {stage: len(self._pools.replicas[stage]) for stage in STAGES},
-            self.snapshots(),
-        )
+        with self._pools_lock:
+            replicas = {stage: len(self._pools.replicas[stage]) for stage in STAGES}
+        summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), replicas, self.snapshots())
         if files is not None:
             files.write_summary(summary)
         return RunResult(**vars(collected), summary=summary, files=files)
@@ -156,7 +158,14 @@ class FanoutSystem:
 
     def snapshots(self) -> dict[StageName, list[StageSnapshot]]:
         """Every live replica's snapshot, by stage."""
-        return {stage: collect_snapshots(pool) for stage, pool in self._pools.replicas.items()}
+        with self._pools_lock:
+            pools = {stage: dict(pool) for stage, pool in self._pools.replicas.items()}
+        return {stage: collect_snapshots(pool) for stage, pool in pools.items()}
+
+    def replica_counts(self) -> dict[StageName, int]:
+        """Replicas taking orders now, by stage (an autoscaled pool changes while the system runs)."""
+        return {stage: sum(1 for load in loads if load.alive and not load.draining)
+                for stage, loads in self.dispatcher_stats().stages.items()}
 
     def dispatcher_stats(self) -> DispatcherStats:
         return ray.get(self._dispatcher.stats.remote())
@@ -166,7 +175,9 @@ class FanoutSystem:
         return ray.get(self._dispatcher.replay.remote(order_id, stage, abandon))
 
     def shutdown(self) -> None:
-        kill_all({"dispatcher": self._dispatcher, **self._pools.all()})
+        self.autoscaler.stop()
+        with self._pools_lock:
+            kill_all({"dispatcher": self._dispatcher, **self._pools.all()})
         if self.ledger is not None:
             self.ledger.close()
 
@@ -194,7 +205,8 @@ class FanoutSystem:
                         handle = ray.get_actor(load.replica, namespace=self.settings.namespace)
                     except ValueError:
                         continue  # between death and release of the name: next round
-                self._pools.replicas[stage][load.replica] = handle
+                with self._pools_lock:
+                    self._pools.replicas[stage][load.replica] = handle
                 ray.get(self._dispatcher.replace_replica.remote(stage, load.replica, handle))
 
     @staticmethod

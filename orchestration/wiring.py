@@ -93,7 +93,7 @@ def create_replica(settings: FanoutSettings, stage: StageName, index: int, artif
     context = ReplicaContext(
         replica=name,
         index=index,
-        replica_count=pool.replicas,
+        replica_count=pool.slots,
         time_scale=settings.time_scale,
         artifacts_dir=artifacts_dir,
         log_level=settings.log_level,

@@ -1,0 +1,69 @@
+"""When a stage pool should grow or shrink: Ray Serve's autoscaling model, as a plain class.
+
+Each tick the pool's ongoing orders (waiting in the Dispatcher for one of its replicas, or in a call
+to one) are sampled. Over the look-back window their mean, divided by the target per replica, is the
+replica count the pool wants (within min and max). A change is made only once the pool has wanted
+more replicas for `upscale_delay_s`, or fewer for `downscale_delay_s`, without a break: bursts
+shorter than the delay move nothing, and a pool does not flap between two sizes.
+
+Only pools whose state is their own capacity can scale (benches, caches, counters, number ranges
+per slot). Material and packaging split a finite stock among their replicas, so a replica scaled
+away would take its share of the stock with it; their sizes are fixed (see the settings).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class AutoscalingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(ge=1, le=100)
+    target_ongoing_per_replica: float = Field(default=4.0, gt=0, description="orders waiting or running per replica")
+    upscale_delay_s: float = Field(default=2.0, ge=0)
+    downscale_delay_s: float = Field(default=10.0, ge=0)
+    look_back_s: float = Field(default=3.0, gt=0, description="window the ongoing orders are averaged over")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
+class AutoscalingPolicy:
+    """Feed it `decide(now, ongoing, current)` on every tick; it answers the replica count to have."""
+
+    def __init__(self, config: AutoscalingConfig) -> None:
+        self.config = config
+        self._samples: deque[tuple[float, float]] = deque()
+        self._wanting: int | None = None  # the direction wanted (+1 / -1), and since when
+        self._since = 0.0
+
+    def desired(self, now: float) -> int:
+        """The count the look-back window asks for, before any delay."""
+        mean = sum(n for _, n in self._samples) / len(self._samples) if self._samples else 0.0
+        wanted = math.ceil(mean / self.config.target_ongoing_per_replica - 1e-9)
+        return min(self.config.max_replicas, max(self.config.min_replicas, wanted))
+
+    def decide(self, now: float, ongoing: float, current: int) -> int:
+        self._samples.append((now, ongoing))
+        while self._samples and self._samples[0][0] < now - self.config.look_back_s:
+            self._samples.popleft()
+        wanted = self.desired(now)
+        direction = (wanted > current) - (wanted < current)
+        if direction == 0:
+            self._wanting = None
+            return current
+        if self._wanting != direction:
+            self._wanting, self._since = direction, now
+        delay = self.config.upscale_delay_s if direction > 0 else self.config.downscale_delay_s
+        if now - self._since < delay:
+            return current
+        self._wanting = None
+        return wanted

@@ -1,0 +1,54 @@
+"""Autoscaling on a real Ray: the bottleneck pool grows under load, shrinks back once idle, and a
+replica scaled away leaves its state in the ledger for the next one scaled into its slot."""
+
+from __future__ import annotations
+
+import time
+
+from actors.models import StageName, StageStatus
+from actors.samples import generate_orders
+from actors.sources import SourceSpec
+
+SCALING = {"max_replicas": 2, "target_ongoing_per_replica": 4, "upscale_delay_s": 0.5, "downscale_delay_s": 2,
+           "look_back_s": 1}
+
+
+def _wait_for(condition, timeout_s: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, f"not within {timeout_s} s"
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+def _fresh_orders(tmp_path, count: int) -> SourceSpec:
+    """Orders under ids the first run did not use (generated ids follow the index alone)."""
+    path = tmp_path / "more.jsonl"
+    originals = 3  # the three fixed sample orders hold certificates the first run reserved
+    orders = [o.model_copy(update={"order_id": f"J9{i:07d}"})
+              for i, o in enumerate(list(generate_orders(count + originals, seed=2))[originals:])]
+    path.write_text("".join(o.model_dump_json() + "\n" for o in orders), encoding="utf-8")
+    return SourceSpec(path=path)
+
+
+def test_the_bottleneck_pool_grows_under_load_and_shrinks_back_keeping_its_state(start_system, tmp_path):
+    system = start_system(time_scale=0.01, artifacts=False, design={"replicas": 2},
+                          production={"replicas": 1, "autoscaling": SCALING})
+    production = lambda: system.replica_counts()[StageName.PRODUCTION]  # noqa: E731
+    first = system.run(SourceSpec(count=600, seed=1), keep_outcomes=True)
+    assert first.summary.completed == 600
+    grew = [e for e in system.autoscaler.events if e.stage is StageName.PRODUCTION and e.replicas_after == 2]
+    assert grew, "production never scaled up although it was the bottleneck"
+    assert {o.results[StageName.PRODUCTION].replica for o in first.outcomes} == {"production-0", "production-1"}
+
+    # Idle: back to one replica within the downscale delay (plus the look-back window and ticks).
+    assert _wait_for(lambda: production() == 1, timeout_s=SCALING["downscale_delay_s"] + 5) >= 0
+    done_by_1 = sum(o.results[StageName.PRODUCTION].replica == "production-1" for o in first.outcomes)
+    saved = system.ledger.checkpoint_of("production-1")
+    assert saved is not None and saved["counts"][StageStatus.OK.value] == done_by_1
+
+    # Under load again, the replica scaled into slot 1 comes back from that checkpoint.
+    assert system.run(_fresh_orders(tmp_path, 400)).summary.completed == 400
+    assert any(e.replicas_after == 2 for e in system.autoscaler.events if e.at_s > grew[-1].at_s)
+    snapshot = next(s for s in system.snapshots()[StageName.PRODUCTION] if s.replica == "production-1")
+    assert snapshot.ok > done_by_1  # counted on from what it had done before it was scaled away
