@@ -72,8 +72,9 @@ def render_status(console: Console, status: SystemStatus) -> None:
         snapshots = {snap.replica: snap for snap in status.snapshots.get(stage, [])}
         for load in loads:
             snap = snapshots.get(load.replica)
+            label = f"{load.replica} (dead)" if not load.alive else f"{load.replica} (draining)" if load.draining else load.replica
             table.add_row(
-                load.replica if load.alive else f"{load.replica} (dead)", (load.node_id or "-")[:12], f"{load.ongoing} ({load.queued})", str(load.calls), str(load.errors),
+                label, (load.node_id or "-")[:12], f"{load.ongoing} ({load.queued})", str(load.calls), str(load.errors),
                 f"{load.mean_latency_ms:.1f}", str(snap.ok if snap else "-"),
                 str(snap.business_failures if snap else "-"), str(snap.replays if snap else "-"),
             )
