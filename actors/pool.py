@@ -20,6 +20,7 @@ class ReplicaLoad(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     replica: str
+    index: int  # its slot in the pool, from its name (stock shares and number ranges follow it)
     node_id: str | None
     ongoing: int
     calls: int
@@ -80,7 +81,8 @@ class ReplicaPool:
         if replica is None:
             self._replicas.append(Replica(name, handle, _index(name, len(self._replicas))))
         else:
-            replica.handle, replica.alive, replica.draining = handle, True, False
+            replica.draining = False
+            self.replace(name, handle)
 
     def drain(self, name: str) -> Replica:
         """Stop giving the replica new orders; `remove` it once its `ongoing` is back to zero."""
@@ -120,6 +122,7 @@ class ReplicaPool:
         return [
             ReplicaLoad(
                 replica=r.name,
+                index=r.index,
                 node_id=r.node_id,
                 ongoing=r.ongoing,
                 calls=r.calls,

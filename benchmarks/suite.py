@@ -148,10 +148,9 @@ def priorities(bench: Bench, outcomes: list[OrderOutcome]) -> None:
 
 
 def cpu_bound(bench: Bench, orders: int) -> None:
-    settings = bench.settings("cpu-bound", time_scale=0.0, design={"replicas": 2, **CPU_BOUND_DESIGN})
-    threads = _design_on_threads(settings, orders, workers=2)
-    system, result = bench.run("cpu-bound", orders, overrides={"time_scale": 0.0,
-                                                               "design": {"replicas": 2, **CPU_BOUND_DESIGN}})
+    overrides = {"time_scale": 0.0, "design": {"replicas": 2, **CPU_BOUND_DESIGN}}
+    threads = _design_on_threads(bench.settings("cpu-bound", **overrides), orders, workers=2)
+    system, result = bench.run("cpu-bound", orders, overrides=overrides)
     system.shutdown()
     ours = result.summary.throughput_per_s
     bench.scenarios["cpu-bound"]["threads_per_s"] = threads

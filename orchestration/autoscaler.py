@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ class ScalingEvent(BaseModel):
 class PoolAutoscaler:
     def __init__(
         self, settings: FanoutSettings, pools: StagePools, dispatcher: Any, artifacts_dir: Path | None,
-        lock: threading.Lock, on_event: Callable[[ScalingEvent], None] | None = None,
+        lock: threading.Lock,
     ) -> None:
         self._settings = settings
         self._pools = pools
@@ -51,7 +50,6 @@ class PoolAutoscaler:
         self._lock = lock  # guards `pools`, which the driver's other threads read
         self._policies = {stage: AutoscalingPolicy(config) for stage, config in settings.autoscaled().items()}
         self._draining: dict[Any, tuple[StageName, str]] = {}
-        self._on_event = on_event
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.events: list[ScalingEvent] = []
@@ -91,11 +89,9 @@ class PoolAutoscaler:
                 self._grow(stage, loads, desired - len(serving))
             else:
                 self._shrink(stage, serving, len(serving) - desired)
-            if self._on_event is not None:
-                self._on_event(event)
 
     def _grow(self, stage: StageName, loads: list[ReplicaLoad], count: int) -> None:
-        taken = {int(load.replica.rsplit("-", 1)[1]) for load in loads}
+        taken = {load.index for load in loads}
         free = [i for i in range(self._settings.pool(stage).slots) if i not in taken][:count]
         created = {}
         for index in free:
@@ -111,7 +107,7 @@ class PoolAutoscaler:
             ray.get(self._dispatcher.add_replica.remote(stage, name, handle))
 
     def _shrink(self, stage: StageName, serving: list[ReplicaLoad], count: int) -> None:
-        highest = sorted(serving, key=lambda load: int(load.replica.rsplit("-", 1)[1]))[-count:]
+        highest = sorted(serving, key=lambda load: load.index)[-count:]
         for load in highest:
             self._draining[self._dispatcher.drain_replica.remote(stage, load.replica)] = (stage, load.replica)
 

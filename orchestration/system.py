@@ -196,9 +196,8 @@ class FanoutSystem:
             for load in loads:
                 if load.alive:
                     continue
-                index = int(load.replica.rsplit("-", 1)[1])
                 try:
-                    handle = create_replica(self.settings, stage, index, self._artifacts_dir)
+                    handle = create_replica(self.settings, stage, load.index, self._artifacts_dir)
                     self.log.warning("{} died for good; started a replacement", load.replica)
                 except SystemStartError:  # the name is taken: use whoever holds it
                     try:
