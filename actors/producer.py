@@ -27,6 +27,7 @@ from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
 from actors.naming import resolve
+from actors.runtime import limit_malloc_arenas
 from actors.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
 from actors.telemetry import SourceMetrics
 
@@ -75,6 +76,7 @@ class Producer:
         serve: bool = False,
         ledger: LedgerSpec | None = None,
     ) -> None:
+        limit_malloc_arenas()
         if log_level:
             configure_logging(log_level)
         self._source = source

@@ -30,11 +30,6 @@ READY_POLL_S = 1.0
 ADDRESS_PROBE_TIMEOUT_S = 5.0
 # Stage replicas run one order at a time; snapshots go to this group so they never queue behind orders.
 CONTROL_GROUP = "control"
-# glibc gives each thread that allocates its own malloc arena, up to 8 per core; in a worker's
-# many core-worker threads, freed memory stayed spread over them and the Dispatcher's RSS crept up
-# by about 1 KB per order with no Python object behind it. Two arenas held it flat over 40,000
-# orders at the same throughput (benchmarks/suite.py, memory).
-WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 def check_reachable(address: str) -> None:
@@ -215,7 +210,7 @@ def kill_all(actors: dict[str, Any]) -> None:
 
 def _create(actor_class: Any, options: dict[str, Any], *args: Any) -> Any:
     try:
-        return actor_class.options(runtime_env={"env_vars": WORKER_ENV}, **options).remote(*args)
+        return actor_class.options(**options).remote(*args)
     except ValueError as error:
         if "already" in str(error).lower():
             raise SystemStartError(

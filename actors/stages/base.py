@@ -33,7 +33,7 @@ from actors.models import (
     StageSnapshot,
     StageStatus,
 )
-from actors.runtime import current_node_id
+from actors.runtime import current_node_id, limit_malloc_arenas
 
 
 class StageConfig(BaseModel):
@@ -71,6 +71,7 @@ class Stage(ABC, Generic[ConfigT]):
     name: ClassVar[StageName]
 
     def __init__(self, config: ConfigT, context: ReplicaContext) -> None:
+        limit_malloc_arenas()
         if context.log_level:
             configure_logging(context.log_level)
         self.config = config
