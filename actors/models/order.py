@@ -27,6 +27,7 @@ from actors.models.catalog import (
     Priority,
     ProductType,
 )
+from actors.models.wire import JsonPickled
 
 ORDER_ID_PATTERN = r"^J\d{7,12}$"
 
@@ -98,7 +99,7 @@ class Destination(_Strict):
     postal_code: str | None = Field(default=None, max_length=16)
 
 
-class JewelryOrder(_Strict):
+class JewelryOrder(JsonPickled, _Strict):
     """One customer order; `size` is read by the product type's convention (see catalog)."""
 
     order_id: str = Field(pattern=ORDER_ID_PATTERN)

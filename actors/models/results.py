@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actors.models.order import JewelryOrder
 from actors.models.outputs import StageOutput
+from actors.models.wire import JsonPickled
 
 
 class StageName(StrEnum):
@@ -43,7 +44,7 @@ class OrderStatus(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
-class StageResult(BaseModel):
+class StageResult(JsonPickled):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     order_id: str
@@ -69,7 +70,7 @@ class StageResult(BaseModel):
         return self
 
 
-class OrderOutcome(BaseModel):
+class OrderOutcome(JsonPickled):
     """The one terminal record of an order; it keeps every stage's result, failed or not."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

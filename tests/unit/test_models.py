@@ -105,3 +105,24 @@ def test_an_outcome_without_all_six_results_is_refused(ring):
 def test_a_failed_stage_result_must_say_why():
     with pytest.raises(ValidationError, match="must say why"):
         _result(StageName.DESIGN, StageStatus.ERROR)
+
+
+@pytest.mark.parametrize("order", original_orders(), ids=lambda o: o.product_type)
+def test_orders_and_outcomes_cross_the_wire_as_json_and_come_back_equal(order):
+    """Ray pickles with cloudpickle; our models pickle as their JSON (actors/models/wire.py)."""
+    import pickle
+    from datetime import UTC, datetime
+
+    from ray import cloudpickle
+
+    from actors.models import STAGES
+    from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
+
+    results = [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(order) for s in STAGES]
+    now = datetime.now(UTC)
+    outcome = OrderOutcome.from_results(order, results, now, now)
+    for model in (order, results[1], outcome):
+        wire = cloudpickle.dumps(model)
+        assert model.model_dump_json().encode() in wire  # its JSON, not a pickled object graph
+        back = pickle.loads(wire)
+        assert back == model and type(back) is type(model)
