@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.admission import PriorityGate
 from actors.batching import BatchPolicy, ReplicaBatcher
-from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
+from actors.ledger import LedgerSpec, OutcomeGroupCommit, SqliteLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import (
     STAGES,
@@ -92,6 +92,7 @@ class Dispatcher:
         self._metrics = DispatchMetrics()
         self._admission = PriorityGate(max_in_flight)  # rush orders are let in first
         self._ledger: SqliteLedger | None = open_ledger(ledger) if ledger is not None else None
+        self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger is not None else None
         self._in_flight: dict[str, asyncio.Future[OrderOutcome]] = {}
         self._waiting = 0
         self._gauges: asyncio.Task | None = None
@@ -129,6 +130,8 @@ class Dispatcher:
             raise
         finally:
             del self._in_flight[order.order_id]
+            if not self._in_flight:
+                self._metrics.flush()  # idle: a run that just ended gets counted in full
         return outcome
 
     async def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
@@ -151,11 +154,14 @@ class Dispatcher:
         log = self.log.bind(order_id=order_id)
         if abandon:
             log.warning("abandoned by the operator; compensating")
-            return await self._conclude(order, list(results.values()), started_at, give_up=True)
-        log.info("replaying {}", ", ".join(dead))
-        fresh = await asyncio.gather(*(self._call_stage(s, order) for s in dead))
-        results.update({result.stage: result for result in fresh})
-        return await self._conclude(order, list(results.values()), started_at)
+            outcome = await self._conclude(order, list(results.values()), started_at, give_up=True)
+        else:
+            log.info("replaying {}", ", ".join(dead))
+            fresh = await asyncio.gather(*(self._call_stage(s, order) for s in dead))
+            results.update({result.stage: result for result in fresh})
+            outcome = await self._conclude(order, list(results.values()), started_at)
+        self._metrics.flush()
+        return outcome
 
     async def replace_replica(self, stage: StageName, name: str, handle: Any) -> None:
         """A new actor took the place of a replica that died for good (same name, same ledger state)."""
@@ -201,8 +207,8 @@ class Dispatcher:
             outcome = outcome.model_copy(update={"compensations": await self._compensate(outcome)})
             self.log.bind(order_id=order.order_id).warning("failed: {}", outcome.reason)
         self._metrics.order_latency.observe(outcome.latency_ms)
-        if self._ledger is not None:
-            self._ledger.record_outcome(outcome, letters)  # committed before anyone is told
+        if self._outcome_writer is not None:
+            await self._outcome_writer.record(outcome, letters)  # committed before anyone is told
         return self._count(outcome)
 
     def _longest_first(self) -> list[StageName]:
@@ -226,6 +232,7 @@ class Dispatcher:
                 trim_free_memory()
             self._call_order = self._longest_first()
             self._metrics.in_flight.set(len(self._in_flight) - self._waiting)
+            self._metrics.flush()
             for stage, pool in self._pools.items():
                 for load in pool.loads():
                     self._metrics.stage_ongoing.set(load.ongoing, tags={"stage": stage.value, "replica": load.replica})
@@ -262,7 +269,7 @@ class Dispatcher:
                 pool.release(replica, spent_s, error=True)
                 replica, spent_s = pool.acquire(avoid=replica), 0.0
         pool.release(replica, spent_s, error=result.status is StageStatus.ERROR, node_id=_node_of(result))
-        self._metrics.stage_results.inc(tags={"stage": stage.value, "status": result.status.value})
+        self._metrics.stage_results.inc(stage=stage.value, status=result.status.value)
         return result.model_copy(update={"attempts": attempt}) if attempt > 1 else result
 
     async def _attempt(
@@ -346,7 +353,7 @@ class Dispatcher:
 
     def _count(self, outcome: OrderOutcome) -> OrderOutcome:
         self._by_status[outcome.status.value] += 1
-        self._metrics.orders.inc(tags={"status": outcome.status.value})
+        self._metrics.orders.inc(status=outcome.status.value)
         return outcome
 
 

@@ -7,6 +7,8 @@ actors use these unconditionally. Tags are bounded: stage, replica, status, fiel
 
 from __future__ import annotations
 
+from collections import Counter as Counts
+
 from ray.util.metrics import Counter, Gauge, Histogram
 
 PREFIX = "jewelry_"
@@ -26,11 +28,28 @@ ALL_METRICS = (ORDERS, ORDERS_IN_FLIGHT, ORDER_LATENCY, STAGE_LATENCY, STAGE_RES
                STAGE_RETRIES, COMPENSATIONS, REJECTED_RECORDS)
 
 
+class Tally:
+    """Counts kept in memory and added to a Ray `Counter` at `flush`: the Dispatcher counts seven
+    events per order, and each Ray metric call cost about 10 µs of its time at zero wait."""
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._counts: Counts[tuple[tuple[str, str], ...]] = Counts()
+
+    def inc(self, **tags: str) -> None:
+        self._counts[tuple(tags.items())] += 1
+
+    def flush(self) -> None:
+        for tags, count in self._counts.items():
+            self._counter.inc(count, tags=dict(tags))
+        self._counts.clear()
+
+
 class DispatchMetrics:
     """What the Dispatcher sees: orders, their latency, and every stage call it makes."""
 
     def __init__(self) -> None:
-        self.orders = Counter(ORDERS, description="Orders by terminal status", tag_keys=("status",))
+        self.orders = Tally(Counter(ORDERS, description="Orders by terminal status", tag_keys=("status",)))
         self.in_flight = Gauge(ORDERS_IN_FLIGHT, description="Orders admitted and not yet finished")
         self.order_latency = Histogram(
             ORDER_LATENCY, description="End-to-end order latency at the dispatcher (ms)", boundaries=LATENCY_BUCKETS_MS
@@ -39,9 +58,9 @@ class DispatchMetrics:
             STAGE_LATENCY, description="Stage call latency from submission, including queueing (ms)",
             boundaries=LATENCY_BUCKETS_MS, tag_keys=("stage", "replica"),
         )
-        self.stage_results = Counter(
+        self.stage_results = Tally(Counter(
             STAGE_RESULTS, description="Stage call results by status", tag_keys=("stage", "status")
-        )
+        ))
         self.stage_ongoing = Gauge(
             STAGE_ONGOING, description="Calls outstanding on a stage's replicas (queue depth)", tag_keys=("stage", "replica")
         )
@@ -49,6 +68,11 @@ class DispatchMetrics:
         self.compensations = Counter(
             COMPENSATIONS, description="Stage work undone for failed orders", tag_keys=("stage",)
         )
+
+    def flush(self) -> None:
+        """Hand the tallied counts to Ray: once a second, and whenever the Dispatcher falls idle."""
+        self.orders.flush()
+        self.stage_results.flush()
 
 
 class SourceMetrics:

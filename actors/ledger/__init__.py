@@ -5,12 +5,13 @@ picklable `LedgerSpec` and open their own connection with `open_ledger`; a run w
 gets `MemoryJournal`, which keeps the same promises only for as long as the process lives.
 """
 
+from actors.ledger.group_commit import OutcomeGroupCommit
 from actors.ledger.journal import CANCELLED_BEFORE_RUN, DuplicateEffect, RecordedEffect, StageJournal, Superseded
 from actors.ledger.memory import MemoryJournal
 from actors.ledger.spec import LedgerSpec, open_journal, open_ledger
 from actors.ledger.sqlite import LedgerMismatch, SqliteLedger
 
 __all__ = [
-    "CANCELLED_BEFORE_RUN", "DuplicateEffect", "LedgerMismatch", "LedgerSpec", "MemoryJournal", "RecordedEffect",
-    "SqliteLedger", "StageJournal", "Superseded", "open_journal", "open_ledger",
+    "CANCELLED_BEFORE_RUN", "DuplicateEffect", "LedgerMismatch", "LedgerSpec", "MemoryJournal", "OutcomeGroupCommit",
+    "RecordedEffect", "SqliteLedger", "StageJournal", "Superseded", "open_journal", "open_ledger",
 ]

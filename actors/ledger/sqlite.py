@@ -179,27 +179,33 @@ class SqliteLedger:
     def record_outcome(self, outcome: OrderOutcome, dead_letters: list[DeadLetter] = ()) -> None:
         """The order's one outcome (replacing a dead-lettered one after a replay), with its new dead
         letters; an outcome that is no longer dead-lettered resolves the order's open dead letters."""
+        self.record_outcomes([(outcome, list(dead_letters))])
+
+    def record_outcomes(self, outcomes: list[tuple[OrderOutcome, list[DeadLetter]]]) -> None:
+        """`record_outcome` for several orders in one transaction (the Dispatcher's group commit)."""
         now = time.time()
         with self._transaction():
-            self._db.execute(
-                # Only a dead-lettered outcome is ever replaced (by its replay): a terminal one is final,
-                # whatever a Dispatcher that outlived its driver may still try to write.
-                "INSERT INTO outcomes VALUES (?,?,?,?) ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, "
-                "outcome = excluded.outcome, recorded_at = excluded.recorded_at WHERE outcomes.status = 'dead_lettered'",
-                (outcome.order_id, outcome.status.value, outcome.model_dump_json(exclude={"from_ledger"}), now),
-            )
-            if outcome.status is not OrderStatus.DEAD_LETTERED:
+            for outcome, dead_letters in outcomes:
                 self._db.execute(
-                    "UPDATE dead_letters SET resolved_at = ?, resolution = ? WHERE order_id = ? AND resolved_at IS NULL",
-                    (now, f"order {outcome.status.value}", outcome.order_id),
+                    # Only a dead-lettered outcome is ever replaced (by its replay): a terminal one is final,
+                    # whatever a Dispatcher that outlived its driver may still try to write.
+                    "INSERT INTO outcomes VALUES (?,?,?,?) ON CONFLICT (order_id) DO UPDATE SET status = "
+                    "excluded.status, outcome = excluded.outcome, recorded_at = excluded.recorded_at "
+                    "WHERE outcomes.status = 'dead_lettered'",
+                    (outcome.order_id, outcome.status.value, outcome.model_dump_json(exclude={"from_ledger"}), now),
                 )
-            for letter in dead_letters:
-                self._db.execute(
-                    "INSERT INTO dead_letters (order_id, stage, error, attempts, order_json, recorded_at) "
-                    "VALUES (?,?,?,?,?,?)",
-                    (letter.order_id, letter.stage.value, letter.error, letter.attempts,
-                     letter.order.model_dump_json(), letter.recorded_at.timestamp()),
-                )
+                if outcome.status is not OrderStatus.DEAD_LETTERED:
+                    self._db.execute(
+                        "UPDATE dead_letters SET resolved_at = ?, resolution = ? WHERE order_id = ? AND resolved_at IS NULL",
+                        (now, f"order {outcome.status.value}", outcome.order_id),
+                    )
+                for letter in dead_letters:
+                    self._db.execute(
+                        "INSERT INTO dead_letters (order_id, stage, error, attempts, order_json, recorded_at) "
+                        "VALUES (?,?,?,?,?,?)",
+                        (letter.order_id, letter.stage.value, letter.error, letter.attempts,
+                         letter.order.model_dump_json(), letter.recorded_at.timestamp()),
+                    )
 
     def dead_letters(self, order_id: str | None = None, open_only: bool = True) -> list[DeadLetter]:
         query = "SELECT order_id, stage, error, attempts, order_json, recorded_at, resolved_at, resolution FROM dead_letters"

@@ -28,3 +28,24 @@ def test_every_metric_we_export_has_a_panel():
 
 def test_metric_names_are_valid_for_ray():
     assert all(re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", name) for name in ALL_METRICS)
+
+
+def test_tallied_counts_reach_the_counter_at_flush_and_only_once():
+    from actors.telemetry import Tally
+
+    class Recorder:  # stands in for ray.util.metrics.Counter: records what it is handed
+        def __init__(self):
+            self.calls = []
+
+        def inc(self, value, tags):
+            self.calls.append((value, tags))
+
+    counter = Recorder()
+    tally = Tally(counter)
+    for status in ["completed"] * 3 + ["failed"]:
+        tally.inc(status=status)
+    assert counter.calls == []
+    tally.flush()
+    assert sorted(counter.calls, key=str) == [(1, {"status": "failed"}), (3, {"status": "completed"})]
+    tally.flush()
+    assert len(counter.calls) == 2

@@ -203,3 +203,62 @@ def test_concurrent_writers_queue_for_the_lock_and_all_commit(spec):
         thread.join()
     assert errors == []
     assert len(open_ledger(spec).effects_of(StageName.PACKAGING)) == 200
+
+
+def test_outcomes_concluded_in_one_loop_turn_share_one_commit_and_each_waits_for_it(spec):
+    import asyncio
+
+    from actors.ledger import OutcomeGroupCommit
+
+    ledger = open_ledger(spec)
+    now = datetime.now(UTC)
+    orders = list(generate_orders(12, seed=3))
+    outcomes = [
+        OrderOutcome.from_results(
+            order,
+            [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(order) for s in STAGES],
+            now, now,
+        )
+        for order in orders
+    ]
+    commits: list[int] = []
+    record_outcomes = ledger.record_outcomes
+    ledger.record_outcomes = lambda group: (commits.append(len(group)), record_outcomes(group))[1]
+
+    async def conclude(outcome: OrderOutcome) -> bool:
+        await writer.record(outcome, [])
+        return ledger.outcome(outcome.order_id) == outcome  # committed before the caller is told
+
+    async def run() -> list[bool]:
+        first = await asyncio.gather(*(conclude(o) for o in outcomes[:10]))
+        second = await asyncio.gather(*(conclude(o) for o in outcomes[10:]))
+        return first + second
+
+    writer = OutcomeGroupCommit(ledger)
+    assert asyncio.run(run()) == [True] * 12
+    assert commits == [10, 2]
+    assert ledger.outcome_counts() == {"completed": 12}
+
+
+def test_a_failed_group_commit_fails_every_order_of_the_group(spec, ring):
+    import asyncio
+
+    from actors.ledger import OutcomeGroupCommit
+
+    ledger = open_ledger(spec)
+
+    def broken(group):
+        raise OSError("disk full")
+
+    ledger.record_outcomes = broken
+    now = datetime.now(UTC)
+    outcome = OrderOutcome.from_results(
+        ring, [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES],
+        now, now,
+    )
+    writer = OutcomeGroupCommit(ledger)
+
+    async def run():
+        return await asyncio.gather(writer.record(outcome, []), writer.record(outcome, []), return_exceptions=True)
+
+    assert [type(e) for e in asyncio.run(run())] == [OSError, OSError]
