@@ -134,6 +134,17 @@ class Dispatcher:
                 self._metrics.flush()  # idle: a run that just ended gets counted in full
         return outcome
 
+    async def process_batch(self, orders: list[JewelryOrder]) -> list[OrderOutcome | BaseException]:
+        """`process` for several orders at once, each admitted and fanned out on its own; the answer
+        for each, in order: its outcome, or the error its `process` raised.
+
+        This is how the Producer sends under load: receiving a call costs the Dispatcher about
+        0.8 ms of CPU whatever it carries, more than the rest of an order's work here. A repeated
+        batch (Ray re-sends it to a restarted Dispatcher) is answered order by order like a
+        repeated `process`: from the ledger, or by joining the order still in flight.
+        """
+        return list(await asyncio.gather(*(self.process(order) for order in orders), return_exceptions=True))
+
     async def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
         """Re-run the dead-lettered stage(s) of a parked order and fan in again with the results its
         other stages recorded; or, with `abandon`, give the order up and compensate it."""

@@ -8,6 +8,10 @@ source is read and takes further records from operators (`submit`) until `stop`.
 With a ledger, an order that already has an outcome there (an earlier run, or this run before the
 Producer restarted) is answered from the ledger instead of being sent again: that is how a run
 resumes. A restarted Producer reads its source again from the top on the first `poll`.
+
+Orders go to the Dispatcher in at most `DISPATCH_CALLS` calls at a time: when it is idle an order
+goes alone and at once, and under load the orders that arrived meanwhile (rush first) go together
+in the next free call. The window still counts orders, not calls.
 """
 
 from __future__ import annotations
@@ -30,6 +34,14 @@ from actors.naming import resolve
 from actors.runtime import limit_malloc_arenas
 from actors.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
 from actors.telemetry import SourceMetrics
+
+
+# Calls to the Dispatcher under way at once. An order waits here only while all of them are out,
+# so at low load each goes alone and at once; under load the orders that arrived meanwhile go
+# together in the next call. Each call costs the Dispatcher ~0.8 ms of CPU however many orders it
+# carries, and answers when the last of them is done, so a few calls keep it busy while one waits
+# for a slow order.
+DISPATCH_CALLS = 4
 
 
 class LostOrder(BaseModel):
@@ -82,6 +94,11 @@ class Producer:
         self._source = source
         self._dispatcher = resolve(dispatcher)
         self._window = asyncio.Semaphore(max_in_flight)
+        # Accepted orders not yet sent (rush first), the Dispatcher calls under way, and how many
+        # orders one call carries at most: enough that the calls together can fill the window.
+        self._unsent: list[tuple[int, int, JewelryOrder]] = []
+        self._calls = 0
+        self._batch_size = -(-max_in_flight // DISPATCH_CALLS)
         self._outbox_space = asyncio.Semaphore(outbox_limit)
         self._outcomes: deque[OrderOutcome] = deque()
         self._rejects: deque[RejectedRecord] = deque()
@@ -249,20 +266,35 @@ class Producer:
             return
         await self._window.acquire()
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._dispatch(order))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        heapq.heappush(self._unsent, (RANK[order.priority], next(self._sequence), order))
+        self._launch()
 
-    async def _dispatch(self, order: JewelryOrder) -> None:
+    def _launch(self) -> None:
+        """Send what waits, rush first, in as few calls as the Dispatcher's free calls allow: alone
+        when it is idle, together under load (see `DISPATCH_CALLS`)."""
+        while self._unsent and self._calls < DISPATCH_CALLS:
+            batch = [heapq.heappop(self._unsent)[2] for _ in range(min(self._batch_size, len(self._unsent)))]
+            self._calls += 1
+            task = asyncio.get_running_loop().create_task(self._dispatch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, orders: list[JewelryOrder]) -> None:
         try:
-            outcome = await self._dispatcher.process.remote(order)
-            self._outcomes.append(outcome)
-        except Exception as error:  # noqa: BLE001 - reported as lost; the run ends non-zero
-            self._outbox_space.release()
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
-            self._lost.append(LostOrder(order_id=order.order_id, reason=reason))
+            answers: list[OrderOutcome | BaseException] = await self._dispatcher.process_batch.remote(orders)
+        except Exception as error:  # noqa: BLE001 - every order of the call is lost, below
+            answers = [error] * len(orders)
         finally:
+            self._calls -= 1
+        for order, answer in zip(orders, answers, strict=True):
+            if isinstance(answer, BaseException):  # reported as lost; the run ends non-zero
+                self._outbox_space.release()
+                reason = f"{type(answer).__name__}: {str(answer).splitlines()[0] if str(answer) else ''}"
+                self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
+                self._lost.append(LostOrder(order_id=order.order_id, reason=reason))
+            else:
+                self._outcomes.append(answer)
             self._in_flight -= 1
             self._window.release()
-            self._news.set()
+        self._news.set()
+        self._launch()

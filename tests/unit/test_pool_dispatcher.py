@@ -281,3 +281,97 @@ def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec):
 
     first, again, calls = asyncio.run(scenario())
     assert again == first and calls == {1}
+
+
+class DispatcherHandle:
+    """`handle.process_batch.remote(orders)` on a plain Dispatcher, as the Producer calls it; each
+    call waits for `open` and is recorded, and the first `failing` calls raise as a dead actor would."""
+
+    def __init__(self, dispatcher: Dispatcher, failing: int = 0) -> None:
+        self.dispatcher, self.failing = dispatcher, failing
+        self.process_batch = self
+        self.open = asyncio.Event()
+        self.batches: list[list] = []
+        self.outstanding = self.most_outstanding = 0
+
+    def remote(self, orders):
+        self.batches.append(list(orders))
+        fail = len(self.batches) <= self.failing
+
+        async def call():
+            self.outstanding += 1
+            self.most_outstanding = max(self.most_outstanding, self.outstanding)
+            try:
+                await self.open.wait()
+                if fail:
+                    raise RuntimeError("The actor died unexpectedly before finishing this task.")
+                return await self.dispatcher.process_batch(orders)
+            finally:
+                self.outstanding -= 1
+
+        return call()
+
+
+def _drain(producer) -> tuple[list, list]:
+    async def collect():
+        outcomes, lost = [], []
+        while True:
+            progress = await producer.poll(wait_s=0.05)
+            outcomes += progress.outcomes
+            lost += progress.lost
+            if progress.finished:
+                return outcomes, lost
+
+    return collect()
+
+
+def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_rush_first():
+    from actors.models import Priority
+    from actors.producer import DISPATCH_CALLS, Producer
+    from actors.samples import generate_orders
+    from actors.sources import SourceSpec
+
+    async def scenario():
+        handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}, max_in_flight=40))
+        producer = Producer(SourceSpec(count=300, seed=11), handle, max_in_flight=40)
+        await producer.start()
+        for _ in range(50):  # the Dispatcher answers nothing yet: the window fills
+            await asyncio.sleep(0)
+        held = [list(batch) for batch in handle.batches]
+        handle.open.set()
+        return handle, held, await _drain(producer)
+
+    handle, held, (outcomes, lost) = asyncio.run(scenario())
+    # Nothing queued: each of the first orders went alone, at once, in its own call.
+    assert [len(batch) for batch in held] == [1] * DISPATCH_CALLS
+    assert handle.most_outstanding == DISPATCH_CALLS
+    # Under load the waiting orders went together, never more than the window allows per call.
+    sizes = [len(batch) for batch in handle.batches]
+    assert max(sizes) == 10 and len(handle.batches) < 300 / 5
+    # The first batch taken from the queue: its waiting rush orders first, then normal ones in order.
+    sent = {order.order_id for batch in held for order in batch}
+    waiting = [order for order in generate_orders(40, seed=11) if order.order_id not in sent]
+    first_rank = sorted(waiting, key=lambda order: order.priority is not Priority.RUSH)[:10]
+    assert any(order.priority is Priority.RUSH for order in first_rank)
+    assert [order.order_id for order in handle.batches[DISPATCH_CALLS]] == [order.order_id for order in first_rank]
+    # Every order answered exactly once.
+    assert not lost and sorted(o.order_id for o in outcomes) == sorted({o.order_id for o in outcomes})
+    assert len(outcomes) == 300
+
+
+def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
+    from actors.producer import Producer
+    from actors.sources import SourceSpec
+
+    async def scenario():
+        handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}), failing=1)
+        producer = Producer(SourceSpec(count=20, seed=3), handle, max_in_flight=8)
+        await producer.start()
+        handle.open.set()
+        return handle, await _drain(producer)
+
+    handle, (outcomes, lost) = asyncio.run(scenario())
+    first_call = [order.order_id for order in handle.batches[0]]
+    assert [entry.order_id for entry in lost] == first_call
+    assert all("RuntimeError" in entry.reason for entry in lost)
+    assert len(outcomes) + len(lost) == 20
