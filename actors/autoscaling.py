@@ -6,6 +6,11 @@ replica count the pool wants (within min and max). A change is made only once th
 more replicas for `upscale_delay_s`, or fewer for `downscale_delay_s`, without a break: bursts
 shorter than the delay move nothing, and a pool does not flap between two sizes.
 
+Wanting fewer is counted from when the window's mean first asked for fewer, or from when every
+sample since has on its own, whichever is earlier. When the load stops, the mean lags it by up to
+a window; the samples do not, so the pool shrinks one downscale delay after the load stopped, not a
+window later. A single busy sample breaks that run, so bursts still hold the pool up.
+
 Only pools whose state is their own capacity can scale (benches, caches, counters, number ranges
 per slot). Material and packaging split a finite stock among their replicas, so a replica scaled
 away would take its share of the stock with it; their sizes are fixed (see the settings).
@@ -44,17 +49,25 @@ class AutoscalingPolicy:
         self._samples: deque[tuple[float, float]] = deque()
         self._wanting: int | None = None  # the direction wanted (+1 / -1), and since when
         self._since = 0.0
+        self._quiet_since: float | None = None  # every sample since then alone asked for fewer
 
     def desired(self, now: float) -> int:
         """The count the look-back window asks for, before any delay."""
         mean = sum(n for _, n in self._samples) / len(self._samples) if self._samples else 0.0
-        wanted = math.ceil(mean / self.config.target_ongoing_per_replica - 1e-9)
+        return self._count_for(mean)
+
+    def _count_for(self, ongoing: float) -> int:
+        wanted = math.ceil(ongoing / self.config.target_ongoing_per_replica - 1e-9)
         return min(self.config.max_replicas, max(self.config.min_replicas, wanted))
 
     def decide(self, now: float, ongoing: float, current: int) -> int:
         self._samples.append((now, ongoing))
         while self._samples and self._samples[0][0] < now - self.config.look_back_s:
             self._samples.popleft()
+        if self._count_for(ongoing) >= current:
+            self._quiet_since = None
+        elif self._quiet_since is None:
+            self._quiet_since = now
         wanted = self.desired(now)
         direction = (wanted > current) - (wanted < current)
         if direction == 0:
@@ -62,8 +75,11 @@ class AutoscalingPolicy:
             return current
         if self._wanting != direction:
             self._wanting, self._since = direction, now
+        since = self._since
+        if direction < 0 and self._quiet_since is not None:
+            since = min(since, self._quiet_since)
         delay = self.config.upscale_delay_s if direction > 0 else self.config.downscale_delay_s
-        if now - self._since < delay:
+        if now - since < delay:
             return current
-        self._wanting = None
+        self._wanting = self._quiet_since = None
         return wanted

@@ -89,6 +89,7 @@ class PoolAutoscaler:
                 self._grow(stage, loads, desired - len(serving))
             else:
                 self._shrink(stage, serving, len(serving) - desired)
+                self._finish_drains(timeout_s=TICK_S)  # an idle replica drains at once: stop it now
 
     def _grow(self, stage: StageName, loads: list[ReplicaLoad], count: int) -> None:
         taken = {load.index for load in loads}
@@ -111,11 +112,11 @@ class PoolAutoscaler:
         for load in highest:
             self._draining[self._dispatcher.drain_replica.remote(stage, load.replica)] = (stage, load.replica)
 
-    def _finish_drains(self) -> None:
+    def _finish_drains(self, timeout_s: float = 0.0) -> None:
         """Stop the replicas the Dispatcher has drained; their checkpoints stay in the ledger."""
         if not self._draining:
             return
-        done, _ = ray.wait(list(self._draining), num_returns=len(self._draining), timeout=0)
+        done, _ = ray.wait(list(self._draining), num_returns=len(self._draining), timeout=timeout_s)
         for ref in done:
             stage, name = self._draining.pop(ref)
             ray.get(ref)

@@ -47,6 +47,23 @@ def test_it_shrinks_only_after_the_downscale_delay_of_idleness():
     assert size == 1
 
 
+def test_once_the_load_stops_the_pool_shrinks_one_delay_later_not_a_window_later():
+    policy = AutoscalingPolicy(CONFIG.model_copy(update={"look_back_s": 6}))
+    _feed(policy, 0, 5, ongoing=20, current=4)
+    _, changes = _feed(policy, 5.5, 30, ongoing=0, current=4)
+    assert changes == [(15.5, 1)]  # the 6 s window still wanted 4 until about 8, the samples not after 5.5
+
+
+def test_a_single_busy_sample_restarts_the_wait_to_shrink():
+    policy = AutoscalingPolicy(CONFIG.model_copy(update={"look_back_s": 0.5}))
+    _feed(policy, 0, 5, ongoing=20, current=4)
+    _, changes = _feed(policy, 5.5, 12, ongoing=0, current=4)
+    assert changes == []
+    assert policy.decide(12.5, 40, 4) == 4  # a burst: 10 s of quiet needed again from here
+    _, changes = _feed(policy, 13, 30, ongoing=0, current=4)
+    assert changes == [(23.0, 1)]
+
+
 def test_a_burst_shorter_than_the_delay_changes_nothing():
     policy = AutoscalingPolicy(CONFIG.model_copy(update={"look_back_s": 0.5}))
     _, changes = _feed(policy, 0, 1.0, ongoing=40, current=1)  # 1 s of backlog against a 2 s delay
