@@ -9,6 +9,8 @@ carries, so under load this is what lets the Dispatcher go past six calls per or
 Two bounds adapt to the stage's measured time per order (from the results' own timings):
 - a batch holds at most `max_batch_s` of estimated work, so a rush order never waits long behind
   the batch in progress (32 orders of a 20 ms stage would be 640 ms);
+- a batch holds one priority: a call answers when its last order is done, so rush orders leave in
+  a batch of their own, which answers after their work rather than after a batch of normal ones;
 - a replica whose calls take longer than `pipeline_after_s` gets its next batch queued behind the
   running one (up to `max_outstanding` calls), so it never sits idle for a round trip; quick calls
   go one at a time, so that the backlog gathers into bigger batches instead.
@@ -103,8 +105,10 @@ class ReplicaBatcher:
             asyncio.get_running_loop().create_task(self._settle(batch, sent))
 
     def _take(self, size: int) -> list[tuple[JewelryOrder, asyncio.Future[StageResult]]]:
-        batch = []
+        batch: list[tuple[JewelryOrder, asyncio.Future[StageResult]]] = []
         while self._waiting and len(batch) < size:
+            if batch and self._waiting[0][0] != RANK[batch[0][0].priority]:
+                break  # one priority per batch
             _, _, order, future = heapq.heappop(self._waiting)
             if not future.done():
                 batch.append((order, future))

@@ -106,11 +106,14 @@ def test_an_idle_replica_gets_an_order_at_once_and_a_backlog_goes_in_batches_rus
         replica.release(0)
         assert await first == "done J2025001"
         await _turns()
-        assert replica.sent[1] == ["J2025999", "J2025000", "J2025010"]  # rush first, then arrival order
+        assert replica.sent[1] == ["J2025999"]  # rush first, in a batch of its own
         replica.release(1)
         await _turns()
-        assert replica.sent[2] == ["J2025020", "J2025030"]
+        assert replica.sent[2] == ["J2025000", "J2025010", "J2025020"]  # then in arrival order
         replica.release(2)
+        await _turns()
+        assert replica.sent[3] == ["J2025030"]
+        replica.release(3)
         return await asyncio.gather(*normal, rush)
 
     answers = asyncio.run(scenario())
@@ -137,7 +140,7 @@ def test_a_failed_call_fails_every_order_it_carried():
     async def scenario():
         replica = FakeReplica()
         batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8, max_outstanding=1))
-        calls = [asyncio.create_task(batcher.call(make_order(i))) for i in range(3)]
+        calls = [asyncio.create_task(batcher.call(make_order(i, priority=Priority.NORMAL))) for i in range(3)]
         await _turns()
         replica.release(0)
         await _turns()
