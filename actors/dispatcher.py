@@ -139,7 +139,7 @@ class Dispatcher:
         for each, in order: its outcome, or the error its `process` raised.
 
         This is how the Producer sends under load: receiving a call costs the Dispatcher about
-        0.8 ms of CPU whatever it carries, more than the rest of an order's work here. A repeated
+        0.8 ms of CPU whatever it carries, about what the rest of an order's work costs. A repeated
         batch (Ray re-sends it to a restarted Dispatcher) is answered order by order like a
         repeated `process`: from the ledger, or by joining the order still in flight.
         """
