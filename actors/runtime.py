@@ -31,16 +31,22 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     prestarted workers, so each restart waited for a fresh process, and with a replica killed every
     0.3 s the kill test never finished.
     """
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False  # not glibc (macOS, musl): nothing to cap
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, arenas))
 
 
 def trim_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc `malloc_trim`, all arenas); a no-op elsewhere."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library if it is glibc (it has `mallopt` and `malloc_trim`), else None
+    (macOS, musl): there is then nothing to tune."""
     try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
