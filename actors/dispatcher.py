@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from actors.models import (
     StageResult,
     StageStatus,
 )
+from actors.models.wire import Prepickled
 from actors.naming import resolve
 from actors.pool import Replica, ReplicaLoad, ReplicaPool
 from actors.retry import RetryPolicy
@@ -94,6 +95,7 @@ class Dispatcher:
         self._ledger: SqliteLedger | None = open_ledger(ledger) if ledger is not None else None
         self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger is not None else None
         self._in_flight: dict[str, asyncio.Future[OrderOutcome]] = {}
+        self._wired: dict[str, Prepickled] = {}  # each order in flight, dumped once for its six stage calls
         self._waiting = 0
         self._gauges: asyncio.Task | None = None
         self._call_order = list(STAGES)  # the slowest stage first (see `_longest_first`)
@@ -107,20 +109,31 @@ class Dispatcher:
         The same order sent again while in flight (a restarted Producer re-sends what it cannot
         know finished) waits for the same outcome instead of running twice.
         """
+        recorded = self._ledger.outcome(order.order_id) if self._ledger is not None else None
+        return await self._answer(order, recorded)
+
+    def _answer(self, order: JewelryOrder, recorded: OrderOutcome | None) -> Awaitable[OrderOutcome]:
+        """How the order gets its outcome: by joining its run in flight, from the ledger (`recorded`),
+        or by a run registered here, before anything else on the event loop can look for it."""
         running = self._in_flight.get(order.order_id)
         if running is not None:
-            return await asyncio.shield(running)
-        if self._ledger is not None and (recorded := self._ledger.outcome(order.order_id)) is not None:
-            return recorded
+            return asyncio.shield(running)
+        future: asyncio.Future[OrderOutcome] = asyncio.get_running_loop().create_future()
+        if recorded is not None:
+            future.set_result(recorded)
+            return future
+        self._in_flight[order.order_id] = future
+        return self._run(order, future)
+
+    async def _run(self, order: JewelryOrder, future: asyncio.Future[OrderOutcome]) -> OrderOutcome:
         if self._gauges is None:
             self._gauges = asyncio.get_running_loop().create_task(self._publish_gauges())
-        future: asyncio.Future[OrderOutcome] = asyncio.get_running_loop().create_future()
-        self._in_flight[order.order_id] = future
         try:
             self._waiting += 1
             async with self._admission.admit(order.priority):
                 self._waiting -= 1
                 started_at = datetime.now(UTC)
+                self._wired[order.order_id] = Prepickled(order)
                 results = await asyncio.gather(*(self._call_stage(stage, order) for stage in self._call_order))
                 outcome = await self._conclude(order, list(results), started_at)
             future.set_result(outcome)
@@ -130,6 +143,7 @@ class Dispatcher:
             raise
         finally:
             del self._in_flight[order.order_id]
+            self._wired.pop(order.order_id, None)
             if not self._in_flight:
                 self._metrics.flush()  # idle: a run that just ended gets counted in full
         return outcome
@@ -143,7 +157,10 @@ class Dispatcher:
         batch (Ray re-sends it to a restarted Dispatcher) is answered order by order like a
         repeated `process`: from the ledger, or by joining the order still in flight.
         """
-        return list(await asyncio.gather(*(self.process(order) for order in orders), return_exceptions=True))
+        ids = [order.order_id for order in orders]
+        recorded = self._ledger.outcomes(ids) if self._ledger is not None and ids else {}
+        answers = [self._answer(order, recorded.get(order.order_id)) for order in orders]
+        return list(await asyncio.gather(*answers, return_exceptions=True))
 
     async def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
         """Re-run the dead-lettered stage(s) of a parked order and fan in again with the results its
@@ -291,18 +308,16 @@ class Dispatcher:
         started_at, clock = datetime.now(UTC), time.perf_counter()
         dead = False
         try:
-            result: StageResult = await asyncio.wait_for(self._batcher(stage, replica).call(order), timeout)
+            result: StageResult = await self._batcher(stage, replica).call(order, timeout)
         except TimeoutError:
-            # Still waiting here: it leaves the queue. Already sent: the replica finishes it, records it,
+            # Still waiting here: it left the queue. Already sent: the replica finishes it, records it,
             # and the retry gets that record back.
             result = self._error(stage, order, replica.name, replica.node_id, started_at, f"timed out after {timeout:g} s")
         except Exception as error:  # noqa: BLE001 - a dead replica or a lost call is an error result
             dead = type(error).__name__ in DEAD_REPLICA_ERRORS
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
             result = self._error(stage, order, replica.name, replica.node_id, started_at, reason)
-        latency_s = time.perf_counter() - clock
-        self._metrics.stage_latency.observe(latency_s * 1000, tags={"stage": stage.value, "replica": replica.name})
-        return result, dead, latency_s
+        return result, dead, time.perf_counter() - clock
 
     async def _compensate(self, outcome: OrderOutcome) -> dict[StageName, str]:
         """Ask every stage that did not decline to undo its work. Errored stages are asked too: a
@@ -339,13 +354,26 @@ class Dispatcher:
     def _batcher(self, stage: StageName, replica: Replica) -> ReplicaBatcher:
         batcher = self._batchers.get(replica.name)
         if batcher is None:
-            def send(orders: list[JewelryOrder]) -> Any:
+            tags = {"stage": stage.value, "replica": replica.name}
+
+            def send(orders: list[JewelryOrder]) -> Awaitable[list[StageResult]]:
                 # The task name says which stage and how many orders, never which: Ray keeps a metric
                 # series per task name in the caller for good (see `task_name`).
-                return replica.handle.process_batch.options(name=task_name(stage, len(orders))).remote(orders)
+                wired = [self._wired.get(order.order_id, order) for order in orders]
+                clock = time.perf_counter()
+                call = replica.handle.process_batch.options(name=task_name(stage, len(orders))).remote(wired)
+                return self._timed(call, clock, tags)
 
             batcher = self._batchers[replica.name] = ReplicaBatcher(send, self._batching)
         return batcher
+
+    async def _timed(self, call: Awaitable[list[StageResult]], clock: float, tags: dict[str, str]) -> list[StageResult]:
+        """A batch call's answer, its latency observed once per call rather than per order: seven
+        histogram records per order were a twelfth of the Dispatcher's time at zero wait."""
+        try:
+            return await call
+        finally:
+            self._metrics.stage_latency.observe((time.perf_counter() - clock) * 1000, tags=tags)
 
     @staticmethod
     def _error(

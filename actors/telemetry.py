@@ -55,7 +55,7 @@ class DispatchMetrics:
             ORDER_LATENCY, description="End-to-end order latency at the dispatcher (ms)", boundaries=LATENCY_BUCKETS_MS
         )
         self.stage_latency = Histogram(
-            STAGE_LATENCY, description="Stage call latency from submission, including queueing (ms)",
+            STAGE_LATENCY, description="Latency of one call to a stage replica (a batch of orders), send to answer (ms)",
             boundaries=LATENCY_BUCKETS_MS, tag_keys=("stage", "replica"),
         )
         self.stage_results = Tally(Counter(

@@ -176,6 +176,13 @@ class SqliteLedger:
         row = self._db.execute("SELECT outcome FROM outcomes WHERE order_id = ?", (order_id,)).fetchone()
         return OrderOutcome.model_validate_json(row[0]) if row else None
 
+    def outcomes(self, order_ids: list[str]) -> dict[str, OrderOutcome]:
+        """`outcome` for several orders in one query: those recorded, by order id."""
+        marks = ",".join("?" * len(order_ids))
+        rows = self._db.execute(f"SELECT outcome FROM outcomes WHERE order_id IN ({marks})", order_ids).fetchall()
+        found = (OrderOutcome.model_validate_json(row[0]) for row in rows)
+        return {outcome.order_id: outcome for outcome in found}
+
     def record_outcome(self, outcome: OrderOutcome, dead_letters: list[DeadLetter] = ()) -> None:
         """The order's one outcome (replacing a dead-lettered one after a replay), with its new dead
         letters; an outcome that is no longer dead-lettered resolves the order's open dead letters."""

@@ -24,3 +24,19 @@ class JsonPickled(BaseModel):
 
 def _from_json(model: type[JsonPickled], data: str) -> JsonPickled:
     return model.model_validate_json(data)
+
+
+class Prepickled:
+    """A model dumped once and sent many times, unpickling as the model itself.
+
+    The Dispatcher sends each order to six stages: pickled as itself it would be dumped to JSON
+    six times, a twentieth of the Dispatcher's time at zero wait.
+    """
+
+    __slots__ = ("_reduced",)
+
+    def __init__(self, model: JsonPickled) -> None:
+        self._reduced = model.__reduce__()
+
+    def __reduce__(self) -> tuple[Any, tuple[type[JsonPickled], str]]:
+        return self._reduced

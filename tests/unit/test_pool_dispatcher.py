@@ -1,6 +1,7 @@
 """The Dispatcher's logic with in-process stand-ins for actor handles (no Ray in unit tests)."""
 
 import asyncio
+import pickle
 
 import pytest
 
@@ -14,8 +15,9 @@ from tests.conftest import make_order
 
 
 class LocalHandle:
-    """Looks like an actor handle: `handle.process_batch.remote(orders)` returns an awaitable.
-    `calls` counts orders sent, `batches` the calls that carried them."""
+    """Looks like an actor handle: `handle.process_batch.remote(orders)` returns an awaitable, and
+    the orders cross by value, pickled as Ray pickles them. `calls` counts orders sent, `batches`
+    the calls that carried them."""
 
     def __init__(self, stage, gate=None):
         self.stage, self.gate, self.calls, self.batches = stage, gate, 0, []
@@ -26,6 +28,7 @@ class LocalHandle:
         return self
 
     def remote(self, orders):
+        orders = pickle.loads(pickle.dumps(orders))
         self.calls += len(orders)
         self.batches.append([order.order_id for order in orders])
 
@@ -281,6 +284,28 @@ def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec):
 
     first, again, calls = asyncio.run(scenario())
     assert again == first and calls == {1}
+
+
+def test_a_resent_batch_is_answered_from_the_ledger_and_by_joining_what_is_in_flight(spec):
+    """One ledger query serves a whole batch; the order still running is joined, not run twice."""
+    async def scenario():
+        gate = asyncio.Event()
+        handles = _ledgered_handles(spec, {"design": gate})
+        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec)
+        gate.set()
+        finished = await dispatcher.process(make_order(0))
+        gate.clear()
+        running = asyncio.create_task(dispatcher.process(make_order(1)))
+        await asyncio.sleep(0.01)
+        batch = asyncio.create_task(dispatcher.process_batch([make_order(0), make_order(1), make_order(2), make_order(2)]))
+        await asyncio.sleep(0.01)
+        gate.set()
+        return finished, await running, await batch, handles["design"]["design-0"].calls
+
+    finished, running, (again, joined, fresh, twin), design_calls = asyncio.run(scenario())
+    assert again == finished and joined == running and twin == fresh
+    assert fresh.status is OrderStatus.COMPLETED and fresh.order_id != finished.order_id
+    assert design_calls == 3  # orders 0, 1 and 2, once each
 
 
 class DispatcherHandle:
