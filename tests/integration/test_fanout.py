@@ -10,6 +10,7 @@ import pytest
 import ray
 
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
+from actors.producer import WINDOW_PER_ADMITTED
 from actors.sources import SourceSpec
 from actors.stages.logistics import is_valid_tracking_number
 from orchestration.output import read_outcomes
@@ -216,14 +217,14 @@ def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_s
 
 def test_pending_calls_stay_bounded_when_a_stage_saturates(start_system):
     # Production is the bottleneck (20 ms per order, one replica): orders pile up for it, but only in
-    # the Dispatcher's own queue, at most the admission window, and never more than `max_outstanding`
-    # batch calls wait at the replica.
+    # the Dispatcher's own queues: at most `max_in_flight` admitted, at most the Producer's window in
+    # all, and never more than `max_outstanding` batch calls waiting at the replica.
     system = start_system(time_scale=0.01, max_in_flight=40, batching={"max_batch": 8, "max_outstanding": 2})
     samples = []
     result = system.run(SourceSpec(count=300), on_progress=lambda *_: samples.append(system.dispatcher_stats()))
     assert result.summary.completed == 300 and len(samples) > 10
     for stats in samples:
-        assert stats.in_flight + stats.waiting <= 40
+        assert stats.in_flight <= 40 and stats.in_flight + stats.waiting <= WINDOW_PER_ADMITTED * 40
         for loads in stats.stages.values():
             assert sum(load.ongoing for load in loads) <= 40
             assert all(load.calls_in_flight <= 2 for load in loads)

@@ -352,7 +352,7 @@ def _drain(producer) -> tuple[list, list]:
 
 def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_rush_first():
     from actors.models import Priority
-    from actors.producer import DISPATCH_CALLS, Producer
+    from actors.producer import DISPATCH_CALLS, WINDOW_PER_ADMITTED, Producer
     from actors.samples import generate_orders
     from actors.sources import SourceSpec
 
@@ -371,12 +371,13 @@ def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_
     assert [len(batch) for batch in held] == [1] * DISPATCH_CALLS
     assert handle.most_outstanding == DISPATCH_CALLS
     # Under load the waiting orders went together, never more than the window allows per call.
+    window = WINDOW_PER_ADMITTED * 40
     sizes = [len(batch) for batch in handle.batches]
-    assert max(sizes) == 10 and len(handle.batches) < 300 / 5
+    assert max(sizes) == window // DISPATCH_CALLS and len(handle.batches) < 300 / 5
     # The first batch taken from the queue: its waiting rush orders first, then normal ones in order.
     sent = {order.order_id for batch in held for order in batch}
-    waiting = [order for order in generate_orders(40, seed=11) if order.order_id not in sent]
-    first_rank = sorted(waiting, key=lambda order: order.priority is not Priority.RUSH)[:10]
+    waiting = [order for order in generate_orders(window, seed=11) if order.order_id not in sent]
+    first_rank = sorted(waiting, key=lambda order: order.priority is not Priority.RUSH)[:window // DISPATCH_CALLS]
     assert any(order.priority is Priority.RUSH for order in first_rank)
     assert [order.order_id for order in handle.batches[DISPATCH_CALLS]] == [order.order_id for order in first_rank]
     # Every order answered exactly once.
