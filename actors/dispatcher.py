@@ -123,15 +123,17 @@ class Dispatcher:
             future.set_result(recorded)
             return future
         self._in_flight[order.order_id] = future
+        self._waiting += 1  # until admitted: `stats` counts in flight only the admitted
         return self._run(order, future)
 
     async def _run(self, order: JewelryOrder, future: asyncio.Future[OrderOutcome]) -> OrderOutcome:
         if self._gauges is None:
             self._gauges = asyncio.get_running_loop().create_task(self._publish_gauges())
+        admitted = False
         try:
-            self._waiting += 1
             async with self._admission.admit(order.priority):
                 self._waiting -= 1
+                admitted = True
                 started_at = datetime.now(UTC)
                 self._wired[order.order_id] = Prepickled(order)
                 results = await asyncio.gather(*(self._call_stage(stage, order) for stage in self._call_order))
@@ -142,6 +144,8 @@ class Dispatcher:
             future.exception()  # retrieved: only joiners, if any, need it
             raise
         finally:
+            if not admitted:
+                self._waiting -= 1
             del self._in_flight[order.order_id]
             self._wired.pop(order.order_id, None)
             if not self._in_flight:

@@ -134,16 +134,20 @@ def test_admission_bounds_the_orders_in_flight():
     async def scenario():
         gate = asyncio.Event()
         dispatcher = Dispatcher(_handles({"quality": gate}), {s: 5.0 for s in STAGES}, max_in_flight=3)
-        tasks = [asyncio.create_task(dispatcher.process(make_order(0, order_id=f"J20288{i:02d}"))) for i in range(10)]
-        for _ in range(5):
+        orders = [make_order(0, order_id=f"J20288{i:02d}") for i in range(10)]
+        tasks = [asyncio.create_task(dispatcher.process(order)) for order in orders[:5]]
+        tasks.append(asyncio.create_task(dispatcher.process_batch(orders[5:])))
+        steps = []
+        for _ in range(5):  # at every step, even before an order's own task has started
             await asyncio.sleep(0)
-        stats = await dispatcher.stats()
+            steps.append(await dispatcher.stats())
         gate.set()
         await asyncio.gather(*tasks)
-        return stats, await dispatcher.stats()
+        return steps, await dispatcher.stats()
 
-    during, after = asyncio.run(scenario())
-    assert (during.in_flight, during.waiting) == (3, 7)
+    steps, after = asyncio.run(scenario())
+    assert all(stats.in_flight <= 3 for stats in steps), [(s.in_flight, s.waiting) for s in steps]
+    assert (steps[-1].in_flight, steps[-1].waiting) == (3, 7)
     assert after.orders_done == 10 and after.in_flight == 0
 
 
