@@ -80,24 +80,31 @@ class ReplicaBatcher:
     def waiting(self) -> int:
         return sum(1 for *_, future in self._waiting if not future.done())
 
-    async def call(self, order: JewelryOrder, timeout_s: float | None = None) -> StageResult:
-        """The order's result from the replica; `TimeoutError` if none came within `timeout_s`.
+    def submit(self, order: JewelryOrder, timeout_s: float | None = None) -> asyncio.Future[StageResult]:
+        """Queue the order (it may leave at once) and return the future of its result, which fails
+        with `TimeoutError` if no result came within `timeout_s`.
 
-        The timeout is a timer on the order's future rather than `asyncio.wait_for`, which wraps
-        each call in a task of its own: six tasks per order, a tenth of the Dispatcher's time at
-        zero wait.
+        A future rather than a coroutine, and the timeout a timer rather than `asyncio.wait_for`:
+        the Dispatcher sends an order's six calls and awaits their futures in one coroutine, where
+        a task per call (as `gather` and `wait_for` make) was a fifth of its time at zero wait.
+        Cancelling the future takes a waiting order out of the queue.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StageResult] = loop.create_future()
         heapq.heappush(self._waiting, (RANK[order.priority], next(self._sequence), order, future))
-        timer = loop.call_later(timeout_s, _expire, future) if timeout_s is not None else None
+        if timeout_s is not None:
+            timer = loop.call_later(timeout_s, _expire, future)
+            future.add_done_callback(lambda _: timer.cancel())
         self._launch()
+        return future
+
+    async def call(self, order: JewelryOrder, timeout_s: float | None = None) -> StageResult:
+        """`submit`, awaited; cancelling the caller takes the order out of the queue."""
+        future = self.submit(order, timeout_s)
         try:
             return await future
         finally:
-            future.cancel()  # timed out while waiting: it leaves the queue (a no-op once answered)
-            if timer is not None:
-                timer.cancel()
+            future.cancel()  # a no-op once answered
 
     def _launch(self) -> None:
         while True:

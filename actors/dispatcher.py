@@ -19,6 +19,7 @@ import itertools
 import random
 import time
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,8 +137,8 @@ class Dispatcher:
                 admitted = True
                 started_at = datetime.now(UTC)
                 self._wired[order.order_id] = Prepickled(order)
-                results = await asyncio.gather(*(self._call_stage(stage, order) for stage in self._call_order))
-                outcome = await self._conclude(order, list(results), started_at)
+                results = await self._call_stages(order, self._call_order)
+                outcome = await self._conclude(order, results, started_at)
             future.set_result(outcome)
         except BaseException as error:
             future.set_exception(error)
@@ -189,7 +190,7 @@ class Dispatcher:
             outcome = await self._conclude(order, list(results.values()), started_at, give_up=True)
         else:
             log.info("replaying {}", ", ".join(dead))
-            fresh = await asyncio.gather(*(self._call_stage(s, order) for s in dead))
+            fresh = await self._call_stages(order, dead)
             results.update({result.stage: result for result in fresh})
             outcome = await self._conclude(order, list(results.values()), started_at)
         self._metrics.flush()
@@ -279,15 +280,34 @@ class Dispatcher:
             stages={stage: [self._with_queue(load) for load in pool.loads()] for stage, pool in self._pools.items()},
         )
 
-    async def _call_stage(self, stage: StageName, order: JewelryOrder) -> StageResult:
-        """One stage's result for the order, retrying errors on the same replica (which is
-        idempotent per order id) and moving to another replica only when that one is dead."""
+    async def _call_stages(self, order: JewelryOrder, stages: list[StageName]) -> list[StageResult]:
+        """The stages' results for the order: every first call is sent before any is awaited, and
+        their futures are awaited here, in this one coroutine. Only an order with an error to retry
+        gets a task per stage, so that its retries run side by side."""
+        calls = [self._send(stage, order, self._pools[stage].acquire()) for stage in stages]
+        try:
+            firsts = [await self._result_of(order, call) for call in calls]
+        except BaseException:
+            for call in calls:
+                call.future.cancel()  # still waiting: it leaves its queue
+            raise
+        if any(result.status is StageStatus.ERROR for result, _, _ in firsts):
+            return list(await asyncio.gather(*(self._call_stage(order, c, first) for c, first in zip(calls, firsts))))
+        return [await self._call_stage(order, call, first) for call, first in zip(calls, firsts)]
+
+    async def _call_stage(
+        self, order: JewelryOrder, call: _StageCall, first: tuple[StageResult, bool, float]
+    ) -> StageResult:
+        """One stage's result for the order, from the answer to its first call: errors are retried on
+        the same replica (which is idempotent per order id), moving to another only when that one is
+        dead. An answer that needs no retry returns without suspending."""
+        stage, replica = call.stage, call.replica
         pool, policy = self._pools[stage], self._retries[stage]
-        replica = pool.acquire()
-        attempt, spent_s = 0, 0.0
+        attempt, spent_s, answer = 0, 0.0, first
         while True:
             attempt += 1
-            result, replica_dead, latency_s = await self._attempt(stage, order, replica)
+            result, replica_dead, latency_s = answer if answer is not None else await self._result_of(order, call)
+            answer = None
             spent_s += latency_s
             if replica_dead and replica.alive:
                 pool.mark_dead(replica)
@@ -300,28 +320,32 @@ class Dispatcher:
             if replica_dead:
                 pool.release(replica, spent_s, error=True)
                 replica, spent_s = pool.acquire(avoid=replica), 0.0
+            call = self._send(stage, order, replica)
         pool.release(replica, spent_s, error=result.status is StageStatus.ERROR, node_id=_node_of(result))
         self._metrics.stage_results.inc(stage=stage.value, status=result.status.value)
         return result.model_copy(update={"attempts": attempt}) if attempt > 1 else result
 
-    async def _attempt(
-        self, stage: StageName, order: JewelryOrder, replica: Replica
-    ) -> tuple[StageResult, bool, float]:
-        """One call: its result (errors included), whether the replica is dead, and its latency."""
-        timeout = self._timeouts.get(stage)
-        started_at, clock = datetime.now(UTC), time.perf_counter()
-        dead = False
+    def _send(self, stage: StageName, order: JewelryOrder, replica: Replica) -> _StageCall:
+        """One attempt, queued for the replica (it may leave at once, alone or in a batch)."""
+        future = self._batcher(stage, replica).submit(order, self._timeouts.get(stage))
+        return _StageCall(stage, replica, future, datetime.now(UTC), time.perf_counter())
+
+    async def _result_of(self, order: JewelryOrder, call: _StageCall) -> tuple[StageResult, bool, float]:
+        """One attempt's result (errors included), whether its replica is dead, and its latency."""
+        replica, dead = call.replica, False
         try:
-            result: StageResult = await self._batcher(stage, replica).call(order, timeout)
+            result: StageResult = await call.future
         except TimeoutError:
             # Still waiting here: it left the queue. Already sent: the replica finishes it, records it,
             # and the retry gets that record back.
-            result = self._error(stage, order, replica.name, replica.node_id, started_at, f"timed out after {timeout:g} s")
+            timeout = self._timeouts.get(call.stage)
+            result = self._error(call.stage, order, replica.name, replica.node_id, call.started_at,
+                                 f"timed out after {timeout:g} s")
         except Exception as error:  # noqa: BLE001 - a dead replica or a lost call is an error result
             dead = type(error).__name__ in DEAD_REPLICA_ERRORS
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
-            result = self._error(stage, order, replica.name, replica.node_id, started_at, reason)
-        return result, dead, time.perf_counter() - clock
+            result = self._error(call.stage, order, replica.name, replica.node_id, call.started_at, reason)
+        return result, dead, time.perf_counter() - call.clock
 
     async def _compensate(self, outcome: OrderOutcome) -> dict[StageName, str]:
         """Ask every stage that did not decline to undo its work. Errored stages are asked too: a
@@ -398,6 +422,17 @@ class Dispatcher:
         self._by_status[outcome.status.value] += 1
         self._metrics.orders.inc(status=outcome.status.value)
         return outcome
+
+
+@dataclass
+class _StageCall:
+    """One attempt of one stage for one order: sent, and answered through `future`."""
+
+    stage: StageName
+    replica: Replica
+    future: asyncio.Future[StageResult]
+    started_at: datetime
+    clock: float  # perf_counter when sent
 
 
 def task_name(stage: StageName, orders: int) -> str:

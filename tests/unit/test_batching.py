@@ -9,7 +9,7 @@ import pytest
 
 from actors.batching import BatchPolicy, ReplicaBatcher
 from actors.ledger import LedgerSpec, open_ledger
-from actors.models import STAGES, Priority, StageName, StageStatus
+from actors.models import STAGES, OrderStatus, Priority, StageName, StageStatus
 from actors.samples import generate_orders
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
@@ -167,11 +167,17 @@ def test_dispatcher_results_are_the_same_with_and_without_batching():
 
     single, single_calls = asyncio.run(run(BatchPolicy(max_batch=1)))
     batched, batched_calls = asyncio.run(run(BatchPolicy(max_batch=16)))
-    for alone, together in zip(single, batched, strict=True):
-        assert alone.status == together.status
-        assert {s: _answer(r) for s, r in alone.results.items()} == {s: _answer(r) for s, r in together.results.items()}
+    assert [o.status for o in single] == [o.status for o in batched]
     assert set(single_calls.values()) == {40} and max(batched_calls.values()) < 10
-    assert sum(StageStatus.OK == r.status for o in batched for r in o.results.values()) > 200
+    # A failed order's compensation gives back what it took (a bench slot, stock), and when it lands
+    # among the other orders depends on when the failure is known, which batching changes. Among
+    # orders that all complete, every replica sees the same sequence of events either way.
+    orders = [order for order, outcome in zip(orders, single, strict=True) if outcome.status is OrderStatus.COMPLETED]
+    single, _ = asyncio.run(run(BatchPolicy(max_batch=1)))
+    batched, _ = asyncio.run(run(BatchPolicy(max_batch=16)))
+    assert len(orders) > 20 and all(o.status is OrderStatus.COMPLETED for o in single + batched)
+    for alone, together in zip(single, batched, strict=True):
+        assert {s: _answer(r) for s, r in alone.results.items()} == {s: _answer(r) for s, r in together.results.items()}
 
 
 def test_batches_are_bounded_by_estimated_work_and_only_long_calls_are_pipelined():
