@@ -11,6 +11,10 @@ sample since has on its own, whichever is earlier. When the load stops, the mean
 a window; the samples do not, so the pool shrinks one downscale delay after the load stopped, not a
 window later. A single busy sample breaks that run, so bursts still hold the pool up.
 
+The autoscaler ticks every so often, so a change due between two ticks would otherwise be made up
+to a tick late: `decide` takes the time until the next tick (`tick_s`) and makes a change on the
+last tick before its delay is up, so that the pool is at its new size when the delay ends.
+
 Only pools whose state is their own capacity can scale (benches, caches, counters, number ranges
 per slot). Material and packaging split a finite stock among their replicas, so a replica scaled
 away would take its share of the stock with it; their sizes are fixed (see the settings).
@@ -42,7 +46,7 @@ class AutoscalingConfig(BaseModel):
 
 
 class AutoscalingPolicy:
-    """Feed it `decide(now, ongoing, current)` on every tick; it answers the replica count to have."""
+    """Feed it `decide(now, ongoing, current, tick_s)` on every tick; it answers the replica count to have."""
 
     def __init__(self, config: AutoscalingConfig) -> None:
         self.config = config
@@ -60,7 +64,7 @@ class AutoscalingPolicy:
         wanted = math.ceil(ongoing / self.config.target_ongoing_per_replica - 1e-9)
         return min(self.config.max_replicas, max(self.config.min_replicas, wanted))
 
-    def decide(self, now: float, ongoing: float, current: int) -> int:
+    def decide(self, now: float, ongoing: float, current: int, tick_s: float = 0.0) -> int:
         self._samples.append((now, ongoing))
         while self._samples and self._samples[0][0] < now - self.config.look_back_s:
             self._samples.popleft()
@@ -79,7 +83,7 @@ class AutoscalingPolicy:
         if direction < 0 and self._quiet_since is not None:
             since = min(since, self._quiet_since)
         delay = self.config.upscale_delay_s if direction > 0 else self.config.downscale_delay_s
-        if now - since < delay:
+        if now + tick_s - since < delay - 1e-9:  # the next tick would still be in time
             return current
         self._wanting = self._quiet_since = None
         return wanted

@@ -187,7 +187,7 @@ def autoscaling(bench: Bench, orders: int) -> None:
         while system.replica_counts()[StageName.PRODUCTION] > AUTOSCALING.get("min_replicas", 1):
             if time.monotonic() - load_stopped > 60:
                 break
-            time.sleep(0.25)
+            time.sleep(0.05)
         shrunk_s = time.monotonic() - load_stopped
         grown_to = max((e.replicas_after for e in system.autoscaler.events), default=1)
     finally:

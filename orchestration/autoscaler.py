@@ -26,7 +26,7 @@ from actors.pool import ReplicaLoad
 from orchestration.settings import FanoutSettings
 from orchestration.wiring import StagePools, create_replica, replica_name, wait_until_ready
 
-TICK_S = 0.5
+TICK_S = 0.25  # each tick asks the Dispatcher for its stats: one small call
 
 
 class ScalingEvent(BaseModel):
@@ -79,7 +79,7 @@ class PoolAutoscaler:
             loads = stats.stages[stage]
             serving = [load for load in loads if load.alive and not load.draining]
             ongoing = sum(load.ongoing for load in loads)
-            desired = policy.decide(now, ongoing, len(serving))
+            desired = policy.decide(now, ongoing, len(serving), tick_s=TICK_S)
             if desired == len(serving):
                 continue
             event = ScalingEvent(at_s=now, stage=stage, replicas_before=len(serving), replicas_after=desired)

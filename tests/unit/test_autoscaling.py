@@ -54,6 +54,21 @@ def test_once_the_load_stops_the_pool_shrinks_one_delay_later_not_a_window_later
     assert changes == [(15.5, 1)]  # the 6 s window still wanted 4 until about 8, the samples not after 5.5
 
 
+def test_a_change_due_before_the_next_tick_is_made_on_this_one():
+    """Ticks 0.75 s apart, quiet from the tick at 6.0: the shrink due at 16.0 would come on the first
+    tick after it, at 16.5; it comes on the last tick before it, so that the pool is at its new size
+    when the delay is up, never after."""
+    policy = AutoscalingPolicy(CONFIG.model_copy(update={"look_back_s": 6}))
+    t, current, changes = 0.0, 4, []
+    while t <= 30:
+        decided = policy.decide(t, 20 if t < 5.5 else 0, current, tick_s=0.75)
+        if decided != current:
+            changes.append((t, decided))
+            current = decided
+        t += 0.75
+    assert changes == [(15.75, 1)]
+
+
 def test_a_single_busy_sample_restarts_the_wait_to_shrink():
     policy = AutoscalingPolicy(CONFIG.model_copy(update={"look_back_s": 0.5}))
     _feed(policy, 0, 5, ongoing=20, current=4)
