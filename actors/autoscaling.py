@@ -12,8 +12,9 @@ a window; the samples do not, so the pool shrinks one downscale delay after the 
 window later. A single busy sample breaks that run, so bursts still hold the pool up.
 
 The autoscaler ticks every so often, so a change due between two ticks would otherwise be made up
-to a tick late: `decide` takes the time until the next tick (`tick_s`) and makes a change on the
-last tick before its delay is up, so that the pool is at its new size when the delay ends.
+to a tick late, and a drain takes a moment more: `decide` takes how long a change made now takes
+to be in place (`tick_s`: the autoscaler gives it the tick plus the drain's budget) and makes the
+change early enough that the pool is at its new size when the delay ends.
 
 Only pools whose state is their own capacity can scale (benches, caches, counters, number ranges
 per slot). Material and packaging split a finite stock among their replicas, so a replica scaled
@@ -65,6 +66,7 @@ class AutoscalingPolicy:
         return min(self.config.max_replicas, max(self.config.min_replicas, wanted))
 
     def decide(self, now: float, ongoing: float, current: int, tick_s: float = 0.0) -> int:
+        """`tick_s`: how long a change decided now takes to be in place (see the module's docstring)."""
         self._samples.append((now, ongoing))
         while self._samples and self._samples[0][0] < now - self.config.look_back_s:
             self._samples.popleft()

@@ -79,7 +79,9 @@ class PoolAutoscaler:
             loads = stats.stages[stage]
             serving = [load for load in loads if load.alive and not load.draining]
             ongoing = sum(load.ongoing for load in loads)
-            desired = policy.decide(now, ongoing, len(serving), tick_s=TICK_S)
+            # In place by the end of the delay: the change waits at most a tick to be decided here,
+            # and a drain is given up to a tick to finish (below) before the replica is stopped.
+            desired = policy.decide(now, ongoing, len(serving), tick_s=2 * TICK_S)
             if desired == len(serving):
                 continue
             event = ScalingEvent(at_s=now, stage=stage, replicas_before=len(serving), replicas_after=desired)
