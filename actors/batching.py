@@ -84,10 +84,10 @@ class ReplicaBatcher:
         """Queue the order (it may leave at once) and return the future of its result, which fails
         with `TimeoutError` if no result came within `timeout_s`.
 
-        A future rather than a coroutine, and the timeout a timer rather than `asyncio.wait_for`:
-        the Dispatcher sends an order's six calls and awaits their futures in one coroutine, where
-        a task per call (as `gather` and `wait_for` make) was a fifth of its time at zero wait.
-        Cancelling the future takes a waiting order out of the queue.
+        A future rather than a coroutine, and the timeout a timer rather than `asyncio.wait_for`: the
+        Dispatcher sends an order's six calls and awaits their futures in one coroutine instead of a
+        task per call (as `gather` and `wait_for` make), which took its CPU per order at zero wait
+        from 0.80 to 0.71 ms. Cancelling the future takes a waiting order out of the queue.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StageResult] = loop.create_future()

@@ -397,7 +397,7 @@ class Dispatcher:
 
     async def _timed(self, call: Awaitable[list[StageResult]], clock: float, tags: dict[str, str]) -> list[StageResult]:
         """A batch call's answer, its latency observed once per call rather than per order: seven
-        histogram records per order were a twelfth of the Dispatcher's time at zero wait."""
+        histogram records per order were 8% of the Dispatcher's event loop at zero wait (py-spy)."""
         try:
             return await call
         finally:
