@@ -436,14 +436,17 @@ class _StageCall:
 
 
 def task_name(stage: StageName, orders: int) -> str:
-    """`material[12]`: a material call carrying 12 orders, as the dashboard and `ray list tasks` show it.
+    """`material[1]` for a material call carrying one order, `material[8-15]` for one carrying 8 to
+    15: what the dashboard and `ray list tasks` show.
 
-    Names are kept to a few hundred: the calling worker keeps a metric series for every task name it
-    ever used, about 11 KB each and never released (measured on Ray 2.60), so a name per order
-    grew the Dispatcher by gigabytes over 100,000 orders. Which orders a call carried is in the
-    replica's log lines, each bound to its order id.
+    Names are kept to a few per stage: the calling worker keeps a metric series for every task name
+    it ever used, about 11 KB each and never released (measured on Ray 2.60), so a name per order
+    grew the Dispatcher by gigabytes over 100,000 orders, and a name per batch size grew it by
+    13 MB more once batches could carry 128 orders. Powers of two give at most nine names per stage
+    up to 256. Which orders a call carried is in the replica's log lines, each bound to its order id.
     """
-    return f"{stage.value}[{orders}]"
+    low = 1 << (orders.bit_length() - 1)
+    return f"{stage.value}[{orders}]" if low == 1 else f"{stage.value}[{low}-{2 * low - 1}]"
 
 
 def _node_of(result: StageResult) -> str | None:

@@ -167,9 +167,9 @@ def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
     assert {"producer", "dispatcher", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
             "logistics-0"} <= names
     # Stage calls are named after their stage and how many orders they carry ("material[1]",
-    # "material[7]"), never after an order: Ray keeps a metric series per task name for good. Task
+    # "material[4-7]"), never after an order: Ray keeps a metric series per task name for good. Task
     # events reach the GCS a moment after the call, so look again for a while.
-    named = {stage: re.compile(rf"^{stage}\[\d+\]$") for stage in
+    named = {stage: re.compile(rf"^{stage}\[\d+(-\d+)?\]$") for stage in
              ("material", "design", "production", "quality", "packaging", "logistics")}
     deadline, names = time.monotonic() + 30, set()
     while time.monotonic() < deadline and not all(any(p.match(n) for n in names) for p in named.values()):

@@ -405,3 +405,14 @@ def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
     assert [entry.order_id for entry in lost] == first_call
     assert all("RuntimeError" in entry.reason for entry in lost)
     assert len(outcomes) + len(lost) == 20
+
+
+def test_stage_calls_are_named_by_stage_and_batch_size_in_powers_of_two():
+    from actors.dispatcher import task_name
+
+    assert [task_name(StageName.MATERIAL, n) for n in (1, 2, 3, 4, 7, 8, 127, 128)] == [
+        "material[1]", "material[2-3]", "material[2-3]", "material[4-7]", "material[4-7]", "material[8-15]",
+        "material[64-127]", "material[128-255]",
+    ]
+    # Ray keeps a metric series per task name for good: the names must stay few whatever the batch sizes
+    assert len({task_name(StageName.MATERIAL, n) for n in range(1, 257)}) == 9
