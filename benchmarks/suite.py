@@ -42,6 +42,10 @@ SCALE = 0.01
 ZERO_WAIT = {"time_scale": 0.0, "material": {"stock_multiplier": 30},
              "packaging": {"box_stock": {"ring": 48000, "bangle": 18000, "necklace": 30000, "pendant": 30000,
                                          "earrings": 24000}}}
+# A stage call costs the same whatever it carries, and a batch can only carry what is in flight: the
+# zero-wait targets are measured with 400 orders admitted (batches of ~50 orders instead of ~16),
+# and the default of 100 alongside, for what a run without tuning gets.
+ZERO_WAIT_IN_FLIGHT = 400
 CPU_BOUND_DESIGN = {"mesh_segments": 256, "mesh_sides": 48, "cache_size": 0, "write_meshes": False}
 AUTOSCALING = {"max_replicas": 3, "target_ongoing_per_replica": 4, "upscale_delay_s": 2, "downscale_delay_s": 10,
                "look_back_s": 2}
@@ -93,11 +97,16 @@ def _orders_file(path: Path, count: int, prefix: str) -> SourceSpec:
 def zero_wait(bench: Bench, orders: int) -> None:
     r = raw_ceiling()
     original = original_design(orders, 0.0)
-    system, result = bench.run("zero-wait", orders, overrides=ZERO_WAIT)
+    system, default = bench.run("zero-wait-default-in-flight", orders, overrides=ZERO_WAIT)
+    system.shutdown()
+    system, result = bench.run("zero-wait", orders, overrides={**ZERO_WAIT, "max_in_flight": ZERO_WAIT_IN_FLIGHT})
     system.shutdown()
     ours = result.summary.throughput_per_s
     bench.scenarios["references"] = {"R_calls_per_s": r, "original_design_zero_wait_per_s": original}
-    bench.target(f"zero wait, {orders} orders: throughput >= R", ours, r, "R", ">= 1.0", ours >= r, "/s")
+    print(f"  (zero wait at the default max_in_flight: {default.summary.throughput_per_s:.1f}/s, "
+          f"{default.summary.throughput_per_s / original:.3f} of the original design)", flush=True)
+    bench.target(f"zero wait, {orders} orders, max_in_flight {ZERO_WAIT_IN_FLIGHT}: throughput >= R", ours, r, "R",
+                 ">= 1.0", ours >= r, "/s")
     bench.target("zero wait: throughput >= 2x the original design", ours, original, "original design", ">= 2.0",
                  ours >= 2 * original, "/s")
 
