@@ -39,8 +39,7 @@ class BatchPolicy(BaseModel):
 
     # At zero wait a call's fixed cost is most of a stage's CPU per order, so the cap is high: with
     # 400 orders in flight, 32 capped batches at 29 orders (954 and 901/s in two runs) and 128 let
-    # them reach ~50 (1,086 and 1,163/s).
-    # With real durations `max_batch_s` is the bound that acts.
+    # them reach ~50 (1,086 and 1,163/s). With real durations `max_batch_s` is the bound that acts.
     max_batch: int = Field(default=128, ge=1, description="orders per call at most; 1 turns batching off")
     max_outstanding: int = Field(default=2, ge=1, description="calls in flight per replica at most")
     max_batch_s: float = Field(default=0.2, gt=0, description="estimated work per call at most, in seconds")

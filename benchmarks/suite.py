@@ -1,6 +1,6 @@
 """Issue 5's benchmark suite: every performance target, each measured with its reference in one run.
 
-    python -m benchmarks            # about 9 minutes on the 2-core machine; writes results/suite.json
+    python -m benchmarks            # about 6 minutes on the 2-core machine; writes results/suite.json
 
 One embedded local Ray serves every scenario; each scenario starts its own system through
 `FanoutSystem` (the CLI's code path, ledger on, no artifacts or output files) and stops it after.
