@@ -61,7 +61,7 @@ class BatchPolicy(BaseModel):
 
 
 class ReplicaBatcher:
-    """Queues one replica's orders and sends them in batches; `call` gives one order's result."""
+    """Queues one replica's orders and sends them in batches; `submit` gives the future of one order's result."""
 
     def __init__(self, send: Callable[[list[JewelryOrder]], Any], policy: BatchPolicy) -> None:
         self._send = send  # sends a batch to the replica; returns an awaitable of its results
@@ -100,14 +100,6 @@ class ReplicaBatcher:
             future.add_done_callback(lambda _: timer.cancel())
         self._launch()
         return future
-
-    async def call(self, order: JewelryOrder, timeout_s: float | None = None) -> StageResult:
-        """`submit`, awaited; cancelling the caller takes the order out of the queue."""
-        future = self.submit(order, timeout_s)
-        try:
-            return await future
-        finally:
-            future.cancel()  # a no-op once answered
 
     def _launch(self) -> None:
         while True:

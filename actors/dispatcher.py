@@ -442,8 +442,9 @@ def task_name(stage: StageName, orders: int) -> str:
     Names are kept to a few per stage: the calling worker keeps a metric series for every task name
     it ever used, about 11 KB each and never released (measured on Ray 2.60), so a name per order
     grew the Dispatcher by gigabytes over 100,000 orders, and a name per batch size grew it by
-    14 MB more once batches could carry 128 orders (31 MB against 17). Powers of two give at most nine names per stage
-    up to 256. Which orders a call carried is in the replica's log lines, each bound to its order id.
+    14 MB more once batches could carry 128 orders (31 MB against 17). Powers of two give at most
+    nine names per stage up to 256. Which orders a call carried is in the replica's log lines, each
+    bound to its order id.
     """
     low = 1 << (orders.bit_length() - 1)
     return f"{stage.value}[{orders}]" if low == 1 else f"{stage.value}[{low}-{2 * low - 1}]"

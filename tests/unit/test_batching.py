@@ -86,11 +86,11 @@ async def _turns(n: int = 5) -> None:
         await asyncio.sleep(0)
 
 
-async def _busy_replica(max_batch: int) -> tuple[FakeReplica, ReplicaBatcher, asyncio.Task]:
+async def _busy_replica(max_batch: int) -> tuple[FakeReplica, ReplicaBatcher, asyncio.Future]:
     """A batcher allowing one call at a time, and that call under way for the first order."""
     replica = FakeReplica()
     batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=max_batch, max_outstanding=1))
-    first = asyncio.create_task(batcher.call(make_order(0)))
+    first = batcher.submit(make_order(0))
     await _turns()
     return replica, batcher, first
 
@@ -99,8 +99,8 @@ def test_an_idle_replica_gets_an_order_at_once_and_a_backlog_goes_in_batches_rus
     async def scenario():
         replica, batcher, first = await _busy_replica(max_batch=3)
         assert replica.sent == [["J2025001"]]  # alone, without waiting for company
-        normal = [asyncio.create_task(batcher.call(make_order(0, order_id=f"J2025{i:02d}0"))) for i in range(4)]
-        rush = asyncio.create_task(batcher.call(make_order(0, order_id="J2025999", priority=Priority.RUSH)))
+        normal = [batcher.submit(make_order(0, order_id=f"J2025{i:02d}0")) for i in range(4)]
+        rush = batcher.submit(make_order(0, order_id="J2025999", priority=Priority.RUSH))
         await _turns()
         assert len(replica.sent) == 1 and batcher.waiting == 5  # one call outstanding at most
         replica.release(0)
@@ -124,8 +124,8 @@ def test_an_order_that_times_out_while_waiting_is_never_sent():
     async def scenario():
         replica, batcher, busy = await _busy_replica(max_batch=8)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(batcher.call(make_order(1)), 0.01)
-        late = asyncio.create_task(batcher.call(make_order(2)))
+            await batcher.submit(make_order(1), timeout_s=0.01)
+        late = batcher.submit(make_order(2))
         replica.release(0)
         await busy
         await _turns()
@@ -140,7 +140,7 @@ def test_a_failed_call_fails_every_order_it_carried():
     async def scenario():
         replica = FakeReplica()
         batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8, max_outstanding=1))
-        calls = [asyncio.create_task(batcher.call(make_order(i, priority=Priority.NORMAL))) for i in range(3)]
+        calls = [batcher.submit(make_order(i, priority=Priority.NORMAL)) for i in range(3)]
         await _turns()
         replica.release(0)
         await _turns()
@@ -199,7 +199,7 @@ def test_the_batcher_learns_the_time_per_order_from_the_replicas_results():
             return stage.process_batch(orders)
 
         batcher = ReplicaBatcher(send, BatchPolicy(max_batch=32, max_batch_s=0.02))
-        await asyncio.gather(*(batcher.call(o) for o in generate_orders(12, seed=5)))
+        await asyncio.gather(*(batcher.submit(o) for o in generate_orders(12, seed=5)))
         return batcher.per_order_s
 
     per_order_s = asyncio.run(scenario())
