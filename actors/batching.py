@@ -33,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.admission import RANK
 from actors.models import JewelryOrder, StageResult, StageStatus
 
+# `loop.call_later(delay_s, callback, *args)`, returning something with `cancel()`.
+CallLater = Callable[..., Any]
+
 
 class BatchPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,9 +66,13 @@ class BatchPolicy(BaseModel):
 class ReplicaBatcher:
     """Queues one replica's orders and sends them in batches; `submit` gives the future of one order's result."""
 
-    def __init__(self, send: Callable[[list[JewelryOrder]], Any], policy: BatchPolicy) -> None:
+    def __init__(
+        self, send: Callable[[list[JewelryOrder]], Any], policy: BatchPolicy, call_later: CallLater | None = None
+    ) -> None:
         self._send = send  # sends a batch to the replica; returns an awaitable of its results
         self._policy = policy
+        # Where timeout timers come from: the running loop's `call_later`, or a test's fake timers.
+        self._call_later = call_later
         self._waiting: list[tuple[int, int, JewelryOrder, asyncio.Future[StageResult]]] = []
         self._sequence = itertools.count()
         self._outstanding = 0
@@ -96,7 +103,7 @@ class ReplicaBatcher:
         future: asyncio.Future[StageResult] = loop.create_future()
         heapq.heappush(self._waiting, (RANK[order.priority], next(self._sequence), order, future))
         if timeout_s is not None:
-            timer = loop.call_later(timeout_s, _expire, future)
+            timer = (self._call_later or loop.call_later)(timeout_s, _expire, future)
             future.add_done_callback(lambda _: timer.cancel())
         self._launch()
         return future

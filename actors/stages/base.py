@@ -11,10 +11,8 @@ result is returned, and a new replica comes back from the last commit.
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
@@ -22,6 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from actors.clock import SYSTEM_CLOCK, Clock
 from actors.errors import BusinessFailure
 from actors.ledger import CANCELLED_BEFORE_RUN, DuplicateEffect, LedgerSpec, StageJournal, open_journal
 from actors.logs import configure_logging
@@ -58,6 +57,7 @@ class ReplicaContext:
     artifacts_dir: Path | None = None
     log_level: str | None = None
     ledger: LedgerSpec | None = None
+    clock: Clock = SYSTEM_CLOCK  # what the stage's cadence and its results' times are read from
 
     def share(self, total: float) -> float:
         """This replica's part of a stock that the pool's replicas split evenly."""
@@ -100,6 +100,10 @@ class Stage(ABC, Generic[ConfigT]):
             self.log.info("restored from the ledger: {} ok, {} compensated", self._counts[StageStatus.OK],
                           self._compensations)
         self.log.info("replica ready on node {}", self._node_id[:12])
+
+    @property
+    def clock(self) -> Clock:
+        return self.context.clock
 
     @abstractmethod
     def handle(self, order: JewelryOrder) -> StageOutput:
@@ -164,7 +168,7 @@ class Stage(ABC, Generic[ConfigT]):
         """
         answers: dict[str, StageResult] = {}
         fresh: list[StageResult] = []
-        due = time.perf_counter()
+        due = self.clock.monotonic()
         for order in orders:
             if order.order_id in answers:
                 continue  # the same order twice in one batch: one answer
@@ -173,7 +177,7 @@ class Stage(ABC, Generic[ConfigT]):
             if recorded is None:
                 # A steady cadence: a sleep that overshot by a fraction of a millisecond is made up by the
                 # next order's wait, instead of adding up over the batch.
-                due = max(due + self.config.duration_s * self.context.time_scale, time.perf_counter())
+                due = max(due + self.config.duration_s * self.context.time_scale, self.clock.monotonic())
                 recorded = self._run(order, due)
                 fresh.append(recorded)
             answers[order.order_id] = recorded
@@ -207,7 +211,7 @@ class Stage(ABC, Generic[ConfigT]):
 
     def _run(self, order: JewelryOrder, due: float) -> StageResult:
         """Do one order's work, then wait out the rest of the stage's time (until `due`, on the
-        perf_counter clock), and count it; the caller commits it.
+        replica's monotonic clock), and count it; the caller commits it.
 
         `duration_s` is what an order takes at this stage, our own work included: the simulated
         wait tops that work up to the duration (the casting, the courier) rather than coming on
@@ -215,7 +219,7 @@ class Stage(ABC, Generic[ConfigT]):
         rate the theoretical limit assumes. Work longer than the duration takes its real time.
         """
         log = self.log.bind(order_id=order.order_id)
-        started_at, clock = datetime.now(UTC), time.perf_counter()
+        started_at, clock = self.clock.utcnow(), self.clock.monotonic()
         with self._state_lock:
             output, reason = None, None
             try:
@@ -228,9 +232,9 @@ class Stage(ABC, Generic[ConfigT]):
                 status, reason = StageStatus.ERROR, f"{type(error).__name__}: {error}"
                 log.opt(exception=error).error("failed: {}", reason)
             self._counts[status] += 1
-        if (rest := due - time.perf_counter()) > 0:
-            time.sleep(rest)
-        self._busy_s += time.perf_counter() - clock
+        if (rest := due - self.clock.monotonic()) > 0:
+            self.clock.sleep(rest)
+        self._busy_s += self.clock.monotonic() - clock
         result = StageResult(
             order_id=order.order_id,
             stage=self.name,
@@ -238,7 +242,7 @@ class Stage(ABC, Generic[ConfigT]):
             output=output,
             reason=reason,
             started_at=started_at,
-            finished_at=datetime.now(UTC),
+            finished_at=self.clock.utcnow(),
             replica=self.context.replica,
             node_id=self._node_id,
         )
@@ -252,7 +256,7 @@ class Stage(ABC, Generic[ConfigT]):
             return None
         self._replays += 1
         if recorded.result is None:
-            now = datetime.now(UTC)
+            now = self.clock.utcnow()
             return StageResult(order_id=order_id, stage=self.name, status=StageStatus.ERROR, reason=CANCELLED_BEFORE_RUN,
                                started_at=now, finished_at=now, replica=self.context.replica, node_id=self._node_id,
                                replayed=True)

@@ -13,6 +13,7 @@ from actors.models import STAGES, OrderStatus, Priority, StageName, StageStatus
 from actors.samples import generate_orders
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
+from tests.fakes import FakeClock, FakeReplica, FakeTimers, LocalHandle
 
 
 def _replica(stage: StageName, index: int = 0, count: int = 1, ledger: LedgerSpec | None = None):
@@ -57,39 +58,18 @@ def test_a_batch_holding_an_order_another_replica_recorded_gets_that_record(spec
     assert len(numbers) == len(set(numbers)) == 6
 
 
-class FakeReplica:
-    """Answers batches when told to; remembers what it was sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[list[str]] = []
-        self.gates: list[asyncio.Future] = []
-
-    def send(self, orders):
-        self.sent.append([o.order_id for o in orders])
-        gate = asyncio.get_running_loop().create_future()
-        self.gates.append(gate)
-
-        async def answer():
-            outcome = await gate
-            if isinstance(outcome, Exception):
-                raise outcome
-            return [f"done {o.order_id}" for o in orders]
-
-        return answer()
-
-    def release(self, index: int, outcome=None) -> None:
-        self.gates[index].set_result(outcome)
-
-
 async def _turns(n: int = 5) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
 
 
-async def _busy_replica(max_batch: int) -> tuple[FakeReplica, ReplicaBatcher, asyncio.Future]:
+async def _busy_replica(
+    max_batch: int, timers: FakeTimers | None = None
+) -> tuple[FakeReplica, ReplicaBatcher, asyncio.Future]:
     """A batcher allowing one call at a time, and that call under way for the first order."""
     replica = FakeReplica()
-    batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=max_batch, max_outstanding=1))
+    batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=max_batch, max_outstanding=1),
+                             call_later=timers.call_later if timers else None)
     first = batcher.submit(make_order(0))
     await _turns()
     return replica, batcher, first
@@ -122,9 +102,16 @@ def test_an_idle_replica_gets_an_order_at_once_and_a_backlog_goes_in_batches_rus
 
 def test_an_order_that_times_out_while_waiting_is_never_sent():
     async def scenario():
-        replica, batcher, busy = await _busy_replica(max_batch=8)
+        timers = FakeTimers()
+        replica, batcher, busy = await _busy_replica(max_batch=8, timers=timers)
+        waiting = batcher.submit(make_order(1), timeout_s=0.5)
+        timers.advance(0.499)
+        await _turns()
+        assert not waiting.done() and batcher.waiting == 1  # not yet: the timer has 1 ms to go
+        timers.advance(0.001)
         with pytest.raises(TimeoutError):
-            await batcher.submit(make_order(1), timeout_s=0.01)
+            await waiting
+        assert batcher.waiting == 0  # it left the queue
         late = batcher.submit(make_order(2))
         replica.release(0)
         await busy
@@ -134,6 +121,22 @@ def test_an_order_that_times_out_while_waiting_is_never_sent():
         return replica.sent
 
     assert asyncio.run(scenario()) == [["J2025001"], ["J2025003"]]
+
+
+def test_an_answer_in_time_cancels_its_timer():
+    async def scenario():
+        timers = FakeTimers()
+        replica = FakeReplica()
+        batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8), call_later=timers.call_later)
+        answered = batcher.submit(make_order(0), timeout_s=0.5)
+        await _turns()
+        replica.release(0)
+        result = await answered
+        timers.advance(1.0)  # the timer would fire now; it was cancelled with the answer
+        return result, answered
+
+    result, future = asyncio.run(scenario())
+    assert result == "done J2025001" and future.exception() is None
 
 
 def test_a_failed_call_fails_every_order_it_carried():
@@ -153,7 +156,6 @@ def test_a_failed_call_fails_every_order_it_carried():
 
 def test_dispatcher_results_are_the_same_with_and_without_batching():
     from actors.dispatcher import Dispatcher
-    from tests.unit.test_pool_dispatcher import LocalHandle
 
     # One priority, so that both runs serve the orders in the same sequence (rush first would reorder
     # them, and bench schedules, serials and tracking numbers follow the sequence).
@@ -191,8 +193,9 @@ def test_batches_are_bounded_by_estimated_work_and_only_long_calls_are_pipelined
 
 
 def test_the_batcher_learns_the_time_per_order_from_the_replicas_results():
+    clock = FakeClock()
     stage = _replica(StageName.PRODUCTION)
-    stage.context = ReplicaContext("production-0", time_scale=0.002)  # 4 ms per order
+    stage.context = ReplicaContext("production-0", time_scale=0.002, clock=clock)  # 2.0 s x 0.002 = 4 ms per order
 
     async def scenario():
         async def send(orders):
@@ -203,19 +206,28 @@ def test_the_batcher_learns_the_time_per_order_from_the_replicas_results():
         return batcher.per_order_s
 
     per_order_s = asyncio.run(scenario())
-    assert 0.003 < per_order_s < 0.008
-    assert BatchPolicy(max_batch=32, max_batch_s=0.02).batch_size(per_order_s) < 7
+    assert per_order_s == pytest.approx(0.004)
+    assert BatchPolicy(max_batch=32, max_batch_s=0.02).batch_size(per_order_s) == 5  # 20 ms of work per call
 
 
-def test_a_replica_keeps_its_cadence_over_a_batch():
-    import time
-
+@pytest.mark.parametrize(("work_s", "per_order_s"), [(0.002, 0.005), (0.008, 0.008)])
+def test_a_replica_keeps_its_cadence_over_a_batch(work_s, per_order_s):
+    """Each order takes the stage's duration, its own work inside it (a 2 ms job in a 5 ms stage
+    takes 5 ms, not 7); work longer than the duration takes its real time."""
+    clock = FakeClock()
     stage = _replica(StageName.LOGISTICS)
-    stage.context = ReplicaContext("logistics-0", time_scale=0.01)  # 5 ms per order
-    started = time.perf_counter()
-    stage.process_batch(list(generate_orders(20, seed=6)))
-    elapsed = time.perf_counter() - started
-    assert 0.100 <= elapsed < 0.125  # 20 x 5 ms: our own work is inside each order's time, not added
+    stage.context = ReplicaContext("logistics-0", time_scale=0.01, clock=clock)  # 0.5 s x 0.01 = 5 ms per order
+    handle = stage.handle
+
+    def working(order):
+        clock.advance(work_s)
+        return handle(order)
+
+    stage.handle = working
+    results = stage.process_batch(list(generate_orders(20, seed=6)))
+    assert clock.monotonic() == pytest.approx(20 * per_order_s)
+    assert [r.duration_ms for r in results] == pytest.approx([1000 * per_order_s] * 20)
+    assert all(r.status is StageStatus.OK for r in results)
 
 
 def test_rush_orders_are_admitted_first():

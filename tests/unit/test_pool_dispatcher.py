@@ -1,59 +1,17 @@
 """The Dispatcher's logic with in-process stand-ins for actor handles (no Ray in unit tests)."""
 
 import asyncio
-import pickle
 
 import pytest
 
 from actors.dispatcher import Dispatcher
-from actors.ledger import LedgerSpec, open_ledger
+from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.retry import RetryPolicy
 from actors.pool import ReplicaPool
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
-
-
-class LocalHandle:
-    """Looks like an actor handle: `handle.process_batch.remote(orders)` returns an awaitable, and
-    the orders cross by value, pickled as Ray pickles them. `calls` counts orders sent, `batches`
-    the calls that carried them."""
-
-    def __init__(self, stage, gate=None):
-        self.stage, self.gate, self.calls, self.batches = stage, gate, 0, []
-        self.process_batch = self
-        self.compensate = _LocalMethod(stage.compensate)
-
-    def options(self, **_):
-        return self
-
-    def remote(self, orders):
-        orders = pickle.loads(pickle.dumps(orders))
-        self.calls += len(orders)
-        self.batches.append([order.order_id for order in orders])
-
-        async def call():
-            if self.gate is not None:
-                await self.gate.wait()
-            return self.stage.process_batch(orders)
-
-        return call()
-
-
-class _LocalMethod:
-    """`handle.method.options(...).remote(*args)` for a plain bound method."""
-
-    def __init__(self, method):
-        self.method = method
-
-    def options(self, **_):
-        return self
-
-    def remote(self, *args):
-        async def call():
-            return self.method(*args)
-
-        return call()
+from tests.fakes import DispatcherHandle, LocalHandle
 
 
 def _handles(gates=None):
@@ -310,35 +268,6 @@ def test_a_resent_batch_is_answered_from_the_ledger_and_by_joining_what_is_in_fl
     assert again == finished and joined == running and twin == fresh
     assert fresh.status is OrderStatus.COMPLETED and fresh.order_id != finished.order_id
     assert design_calls == 3  # orders 0, 1 and 2, once each
-
-
-class DispatcherHandle:
-    """`handle.process_batch.remote(orders)` on a plain Dispatcher, as the Producer calls it; each
-    call waits for `open` and is recorded, and the first `failing` calls raise as a dead actor would."""
-
-    def __init__(self, dispatcher: Dispatcher, failing: int = 0) -> None:
-        self.dispatcher, self.failing = dispatcher, failing
-        self.process_batch = self
-        self.open = asyncio.Event()
-        self.batches: list[list] = []
-        self.outstanding = self.most_outstanding = 0
-
-    def remote(self, orders):
-        self.batches.append(list(orders))
-        fail = len(self.batches) <= self.failing
-
-        async def call():
-            self.outstanding += 1
-            self.most_outstanding = max(self.most_outstanding, self.outstanding)
-            try:
-                await self.open.wait()
-                if fail:
-                    raise RuntimeError("The actor died unexpectedly before finishing this task.")
-                return await self.dispatcher.process_batch(orders)
-            finally:
-                self.outstanding -= 1
-
-        return call()
 
 
 def _drain(producer) -> tuple[list, list]:
