@@ -1,14 +1,26 @@
-"""Shared helpers: sample orders built from the original design's data."""
+"""Shared helpers: sample orders built from the original design's data, and the tiers' markers."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from actors.models import JewelryOrder
 from actors.samples import ORIGINAL_ORDERS
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration/ is marked `integration`, whatever its module says, so that
+    `pytest -m "not integration"` is the Ray-free quick loop. (A `pytestmark` in a conftest.py does
+    nothing: pytest reads it from test modules only.)"""
+    for item in items:
+        if INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def order_dict(index: int = 0, **changes: Any) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""One real local Ray for the whole session; each test starts its own system in its own namespace."""
+"""One real local Ray for the whole session; each test starts its own system in its own namespace.
+
+Every test here is marked `integration` by the hook in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ import ray
 
 from orchestration.settings import FanoutSettings, load_settings
 from orchestration.system import FanoutSystem
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,9 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from orchestration.output import read_outcomes
 
-pytestmark = pytest.mark.integration
 
 
 def _run_cli(*args: str, cwd) -> subprocess.CompletedProcess:

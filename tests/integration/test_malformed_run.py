@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from actors.sources import SourceSpec
 from orchestration.output import read_outcomes
 from tests.malformed import order_file_lines
 
-pytestmark = pytest.mark.integration
 
 
 @settings(max_examples=1, deadline=None,
