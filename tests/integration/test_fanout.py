@@ -16,8 +16,6 @@ from actors.stages.logistics import is_valid_tracking_number
 from orchestration.output import read_outcomes
 from tests.conftest import order_dict
 
-pytestmark = pytest.mark.integration
-
 
 def _max_overlap(outcomes) -> int:
     events = sorted([(o.started_at, 1) for o in outcomes] + [(o.finished_at, -1) for o in outcomes])
@@ -192,17 +190,19 @@ def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_s
     killed_at = []
 
     def kill_once(progress, tally):
-        if not killed_at and tally.terminal >= 60:
+        if not killed_at and tally.terminal >= 30:
             ray.kill(victim, no_restart=True)
             killed_at.append(datetime.now().astimezone())
 
-    result = system.run(SourceSpec(count=300), keep_outcomes=True, on_progress=kill_once)
-    assert killed_at and result.summary.completed == 300 and result.summary.lost == 0
+    # 370 orders left after the kill take about 7 s: time for the driver to notice and for the
+    # replacement's new worker process to start (seconds on a busy two-core machine) with orders to spare.
+    result = system.run(SourceSpec(count=400), keep_outcomes=True, on_progress=kill_once)
+    assert killed_at and result.summary.completed == 400 and result.summary.lost == 0
     late = [o.results[StageName.LOGISTICS] for o in result.outcomes if o.finished_at > killed_at[0]]
     assert any(r.attempts > 1 for r in late)  # the call that found the replica dead was retried on the other
     loads = {load.replica: load for load in system.dispatcher_stats().stages[StageName.LOGISTICS]}
     tracking = [o.results[StageName.LOGISTICS].output.tracking_number for o in result.outcomes]
-    assert len(set(tracking)) == 300
+    assert len(set(tracking)) == 400
     if not ledger:
         assert late and all(r.replica == "logistics-0" for r in late if r.started_at > killed_at[0])
         assert not loads["logistics-1"].alive and loads["logistics-0"].alive
