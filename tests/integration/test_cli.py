@@ -7,9 +7,7 @@ import os
 import subprocess
 import sys
 
-
 from orchestration.output import read_outcomes
-
 
 
 def _run_cli(*args: str, cwd) -> subprocess.CompletedProcess:

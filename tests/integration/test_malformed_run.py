@@ -11,7 +11,6 @@ from orchestration.output import read_outcomes
 from tests.malformed import order_file_lines
 
 
-
 @settings(max_examples=1, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(lines=order_file_lines(count=1200))
