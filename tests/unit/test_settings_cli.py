@@ -4,6 +4,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from actors.errors import SystemStartError
 from actors.models import StageName
 from orchestration.cli import _replicas, build_parser, main, overrides_from
 from orchestration.report import percentile
@@ -70,7 +71,7 @@ def test_nearest_rank_percentiles():
 
 
 def test_an_unreachable_ray_address_fails_fast_with_the_address(monkeypatch, capsys):
-    from tests.integration.cluster import free_port
+    from tests.support import free_port
 
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
     assert main(["run", "--orders", "3"]) == 3
@@ -78,11 +79,25 @@ def test_an_unreachable_ray_address_fails_fast_with_the_address(monkeypatch, cap
     assert main(["status"]) == 3
 
 
-def test_auto_and_client_addresses_are_left_to_ray():
+def test_auto_and_client_addresses_are_left_to_ray_and_host_ports_are_probed(monkeypatch):
+    import socket
+
     from orchestration.wiring import check_reachable
 
+    probed = []
+
+    def connect(address, timeout):
+        probed.append(address)
+        raise ConnectionRefusedError("nobody listens")
+
+    monkeypatch.setattr(socket, "create_connection", connect)
     check_reachable("auto")
     check_reachable("ray://head:10001")
+    check_reachable("http://127.0.0.1:8265")
+    assert probed == []  # Ray resolves and reports these forms itself
+    with pytest.raises(SystemStartError, match="RAY_ADDRESS=127.0.0.1:6379"):
+        check_reachable("127.0.0.1:6379")
+    assert probed == [("127.0.0.1", 6379)]
 
 
 @pytest.mark.parametrize("command", [["run"], ["replay", "J2025001"]])
