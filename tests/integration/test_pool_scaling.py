@@ -8,17 +8,11 @@ import time
 from actors.models import StageName, StageStatus
 from actors.samples import generate_orders
 from actors.sources import SourceSpec
+from orchestration.autoscaler import TICK_S
+from tests.support import wait_until
 
 SCALING = {"max_replicas": 2, "target_ongoing_per_replica": 4, "upscale_delay_s": 0.5, "downscale_delay_s": 2,
            "look_back_s": 1}
-
-
-def _wait_for(condition, timeout_s: float) -> float:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, f"not within {timeout_s} s"
-        time.sleep(0.25)
-    return time.monotonic() - started
 
 
 def _fresh_orders(tmp_path, count: int) -> SourceSpec:
@@ -41,8 +35,14 @@ def test_the_bottleneck_pool_grows_under_load_and_shrinks_back_keeping_its_state
     assert grew, "production never scaled up although it was the bottleneck"
     assert {o.results[StageName.PRODUCTION].replica for o in first.outcomes} == {"production-0", "production-1"}
 
-    # Idle: back to one replica within the downscale delay (plus the look-back window and ticks).
-    assert _wait_for(lambda: production() == 1, timeout_s=SCALING["downscale_delay_s"] + 5) >= 0
+    # Idle: back to one replica within the downscale delay (plus the look-back window and ticks), and
+    # not before the pool had wanted fewer for that long: it stayed at two while the load lasted.
+    idle_at = time.monotonic()
+    delay = SCALING["downscale_delay_s"]
+    wait_until(lambda: production() == 1, timeout_s=delay + 5, what="production back to one replica")
+    shrink = next(e for e in system.autoscaler.events if e.stage is StageName.PRODUCTION and e.replicas_after == 1)
+    assert shrink.at_s - grew[-1].at_s >= delay - 2 * TICK_S  # the change is started up to two ticks early
+    assert shrink.at_s - idle_at <= delay + SCALING["look_back_s"] + 2 * TICK_S
     done_by_1 = sum(o.results[StageName.PRODUCTION].replica == "production-1" for o in first.outcomes)
     saved = system.ledger.checkpoint_of("production-1")
     assert saved is not None and saved["counts"][StageStatus.OK.value] == done_by_1
