@@ -16,8 +16,8 @@ import pytest
 
 from orchestration.output import read_outcomes
 from tests.integration.cluster import LocalCluster
+from tests.support import Pending, wait_until
 
-pytestmark = pytest.mark.integration
 
 DESIGN_ON_SECOND_NODE = ["--replicas", "design=2", "--set", 'design.resources={"design_node": 1}']
 
@@ -114,17 +114,21 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
         "--set", 'production.retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}',
     )
     assert cluster.wait_for_job(job_id) == "SUCCEEDED", cluster.job_logs(job_id)[-3000:]
-    wanted = {"ray_jewelry_orders_total", "ray_jewelry_orders_in_flight", "ray_jewelry_order_latency_ms_count",
+    # Counters and histograms outlive the job's actors. Gauges do not: Ray 2.60's metrics agent drops a
+    # gauge series that has not been refreshed for two export intervals (about 20 s; its OpenTelemetry
+    # recorder's gauge TTL), so a finished job's in-flight and queue-depth gauges are gone by the time a
+    # slow machine scrapes. They are live values, checked while a system runs (the serve-mode test).
+    wanted = {"ray_jewelry_orders_total", "ray_jewelry_order_latency_ms_count",
               "ray_jewelry_stage_call_latency_ms_bucket", "ray_jewelry_stage_results_total",
-              "ray_jewelry_stage_ongoing_calls", "ray_jewelry_stage_retries_total",
-              "ray_jewelry_rejected_records_total", "ray_jewelry_compensations_total"}
-    deadline, samples = time.monotonic() + 90, {}
-    while time.monotonic() < deadline:  # the metrics agent exports about every 10 s
-        samples = _scrape(cluster.metrics_ports)
-        if wanted <= set(samples) and _total(samples, "ray_jewelry_orders_total", status="failed") >= 4:
-            break
-        time.sleep(3)
-    assert wanted <= set(samples), sorted(wanted - set(samples))
+              "ray_jewelry_stage_retries_total", "ray_jewelry_rejected_records_total",
+              "ray_jewelry_compensations_total"}
+
+    def exported():  # the metrics agent exports about every 10 s
+        found = _scrape(cluster.metrics_ports)
+        failed = _total(found, "ray_jewelry_orders_total", status="failed")
+        return found if wanted <= set(found) and failed >= 4 else Pending(f"{sorted(wanted - set(found))}, failed {failed}")
+
+    samples = wait_until(exported, timeout_s=90, interval_s=3, what="every counter and histogram on the endpoint")
     assert _total(samples, "ray_jewelry_orders_total", status="completed") >= 300
     assert _total(samples, "ray_jewelry_orders_total", status="failed") >= 4  # job 2: production timed out
     assert _total(samples, "ray_jewelry_stage_retries_total", stage="production") >= 4
@@ -134,7 +138,6 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
     assert _total(samples, "ray_jewelry_stage_results_total", stage="design", status="ok") >= 300
     latency = {tags["replica"] for tags, _ in samples["ray_jewelry_stage_call_latency_ms_bucket"]}
     assert {"design-0", "design-1", "production-0", "material-0"} <= latency
-    assert max(value for _, value in samples["ray_jewelry_orders_in_flight"]) <= 100
 
 
 def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
@@ -147,16 +150,11 @@ def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
         proc = cluster.cli("status", "--json", "--set", f"namespace={namespace}")
         return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
-    def wait_until(predicate, timeout_s=120):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            current = status()
-            if current and predicate(current):
-                return current
-            time.sleep(1.0)
-        raise AssertionError(f"status never satisfied the condition; last: {current}")
+    def status_shows(predicate):
+        return lambda: (current := status()) and predicate(current) and current
 
-    first = wait_until(lambda s: s["dispatcher"]["orders_done"] >= 40)
+    first = wait_until(status_shows(lambda s: s["dispatcher"]["orders_done"] >= 40), timeout_s=120, interval_s=1,
+                       what="40 orders done")
     assert first["producer"]["serving"] and set(first["snapshots"]) == {
         "material", "design", "production", "quality", "packaging", "logistics"}
     assert first["snapshots"]["packaging"][0]["state"]["serials_issued"] == 40
@@ -171,18 +169,30 @@ def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
     # events reach the GCS a moment after the call, so look again for a while.
     named = {stage: re.compile(rf"^{stage}\[\d+(-\d+)?\]$") for stage in
              ("material", "design", "production", "quality", "packaging", "logistics")}
-    deadline, names = time.monotonic() + 30, set()
-    while time.monotonic() < deadline and not all(any(p.match(n) for n in names) for p in named.values()):
+    def finished_task_names():
         listed = cluster._ray("list", "tasks", "--format", "json", "--limit", "10000", "--filter", "state=FINISHED",
                               env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
-        names = {t["name"] for t in json.loads(listed)} if listed.lstrip().startswith("[") else set()
-        time.sleep(1)
-    assert all(any(p.match(n) for n in names) for p in named.values()), sorted(names)[:20]
+        found = {t["name"] for t in json.loads(listed)} if listed.lstrip().startswith("[") else set()
+        return found if all(any(p.match(n) for n in found) for p in named.values()) else None
+
+    names = wait_until(finished_task_names, timeout_s=30, interval_s=1, what="a batch-named task per stage")
+
+    # The system is up: its gauges are live on the metrics endpoint, one queue depth per replica.
+    def gauges():
+        found = _scrape(cluster.metrics_ports)
+        replicas = {tags.get("replica") for tags, _ in found.get("ray_jewelry_stage_ongoing_calls", [])}
+        if found.get("ray_jewelry_orders_in_flight") and {f"{s}-0" for s in named} <= replicas:
+            return found
+        return Pending(f"in-flight series {found.get('ray_jewelry_orders_in_flight')}, queue depths of {replicas}")
+
+    live = wait_until(gauges, timeout_s=60, interval_s=2, what="the in-flight and queue-depth gauges")
+    assert all(0 <= value <= 100 for _, value in live["ray_jewelry_orders_in_flight"])  # max_in_flight
     assert not [n for n in names if re.search(r"J\d{7}", n)], "a task named after an order"
 
     submitted = cluster.cli("submit", "--input", "examples/orders.csv", "--set", f"namespace={namespace}")
     assert submitted.returncode == 0 and "4 accepted, 1 rejected" in submitted.stderr, submitted.stderr
-    wait_until(lambda s: s["dispatcher"]["orders_done"] >= 44)
+    wait_until(status_shows(lambda s: s["dispatcher"]["orders_done"] >= 44), timeout_s=120, interval_s=1,
+               what="44 orders done")
     assert cluster.cli("stop", "--set", f"namespace={namespace}").returncode == 0
     assert cluster.wait_for_job(job_id) == "SUCCEEDED"
     outcomes = read_outcomes(out / "outcomes.jsonl")
