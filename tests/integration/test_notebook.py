@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import ray
 from nbclient import NotebookClient
 
 
@@ -17,8 +18,9 @@ def test_the_committed_notebook_has_no_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
-def test_every_cell_runs_headless(tmp_path, monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the kernel starts its own local Ray
+def test_every_cell_runs_headless(ray_session, tmp_path, monkeypatch):
+    # The kernel joins the session's Ray, as a notebook joins a cluster (starting Ray is the CLI test's).
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
     monkeypatch.setenv("JEWELRY_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("JEWELRY_DASHBOARD", "false")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
