@@ -146,7 +146,8 @@ def test_random_replica_kills_during_2000_orders_lose_nothing_and_do_nothing_twi
     assert result.summary.lost == 0 and len(result.outcomes) == 2000
     counts = audit(system, system.ledger, 2000)
     kills = sum(killer.kills.values())
-    assert kills >= max(20, elapsed / 2), (kills, elapsed, killer.kills)  # kills kept coming throughout
+    # Kills kept coming throughout: about one a second here alone, fewer when restarts queue on a loaded machine.
+    assert kills >= max(20, elapsed / 4), (kills, elapsed, killer.kills)
     assert len({name.rsplit("-", 1)[0] for name in killer.kills}) >= 4, killer.kills  # across the stages
     assert counts["failed"] > 0  # QC rejects were compensated under fire too
     replays = sum(1 for o in result.outcomes for r in o.results.values() if r.replayed)
