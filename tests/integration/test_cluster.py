@@ -179,7 +179,9 @@ def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
         listed = cluster._ray("list", "tasks", "--format", "json", "--limit", "10000", "--filter", "state=FINISHED",
                               env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
         found = {t["name"] for t in json.loads(listed)} if listed.lstrip().startswith("[") else set()
-        return found if all(any(p.match(n) for n in found) for p in named.values()) else None
+        if all(any(p.match(n) for n in found) for p in named.values()):
+            return found
+        return Pending(f"finished tasks so far: {sorted(found)[:20]}")
 
     names = wait_until(finished_task_names, timeout_s=30, interval_s=3, what="a batch-named task per stage")
 
