@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.admission import PriorityGate
 from actors.batching import BatchPolicy, ReplicaBatcher
-from actors.ledger import LedgerSpec, OutcomeGroupCommit, SqliteLedger, open_ledger
+from actors.ledger import LedgerSpec, OutcomeGroupCommit, SqlLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import (
     STAGES,
@@ -93,7 +93,7 @@ class Dispatcher:
         self._batchers: dict[str, ReplicaBatcher] = {}
         self._metrics = DispatchMetrics()
         self._admission = PriorityGate(max_in_flight)  # rush orders are let in first
-        self._ledger: SqliteLedger | None = open_ledger(ledger) if ledger is not None else None
+        self._ledger: SqlLedger | None = open_ledger(ledger) if ledger is not None else None
         self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger is not None else None
         self._in_flight: dict[str, asyncio.Future[OrderOutcome]] = {}
         self._wired: dict[str, Prepickled] = {}  # each order in flight, dumped once for its six stage calls

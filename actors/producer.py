@@ -28,7 +28,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from actors.admission import RANK
-from actors.ledger import LedgerSpec, SqliteLedger, open_ledger
+from actors.ledger import LedgerSpec, SqlLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
 from actors.naming import resolve
@@ -128,7 +128,7 @@ class Producer:
         self._more = asyncio.Event()
         self._seen_ids: set[str] = set()
         self._metrics = SourceMetrics()
-        self._ledger: SqliteLedger | None = open_ledger(ledger) if ledger is not None else None
+        self._ledger: SqlLedger | None = open_ledger(ledger) if ledger is not None else None
         self._from_ledger = 0
         self.log = logger.bind(stage="producer")
 

@@ -34,8 +34,12 @@ from actors.stages import (
 )
 
 
-# Pools that split a finite stock among their replicas (see actors/autoscaling.py).
-FIXED_SIZE_STAGES = (StageName.MATERIAL, StageName.PACKAGING)
+# Stages that draw on the shared workshop (stock, certificates, numbers): without a ledger they
+# still need one store that all their replicas share (`stage_ledger_spec`).
+WORKSHOP_STAGES = (StageName.MATERIAL, StageName.PACKAGING, StageName.LOGISTICS)
+# Business settings that are the initial stock of a new ledger; an existing one keeps its stock
+# (operators add to it with `restock`), so they do not bind a ledger.
+STOCK_FIELDS = {"metal_stock_g", "gem_stock_ct", "jade_pieces", "stock_multiplier", "box_stock"}
 
 
 class PoolSettings(BaseModel):
@@ -89,11 +93,13 @@ class LedgerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, description="off: faster, but nothing survives a crash and nothing restarts")
-    location: str | None = Field(default=None, description="file path or sqlite:/// URL; default <out_dir>/ledger.sqlite3")
+    location: str | None = Field(default=None, description="file path, sqlite:/// or postgresql:// URL; default <out_dir>/ledger.sqlite3")
     synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL", description="NORMAL survives process crashes; FULL also power loss, at a cost per commit"
     )
     max_restarts: int = Field(default=-1, ge=-1, description="restarts per actor; -1 = unlimited")
+    stock_slots: int = Field(default=1, ge=1, le=64,
+                             description="PostgreSQL: rows per stock lot, to spread a hot lot's updates")
 
     @field_validator("location")
     @classmethod
@@ -152,10 +158,6 @@ class FanoutSettings(BaseSettings):
             pool, scaling = self.pool(stage), self.pool(stage).autoscaling
             if scaling is None:
                 continue
-            if stage in FIXED_SIZE_STAGES:
-                raise ValueError(
-                    f"{stage}.autoscaling: {stage} splits its stock among its replicas, so a replica scaled away "
-                    f"would take its share with it; give {stage} a fixed number of replicas")
             if not self.ledger.enabled:
                 raise ValueError(f"{stage}.autoscaling needs the ledger: a replica scaled away leaves its state there")
             if not scaling.min_replicas <= pool.replicas <= scaling.max_replicas:
@@ -178,14 +180,27 @@ class FanoutSettings(BaseSettings):
         if not self.ledger.enabled:
             return None
         location = self.ledger.location or str(self.out_dir / "ledger.sqlite3")
-        return LedgerSpec.from_location(location, self.ledger.synchronous)
+        return LedgerSpec.from_location(location, self.ledger.synchronous, self.ledger.stock_slots)
+
+    def scratch_workshop(self) -> LedgerSpec:
+        """Where a run without a ledger keeps its workshop: a throwaway SQLite file, made anew by each
+        run, that the workshop stages' replicas share (one machine only)."""
+        return LedgerSpec(path=(self.out_dir / "workshop.scratch.sqlite3").expanduser().resolve())
+
+    def stage_ledger_spec(self, stage: StageName) -> LedgerSpec | None:
+        """The store a stage replica journals in: the ledger; without one, the scratch workshop for
+        the stages that share stock or numbers, and memory for the rest."""
+        if self.ledger.enabled:
+            return self.ledger_spec()
+        return self.scratch_workshop() if stage in WORKSHOP_STAGES else None
 
     def stage_setup(self) -> dict[str, Any]:
-        """What a ledger's stage state depends on: replica counts (stock is split among replicas,
-        numbering ranges follow the index) and business settings. Durations may change freely."""
+        """What a ledger's stage state depends on: the stages' business settings. Durations and replica
+        counts may change freely (replicas share one workshop), and so may the stock settings, which
+        are a new ledger's initial stock."""
         return {
-            stage.value: _canonical({"replicas": self.pool(stage).slots,
-                                     **self.stage_config(stage).model_dump(mode="json", exclude={"duration_s"})})
+            stage.value: _canonical(self.stage_config(stage).model_dump(mode="json",
+                                                                        exclude={"duration_s", *STOCK_FIELDS}))
             for stage in STAGES
         }
 

@@ -20,7 +20,7 @@ from loguru import logger
 
 from actors.dispatcher import DispatcherStats
 from actors.errors import RunIncomplete, SystemStartError
-from actors.ledger import SqliteLedger, open_ledger
+from actors.ledger import SqlLedger, open_ledger
 from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
 from actors.producer import LostOrder, ProducerProgress
 from actors.sources import SourceSpec
@@ -70,7 +70,7 @@ class RunResult(_Collected):
 
 class FanoutSystem:
     def __init__(
-        self, settings: FanoutSettings, pools: StagePools, dispatcher: Any, ledger: SqliteLedger | None = None
+        self, settings: FanoutSettings, pools: StagePools, dispatcher: Any, ledger: SqlLedger | None = None
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -93,7 +93,9 @@ class FanoutSystem:
         ledger = open_ledger(spec, create=True) if spec is not None else None
         if ledger is not None:
             ledger.bind(settings.stage_setup())  # before any replica restores a checkpoint
-            logger.bind(stage="system").info("ledger {}: {}", spec.path, ledger.outcome_counts() or "new")
+            logger.bind(stage="system").info("ledger {}: {}", spec, ledger.outcome_counts() or "new")
+        else:
+            _new_scratch_workshop(settings)
         pools = create_stage_pools(settings, artifacts_dir)
         dispatcher = create_dispatcher(settings, pools)
         system = cls(settings, pools, dispatcher, ledger)
@@ -230,3 +232,12 @@ class FanoutSystem:
             collected.rejects.extend(progress.rejects)
         if files is not None:
             files.write(progress.outcomes, progress.rejects)
+
+
+def _new_scratch_workshop(settings: FanoutSettings) -> None:
+    """A run without a ledger starts from a fresh workshop: the last run's scratch store is deleted."""
+    scratch = settings.scratch_workshop()
+    assert scratch.path is not None
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{scratch.path}{suffix}").unlink(missing_ok=True)
+    open_ledger(scratch, create=True).close()

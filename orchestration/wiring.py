@@ -97,7 +97,7 @@ def create_replica(settings: FanoutSettings, stage: StageName, index: int, artif
         time_scale=settings.time_scale,
         artifacts_dir=artifacts_dir,
         log_level=settings.log_level,
-        ledger=settings.ledger_spec(),
+        ledger=settings.stage_ledger_spec(stage),
     )
     options: dict[str, Any] = {
         "name": name,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.ledger.sqlite import SqliteLedger
+from actors.ledger.sql import SqlLedger
 from actors.models import DeadLetter, OrderOutcome
 
 
 class OutcomeGroupCommit:
-    def __init__(self, ledger: SqliteLedger) -> None:
+    def __init__(self, ledger: SqlLedger) -> None:
         self._ledger = ledger
         self._pending: list[tuple[OrderOutcome, list[DeadLetter], asyncio.Future[None]]] = []
 

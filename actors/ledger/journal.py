@@ -7,10 +7,11 @@ reserving the stock or issuing the serial a second time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from actors.ledger.claims import Claim, WorkshopStore
 from actors.models import StageName, StageResult
 
 # A compensation that reached a replica before the stage ever ran for the order. It is recorded
@@ -40,7 +41,7 @@ class RecordedEffect:
     compensation: str | None
 
 
-class StageJournal(Protocol):
+class StageJournal(WorkshopStore, Protocol):
     def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
         """Become the live incarnation of the replica (fencing off any older one still running)
         and get its last committed state, or None for a replica that never committed."""
@@ -52,15 +53,19 @@ class StageJournal(Protocol):
         """The recorded effect of this stage on this order, whichever replica made it."""
 
     def record_effects(
-        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any]
+        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],
+        claims: Mapping[str, Claim] | None = None,
     ) -> None:
-        """Commit results (none, for state alone) and the replica's state after them, all together;
-        raises `DuplicateEffect`, committing nothing, if any of them was recorded already."""
+        """Commit results (none, for state alone), their claims on the shared workshop, and the
+        replica's state after them, all together; commit nothing and raise `DuplicateEffect` if any
+        of them was recorded already, or `ClaimRefused` if a claim cannot be granted."""
 
     def record_compensation(
-        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]
+        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any],
+        release: Claim | None = None,
     ) -> None:
-        """Commit that the effect was undone (or a tombstone when there was none), with the state after it."""
+        """Commit that the effect was undone (or a tombstone when there was none), with the state after
+        it, giving back what its claim took; a compensation already committed changes nothing."""
 
     def live_effects(self, replica: str) -> Iterator[StageResult]:
         """Results of this replica that stand: ok and not compensated (to rebuild per-order memos)."""

@@ -1,14 +1,18 @@
-"""The journal of a run without a ledger (`--no-ledger`): the same rules, kept in memory.
+"""The journal of a stage without a ledger: the same rules, kept in one process's memory.
 
-It keeps a replica idempotent and its compensations single for as long as the process lives;
-a crash loses it, which is why runs without a ledger do not restart actors.
+It keeps a replica idempotent and its compensations single for as long as the process lives, and
+holds a workshop (stock, certificate register, counters) that only this process sees. Unit tests
+use it; runs without a ledger give the replicas that share a workshop a scratch SQLite store
+instead (see `FanoutSettings.ledger_spec`), because memory is one replica's, not the pool's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from actors.ledger.claims import Claim, ClaimRefused
 from actors.ledger.journal import DuplicateEffect, RecordedEffect
 from actors.models import StageName, StageResult, StageStatus
 
@@ -17,6 +21,11 @@ class MemoryJournal:
     def __init__(self) -> None:
         self._effects: dict[tuple[StageName, str], RecordedEffect] = {}
         self._checkpoints: dict[str, dict[str, Any]] = {}
+        self._stock: dict[str, int] = {}
+        self._changes: dict[str, int] = {}
+        self._holds: dict[str, str] = {}
+        self._counters: dict[str, itertools.count] = {}
+        self._voided: set[tuple[str, int]] = set()
 
     def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
         return self._checkpoints.get(replica)
@@ -28,22 +37,33 @@ class MemoryJournal:
         return self._effects.get((stage, order_id))
 
     def record_effects(
-        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any]
+        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],
+        claims: Mapping[str, Claim] | None = None,
     ) -> None:
         for result in results:
             if (result.stage, result.order_id) in self._effects:
                 raise DuplicateEffect(f"{result.stage} already recorded an effect for order {result.order_id}")
+        self._grant(claims or {})
         for result in results:
             self._effects[(result.stage, result.order_id)] = RecordedEffect(
                 result.stage, result.order_id, result.replica, result, False, None)
         self._checkpoints[replica] = checkpoint
 
     def record_compensation(
-        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]
+        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any],
+        release: Claim | None = None,
     ) -> None:
         recorded = self._effects.get((stage, order_id))
-        result = recorded.result if recorded else None
-        self._effects[(stage, order_id)] = RecordedEffect(stage, order_id, replica, result, True, done)
+        if recorded is None or not recorded.compensated:
+            if recorded is not None and release is not None:
+                for lot, quantity in release.takes.items():
+                    self._stock[lot] = self._stock.get(lot, 0) + quantity
+                for certificate in release.holds:
+                    if self._holds.get(certificate) == order_id:
+                        del self._holds[certificate]
+                self._voided.update(release.numbers)
+            result = recorded.result if recorded else None
+            self._effects[(stage, order_id)] = RecordedEffect(stage, order_id, replica, result, True, done)
         self._checkpoints[replica] = checkpoint
 
     def live_effects(self, replica: str) -> Iterator[StageResult]:
@@ -51,6 +71,57 @@ class MemoryJournal:
             result = recorded.result
             if recorded.replica == replica and not recorded.compensated and result and result.status is StageStatus.OK:
                 yield result
+
+    # -- the workshop ----------------------------------------------------------------------------
+
+    def available(self, lot: str) -> int:
+        return self._stock.get(lot, 0)
+
+    def holder(self, certificate: str) -> str | None:
+        return self._holds.get(certificate)
+
+    def next_number(self, sequence: str) -> int:
+        return next(self._counters.setdefault(sequence, itertools.count(1)))
+
+    def seed_stock(self, stock: Mapping[str, int]) -> None:
+        for lot, quantity in stock.items():
+            if lot not in self._changes:
+                self._stock[lot] = quantity
+                self._changes[lot] = quantity
+
+    def restock(self, lot: str, quantity: int, reason: str) -> int:
+        self._stock[lot] = self._stock.get(lot, 0) + quantity
+        self._changes[lot] = self._changes.get(lot, 0) + quantity
+        return self._stock[lot]
+
+    def inventory(self) -> dict[str, int]:
+        return dict(sorted(self._stock.items()))
+
+    def stock_changes(self) -> dict[str, int]:
+        return dict(sorted(self._changes.items()))
+
+    def certificates_held(self) -> dict[str, str]:
+        return dict(self._holds)
+
+    def voided_numbers(self, sequence: str) -> set[int]:
+        return {number for name, number in self._voided if name == sequence}
+
+    def _grant(self, claims: Mapping[str, Claim]) -> None:
+        """All of a batch's claims or none of them."""
+        needed: dict[str, int] = {}
+        for order_id, claim in claims.items():
+            for lot, quantity in claim.takes.items():
+                needed[lot] = needed.get(lot, 0) + quantity
+                if self._stock.get(lot, 0) < needed[lot]:
+                    raise ClaimRefused(order_id, f"{lot} has less than {quantity} left")
+            for certificate in claim.holds:
+                if self._holds.get(certificate, order_id) != order_id:
+                    raise ClaimRefused(order_id, f"certificate {certificate} is held by another order")
+        for order_id, claim in claims.items():
+            for lot, quantity in claim.takes.items():
+                self._stock[lot] -= quantity
+            for certificate in claim.holds:
+                self._holds[certificate] = order_id
 
     def close(self) -> None:
         pass

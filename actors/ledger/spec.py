@@ -1,7 +1,7 @@
 """Where the ledger is, in a form that travels to every actor (a connection does not pickle).
 
-A location is a file path or an `sqlite:///` URL; `postgresql://` is reserved for the cluster
-store that multi-machine deployments need, and is refused with that explanation until it exists.
+A location is a file path or an `sqlite:///` URL (the embedded store, one machine), or a
+`postgresql://` URL (the cluster store, any number of machines).
 """
 
 from __future__ import annotations
@@ -9,34 +9,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from actors.errors import ConfigurationError
 from actors.ledger.journal import StageJournal
 from actors.ledger.memory import MemoryJournal
-from actors.ledger.sqlite import SqliteLedger
+from actors.ledger.sql import SqlLedger
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class LedgerSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    path: Path
+    path: Path | None = None
+    url: str | None = None
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    stock_slots: int = Field(default=1, ge=1, le=64, description="rows per lot (PostgreSQL): spreads a hot lot")
 
     @classmethod
-    def from_location(cls, location: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL") -> LedgerSpec:
-        if location.startswith(("postgresql://", "postgres://")):
-            raise ConfigurationError(
-                "a PostgreSQL ledger is not available yet; on one machine use an SQLite path, "
-                "on a multi-machine cluster run with --no-ledger until it is"
-            )
+    def from_location(cls, location: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+                      stock_slots: int = 1) -> LedgerSpec:
+        if location.startswith(POSTGRES_SCHEMES):
+            return cls(url=location, synchronous=synchronous, stock_slots=stock_slots)
         if "://" in location and not location.startswith("sqlite:///"):
-            raise ConfigurationError(f"ledger {location!r}: expected a file path or an sqlite:/// URL")
+            raise ConfigurationError(f"ledger {location!r}: expected a file path, an sqlite:/// URL or a "
+                                     f"postgresql:// URL")
         path = Path(location.removeprefix("sqlite://")).expanduser().resolve()
-        return cls(path=path, synchronous=synchronous)
+        return cls(path=path, synchronous=synchronous, stock_slots=stock_slots)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
+
+    def __str__(self) -> str:
+        if self.url is not None:
+            from actors.ledger.postgres import redacted
+
+            return redacted(self.url)
+        return str(self.path)
 
 
-def open_ledger(spec: LedgerSpec, create: bool = False) -> SqliteLedger:
+def open_ledger(spec: LedgerSpec, create: bool = False) -> SqlLedger:
+    if spec.url is not None:
+        from actors.ledger.postgres import PostgresLedger  # psycopg only where a cluster store is used
+
+        return PostgresLedger(spec.url, create=create, stock_slots=spec.stock_slots)
+    from actors.ledger.sqlite import SqliteLedger
+
+    assert spec.path is not None
     return SqliteLedger(spec.path, create=create, synchronous=spec.synchronous)
 
 

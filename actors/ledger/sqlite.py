@@ -1,11 +1,9 @@
 """The embedded ledger: one SQLite file in WAL mode, shared by every actor on one machine.
 
-Write discipline: each writer owns its rows. The Dispatcher alone writes outcomes and dead
-letters; each stage replica writes its own effects and its own checkpoint, always together in
-one short `BEGIN IMMEDIATE` transaction, committed before the call returns. WAL lets readers
-(the Producer, `status`) run beside the writer. A writer that finds the lock taken retries after
-a fraction of a millisecond (`_Transaction`): SQLite's own busy handler sleeps 1, 2, 5, 10 ms...,
-which with seven writing actors cost more throughput than the writes themselves.
+WAL lets readers (the Producer, `status`) run beside the writer. A writer takes the lock up front
+(`BEGIN IMMEDIATE`), so two writers queue instead of deadlocking, and one that finds it taken
+retries after a fraction of a millisecond: SQLite's own busy handler sleeps 1, 2, 5, 10 ms..., which
+with seven writing actors cost more throughput than the writes themselves.
 
 `synchronous=NORMAL` (the default) survives any process crash, which is what Ray actors do; a
 power cut can lose the last transactions, so a machine where that matters sets FULL.
@@ -13,26 +11,25 @@ power cut can lose the last transactions, so a machine where that matters sets F
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.errors import FanoutError
-from actors.ledger.journal import DuplicateEffect, RecordedEffect, Superseded
-from actors.models import DeadLetter, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult
+from actors.ledger.sql import Connection, LedgerMismatch, SqlLedger
 
-SCHEMA_VERSION = "1"
+__all__ = ["LedgerMismatch", "SqliteLedger"]
+
 BUSY_TIMEOUT_MS = 60_000
 LOCK_RETRY_FIRST_S, LOCK_RETRY_MAX_S = 0.0001, 0.002
 # Checkpointing the WAL into the database syncs the disk; doing it every 40 MB rather than SQLite's
 # default 4 MB keeps that pause off most commits.
 WAL_CHECKPOINT_PAGES = 10_000
-EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,227 +48,79 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY, order_id TEXT NOT NULL, stage TEXT NOT NULL, error TEXT NOT NULL,
     attempts INTEGER NOT NULL, order_json TEXT NOT NULL, recorded_at REAL NOT NULL,
-    resolved_at REAL, resolution TEXT
+    resolved_at REAL, resolution TEXT, UNIQUE (order_id, stage, recorded_at)
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_order ON dead_letters (order_id);
+CREATE TABLE IF NOT EXISTS inventory (
+    lot TEXT NOT NULL, slot INTEGER NOT NULL, quantity INTEGER NOT NULL CHECK (quantity >= 0),
+    PRIMARY KEY (lot, slot)
+);
+CREATE TABLE IF NOT EXISTS stock_changes (
+    id INTEGER PRIMARY KEY, lot TEXT NOT NULL, delta INTEGER NOT NULL, reason TEXT NOT NULL, recorded_at REAL NOT NULL,
+    change_id TEXT UNIQUE
+);
+CREATE TABLE IF NOT EXISTS certificate_holds (
+    certificate TEXT PRIMARY KEY, order_id TEXT NOT NULL, held_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, next_value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS voided_numbers (
+    sequence TEXT NOT NULL, number INTEGER NOT NULL, order_id TEXT NOT NULL, voided_at REAL NOT NULL,
+    PRIMARY KEY (sequence, number)
+);
 """
 
 
-class LedgerMismatch(FanoutError):
-    """The ledger was written by a run whose stages were set up differently."""
-
-
-class SqliteLedger:
-    def __init__(self, path: Path, *, create: bool = False, synchronous: str = "NORMAL") -> None:
+class SqliteLedger(SqlLedger):
+    def __init__(self, path: Path, *, create: bool = False, synchronous: str = "NORMAL", stock_slots: int = 1) -> None:
+        # One writer at a time holds the whole file, so spreading a lot over rows would buy nothing.
+        super().__init__(stock_slots=1)
         self.path = path
+        self.location = str(path)
         if not create and not path.exists():
             # Never create an empty ledger by accident: on another machine that would mean a
-            # replica starting from its initial stock, silently.
+            # replica starting from an empty workshop, silently.
             raise FileNotFoundError(
                 f"ledger {path} does not exist on this node; an SQLite ledger needs every actor on one machine "
-                f"(or run with --no-ledger)"
+                f"(on a cluster across machines, use a postgresql:// ledger)"
             )
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        # Actors call from more than one thread (snapshots run beside calls); one transaction at a time.
+        self._lock = threading.RLock()
         if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
             raise FanoutError(f"ledger {path}: the file system does not support SQLite WAL mode")
         self._db.execute(f"PRAGMA synchronous = {synchronous}")
         self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         if create:
-            self._create_schema()
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                self._db.execute(statement)
+        self._write(self._check_schema)
 
-    # -- set-up ------------------------------------------------------------------------------------
+    def _write(self, body: Callable[[Connection], T]) -> T:
+        with self._lock:
+            self._begin()
+            try:
+                value = body(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return value
 
-    def _create_schema(self) -> None:
-        for statement in filter(str.strip, SCHEMA.split(";")):
-            self._db.execute(statement)
-        with self._transaction():
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+    def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
-    def bind(self, stage_setup: dict[str, Any]) -> None:
-        """Tie the ledger to the stages' setup (replica counts, stock): resuming with another setup
-        would give replicas a share of stock that does not match their checkpoint."""
-        wanted = json.dumps(stage_setup, sort_keys=True, default=str)
-        with self._transaction():
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'stage_setup'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('stage_setup', ?)", (wanted,))
-                return
-        if row[0] != wanted:
-            before, now = json.loads(row[0]), json.loads(wanted)
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            raise LedgerMismatch(
-                f"ledger {self.path} was written with other settings for {', '.join(changed)}; resume with the "
-                f"same stage settings (replicas, stock, numbering) or start a new ledger"
-            )
-
-    # -- stage journal -------------------------------------------------------------------------------
-
-    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
-        with self._transaction():
-            row = self._db.execute("SELECT state, generation FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
-            generation = row[1] + 1 if row else 1
-            self._db.execute(
-                "INSERT INTO checkpoints VALUES (?,?,NULL,?,?) ON CONFLICT (replica) DO UPDATE SET "
-                "generation = excluded.generation",
-                (replica, stage.value, generation, time.time()),
-            )
-        self._generation[replica] = generation
-        return json.loads(row[0]) if row and row[0] else None
-
-    def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT state FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
-
-    def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
-        row = self._db.execute(
-            f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id = ?", (stage.value, order_id)
-        ).fetchone()
-        return _effect(stage, *row) if row else None
-
-    def record_effects(
-        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any]
-    ) -> None:
-        now = time.time()
-        rows = [(r.stage.value, r.order_id, r.replica, r.status.value, r.model_dump_json(), now) for r in results]
-        try:
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO effects (stage, order_id, replica, status, result, recorded_at) VALUES (?,?,?,?,?,?)",
-                    rows,
-                )
-                self._put_checkpoint(replica, stage, checkpoint)
-        except sqlite3.IntegrityError as error:
-            raise DuplicateEffect(f"{stage}: an effect of this batch was recorded already: {error}") from error
-
-    def record_compensation(
-        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any]
-    ) -> None:
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO effects (stage, order_id, replica, compensated, compensation, recorded_at) "
-                "VALUES (?,?,?,1,?,?) ON CONFLICT (stage, order_id) DO UPDATE SET compensated = 1, "
-                "compensation = excluded.compensation",
-                (stage.value, order_id, replica, done, time.time()),
-            )
-            self._put_checkpoint(replica, stage, checkpoint)
-
-    def live_effects(self, replica: str) -> Iterator[StageResult]:
-        rows = self._db.execute(
-            "SELECT result FROM effects WHERE replica = ? AND status = 'ok' AND compensated = 0", (replica,)
-        ).fetchall()
-        for (result,) in rows:
-            yield StageResult.model_validate_json(result)
-
-    def effects_of(self, stage: StageName) -> list[RecordedEffect]:
-        """Every recorded effect of a stage (audits and tests: uniqueness of serials, conservation)."""
-        rows = self._db.execute(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ?", (stage.value,)).fetchall()
-        return [_effect(stage, *row) for row in rows]
-
-    # -- outcomes and dead letters (written by the Dispatcher alone) -------------------------------
-
-    def outcome(self, order_id: str) -> OrderOutcome | None:
-        row = self._db.execute("SELECT outcome FROM outcomes WHERE order_id = ?", (order_id,)).fetchone()
-        return OrderOutcome.model_validate_json(row[0]) if row else None
-
-    def outcomes(self, order_ids: list[str]) -> dict[str, OrderOutcome]:
-        """`outcome` for several orders in one query: those recorded, by order id."""
-        marks = ",".join("?" * len(order_ids))
-        rows = self._db.execute(f"SELECT outcome FROM outcomes WHERE order_id IN ({marks})", order_ids).fetchall()
-        found = (OrderOutcome.model_validate_json(row[0]) for row in rows)
-        return {outcome.order_id: outcome for outcome in found}
-
-    def record_outcome(self, outcome: OrderOutcome, dead_letters: list[DeadLetter] = ()) -> None:
-        """The order's one outcome (replacing a dead-lettered one after a replay), with its new dead
-        letters; an outcome that is no longer dead-lettered resolves the order's open dead letters."""
-        self.record_outcomes([(outcome, list(dead_letters))])
-
-    def record_outcomes(self, outcomes: list[tuple[OrderOutcome, list[DeadLetter]]]) -> None:
-        """`record_outcome` for several orders in one transaction (the Dispatcher's group commit)."""
-        now = time.time()
-        with self._transaction():
-            for outcome, dead_letters in outcomes:
-                self._db.execute(
-                    # Only a dead-lettered outcome is ever replaced (by its replay): a terminal one is final,
-                    # whatever a Dispatcher that outlived its driver may still try to write.
-                    "INSERT INTO outcomes VALUES (?,?,?,?) ON CONFLICT (order_id) DO UPDATE SET status = "
-                    "excluded.status, outcome = excluded.outcome, recorded_at = excluded.recorded_at "
-                    "WHERE outcomes.status = 'dead_lettered'",
-                    (outcome.order_id, outcome.status.value, outcome.model_dump_json(exclude={"from_ledger"}), now),
-                )
-                if outcome.status is not OrderStatus.DEAD_LETTERED:
-                    self._db.execute(
-                        "UPDATE dead_letters SET resolved_at = ?, resolution = ? WHERE order_id = ? AND resolved_at IS NULL",
-                        (now, f"order {outcome.status.value}", outcome.order_id),
-                    )
-                for letter in dead_letters:
-                    self._db.execute(
-                        "INSERT INTO dead_letters (order_id, stage, error, attempts, order_json, recorded_at) "
-                        "VALUES (?,?,?,?,?,?)",
-                        (letter.order_id, letter.stage.value, letter.error, letter.attempts,
-                         letter.order.model_dump_json(), letter.recorded_at.timestamp()),
-                    )
-
-    def dead_letters(self, order_id: str | None = None, open_only: bool = True) -> list[DeadLetter]:
-        query = "SELECT order_id, stage, error, attempts, order_json, recorded_at, resolved_at, resolution FROM dead_letters"
-        clauses, params = [], []
-        if order_id is not None:
-            clauses.append("order_id = ?")
-            params.append(order_id)
-        if open_only:
-            clauses.append("resolved_at IS NULL")
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        letters = []
-        for oid, stage, error, attempts, order_json, recorded, resolved, resolution in self._db.execute(
-            query + " ORDER BY id", params
-        ):
-            letters.append(DeadLetter(
-                order_id=oid, stage=StageName(stage), error=error, attempts=attempts,
-                order=JewelryOrder.model_validate_json(order_json),
-                recorded_at=_utc(recorded), resolved_at=_utc(resolved) if resolved else None, resolution=resolution,
-            ))
-        return letters
-
-    def outcome_counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT status, COUNT(*) FROM outcomes GROUP BY status").fetchall())
-
-    def outcome_lines(self) -> Iterator[str]:
-        """Every outcome as one JSON line, in the order they were first recorded."""
-        for (outcome,) in self._db.execute("SELECT outcome FROM outcomes ORDER BY rowid"):
-            yield outcome
+    def _is_duplicate(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)
 
     def close(self) -> None:
         self._db.close()
 
-    # -- helpers -------------------------------------------------------------------------------------
-
-    def _put_checkpoint(self, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
-        """Write the checkpoint only as the incarnation that claimed it; rolls the transaction back otherwise."""
-        generation = self._generation.get(replica)
-        if generation is None:
-            raise Superseded(f"{replica}: this connection never claimed the replica")
-        updated = self._db.execute(
-            "UPDATE checkpoints SET state = ?, updated_at = ? WHERE replica = ? AND generation = ?",
-            (json.dumps(checkpoint), time.time(), replica, generation),
-        ).rowcount
-        if updated != 1:
-            raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """`BEGIN IMMEDIATE` takes the write lock up front, so two writers queue instead of deadlocking;
-    while another writer holds it, retry soon (transactions here last tens of microseconds)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
+    def _begin(self) -> None:
+        """`BEGIN IMMEDIATE`; while another writer holds the lock, retry soon (transactions here last
+        tens of microseconds)."""
         delay, deadline = LOCK_RETRY_FIRST_S, time.monotonic() + BUSY_TIMEOUT_MS / 1000
         self._db.execute("PRAGMA busy_timeout = 0")  # this wait is ours; other statements keep SQLite's
         try:
@@ -286,18 +135,3 @@ class _Transaction:
                 delay = min(delay * 2, LOCK_RETRY_MAX_S)
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def _effect(
-    stage: StageName, order_id: str, replica: str, result: str | None, compensated: int, compensation: str | None
-) -> RecordedEffect:
-    """A row of `EFFECT_COLUMNS` as a `RecordedEffect` (no result: a tombstone)."""
-    parsed = StageResult.model_validate_json(result) if result else None
-    return RecordedEffect(stage, order_id, replica, parsed, bool(compensated), compensation)
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, UTC)

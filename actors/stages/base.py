@@ -22,7 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.clock import SYSTEM_CLOCK, Clock
 from actors.errors import BusinessFailure
-from actors.ledger import CANCELLED_BEFORE_RUN, DuplicateEffect, LedgerSpec, StageJournal, open_journal
+from actors.ledger import (
+    CANCELLED_BEFORE_RUN,
+    Claim,
+    ClaimRefused,
+    DuplicateEffect,
+    LedgerSpec,
+    PendingClaims,
+    StageJournal,
+    WorkshopView,
+    open_journal,
+)
 from actors.logs import configure_logging
 from actors.models import (
     JewelryOrder,
@@ -33,6 +43,11 @@ from actors.models import (
     StageStatus,
 )
 from actors.runtime import current_node_id, limit_malloc_arenas
+
+
+# Times a batch is decided again after the workshop refused one of its claims; each time reads the
+# workshop afresh, so a second refusal needs another replica to win the same last piece again.
+CLAIM_ATTEMPTS = 5
 
 
 class StageConfig(BaseModel):
@@ -58,11 +73,7 @@ class ReplicaContext:
     log_level: str | None = None
     ledger: LedgerSpec | None = None
     clock: Clock = SYSTEM_CLOCK  # what the stage's cadence and its results' times are read from
-
-    def share(self, total: float) -> float:
-        """This replica's part of a stock that the pool's replicas split evenly."""
-        base, extra = divmod(total, self.replica_count)
-        return base + (extra if self.index == 0 else 0)
+    journal: StageJournal | None = None  # a store given in-process (tests); otherwise opened from `ledger`
 
 
 class Stage(ABC, Generic[ConfigT]):
@@ -87,13 +98,18 @@ class Stage(ABC, Generic[ConfigT]):
         self._state_lock = threading.Lock()
         if context.artifacts_dir is not None:
             context.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        self._journal: StageJournal = open_journal(context.ledger)
+        self._journal: StageJournal = context.journal or open_journal(context.ledger)
+        # What `handle` reads the shared workshop through: the store's truth, less what earlier
+        # orders of the batch being decided have claimed.
+        self._pending = PendingClaims(self._journal)
         self._initial_checkpoint: dict[str, Any] | None = None
 
     def resume(self) -> None:
         """Come back as the last commit left this replica. Subclasses call it at the end of their
         `__init__`, once their initial state exists (a restarted actor re-runs `__init__`)."""
         self._initial_checkpoint = self._checkpoint()
+        if stock := self.initial_stock():
+            self._journal.seed_stock(stock)  # once per ledger: lots already stocked keep what they hold
         saved = self._journal.claim(self.context.replica, self.name)
         if saved is not None:
             self._restore(saved)
@@ -104,6 +120,25 @@ class Stage(ABC, Generic[ConfigT]):
     @property
     def clock(self) -> Clock:
         return self.context.clock
+
+    @property
+    def store(self) -> StageJournal:
+        """The store this replica journals in (audits and tests: inventory, certificates, voids)."""
+        return self._journal
+
+    @property
+    def workshop(self) -> WorkshopView:
+        """The workshop every replica of every pool shares: read it to decide, claim in `claim`."""
+        return self._pending
+
+    def initial_stock(self) -> dict[str, int]:
+        """Lots this stage draws from, with what the workshop starts with (once per ledger)."""
+        return {}
+
+    def claim(self, output: StageOutput) -> Claim | None:
+        """What an effect takes from the shared workshop (committed with it, given back by its
+        compensation); a function of the recorded output, so that it holds after a restart too."""
+        return None
 
     @abstractmethod
     def handle(self, order: JewelryOrder) -> StageOutput:
@@ -148,7 +183,9 @@ class Stage(ABC, Generic[ConfigT]):
                 self._compensations += 1
             replica = recorded.replica if recorded else self.context.replica
             note = done if recorded else CANCELLED_BEFORE_RUN
-            self._commit(lambda: self._journal.record_compensation(self.name, order_id, replica, note, self._checkpoint()))
+            release = self.claim(result.output) if done else None
+            self._commit(lambda: self._journal.record_compensation(
+                self.name, order_id, replica, note, self._checkpoint(), release))
         if done:
             self.log.bind(order_id=order_id).info("compensated: {}", done)
         return done
@@ -166,39 +203,65 @@ class Stage(ABC, Generic[ConfigT]):
         implementations change state only after their last check, so a failed order leaves no
         partial side effect behind.
         """
-        answers: dict[str, StageResult] = {}
-        fresh: list[StageResult] = []
-        due = self.clock.monotonic()
-        for order in orders:
-            if order.order_id in answers:
-                continue  # the same order twice in one batch: one answer
-            with self._state_lock:
-                recorded = self._recorded(order.order_id)
-            if recorded is None:
-                # A steady cadence: a sleep that overshot by a fraction of a millisecond is made up by the
-                # next order's wait, instead of adding up over the batch.
-                due = max(due + self.config.duration_s * self.context.time_scale, self.clock.monotonic())
-                recorded = self._run(order, due)
-                fresh.append(recorded)
-            answers[order.order_id] = recorded
-        if fresh and not self._commit_batch(fresh, answers):
-            # Another replica recorded one of these first (this one was thought dead). Memory is back
-            # at the last commit; order by order, the recorded ones now answer from the ledger.
-            return [self.process_batch([order])[0] for order in orders]
+        for attempt in range(1, CLAIM_ATTEMPTS + 1):
+            answers: dict[str, StageResult] = {}
+            fresh: list[StageResult] = []
+            claims: dict[str, Claim] = {}
+            due = self.clock.monotonic()
+            self._pending.clear()
+            for order in orders:
+                if order.order_id in answers:
+                    continue  # the same order twice in one batch: one answer
+                with self._state_lock:
+                    recorded = self._recorded(order.order_id)
+                if recorded is None:
+                    # A steady cadence: a sleep that overshot by a fraction of a millisecond is made up by the
+                    # next order's wait, instead of adding up over the batch.
+                    due = max(due + self.config.duration_s * self.context.time_scale, self.clock.monotonic())
+                    recorded = self._run(order, due)
+                    fresh.append(recorded)
+                    if recorded.status is StageStatus.OK and (claim := self.claim(recorded.output)):
+                        claims[order.order_id] = claim
+                        self._pending.add(order.order_id, claim)
+                answers[order.order_id] = recorded
+            self._pending.clear()
+            if not fresh:
+                break
+            committed = self._commit_batch(fresh, answers, claims)
+            if committed is None:
+                # Another replica recorded one of these first (this one was thought dead). Memory is back
+                # at the last commit; order by order, the recorded ones now answer from the ledger.
+                return [self.process_batch([order])[0] for order in orders]
+            if committed:
+                break
+            # A claim was refused: another replica took the stock or the certificate meanwhile. Memory is
+            # back at the last commit; decide again from what the workshop holds now.
+            self.log.info("claim refused (attempt {} of {}); deciding again", attempt, CLAIM_ATTEMPTS)
+        else:
+            reason = f"workshop: claims refused {CLAIM_ATTEMPTS} times in a row (heavy contention); not done"
+            self._counts[StageStatus.ERROR] += len(fresh)
+            for result in fresh:
+                answers[result.order_id] = result.model_copy(
+                    update={"status": StageStatus.ERROR, "output": None, "reason": reason})
         return [answers[order.order_id] for order in orders]
 
-    def _commit_batch(self, fresh: list[StageResult], answers: dict[str, StageResult]) -> bool:
-        """Commit a batch's new results; False if one of several was recorded elsewhere first (nothing
-        committed). A lone order recorded elsewhere gets that record as its answer. A failed write
-        turns the batch's results into errors: not recorded, so not done."""
+    def _commit_batch(
+        self, fresh: list[StageResult], answers: dict[str, StageResult], claims: dict[str, Claim]
+    ) -> bool | None:
+        """Commit a batch's new results with their claims: True when committed; False when a claim was
+        refused (nothing committed; decide again); None when one of several results was recorded
+        elsewhere first (nothing committed). A lone order recorded elsewhere gets that record as its
+        answer. A failed write turns the batch's results into errors: not recorded, so not done."""
         standing = [r for r in fresh if r.status is not StageStatus.ERROR]
         with self._state_lock:
             try:
                 self._commit(lambda: self._journal.record_effects(
-                    self.context.replica, self.name, standing, self._checkpoint()))
+                    self.context.replica, self.name, standing, self._checkpoint(), claims))
+            except ClaimRefused:
+                return False
             except DuplicateEffect:
                 if len(fresh) > 1:
-                    return False
+                    return None
                 answers[fresh[0].order_id] = self._recorded(fresh[0].order_id) or fresh[0]
             except Exception as error:  # noqa: BLE001 - errors worth a retry
                 reason = f"ledger: {type(error).__name__}: {error}"

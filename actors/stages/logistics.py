@@ -1,8 +1,8 @@
 """Logistics: insured shipping booked by declared value and destination, with a tracking number.
 
 Tracking numbers follow the UPU S10 layout (two letters, eight digits, a check digit, the origin
-country), so a mistyped number is caught by its check digit. The replica's index leads the
-eight digits, so replicas of the pool never issue the same number.
+country), so a mistyped number is caught by its check digit. The eight digits come from the
+workshop's one counter, so no two replicas, restarts or machines issue the same number.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from typing import Any
 
 from pydantic import Field
 
+from actors.ledger import Claim
 from actors.models import JewelryOrder, LogisticsOutput, StageName, StageOutput
 from actors.stages.base import ReplicaContext, Stage, StageConfig
 
 S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
-SERIALS_PER_REPLICA = 1_000_000
+S10_SERIALS = 100_000_000  # eight digits
+TRACKING = "tracking"
 NEAR_ASIA = frozenset({"HK", "MO", "TW", "JP", "KR", "SG", "MY", "TH", "VN", "PH", "ID"})
 CENT = Decimal("0.01")
 
@@ -59,25 +61,24 @@ class Logistics(Stage[LogisticsConfig]):
 
     def __init__(self, config: LogisticsConfig, context: ReplicaContext) -> None:
         super().__init__(config, context)
-        if context.index >= 100:
-            raise ValueError("S10 numbering gives each of at most 100 logistics replicas its own range")
-        self._next_serial = 0
+        self._issued = 0  # by this replica
         self._by_carrier: dict[str, int] = {}
         self._insured_total = Decimal(0)
         self._voided = 0  # a voided number is never issued again: the serial only moves forward
         self.resume()
 
     def handle(self, order: JewelryOrder) -> LogisticsOutput:
-        if self._next_serial >= SERIALS_PER_REPLICA:
-            raise RuntimeError(f"{self.context.replica} has used all of its {SERIALS_PER_REPLICA} tracking numbers")
         zone, carrier, service, transit_days = self._route(order)
         rate = self.config.domestic_rate if zone == "domestic" else self.config.international_rate
         premium = max(self.config.minimum_premium, order.declared_value * rate).quantize(CENT, ROUND_HALF_UP)
-        digits = f"{self.context.index * SERIALS_PER_REPLICA + self._next_serial:08d}"
+        number = self.workshop.next_number(TRACKING)
+        if number >= S10_SERIALS:
+            raise RuntimeError(f"the workshop has used all {S10_SERIALS - 1} S10 tracking numbers")
+        digits = f"{number:08d}"
         tracking = f"{self.config.service_indicator}{digits}{s10_check_digit(digits)}{self.config.origin_country}"
         eta = add_business_days(order.created_at.date(), self.config.workshop_lead_days + transit_days)
 
-        self._next_serial += 1
+        self._issued += 1
         self._by_carrier[carrier] = self._by_carrier.get(carrier, 0) + 1
         self._insured_total += order.declared_value
         return LogisticsOutput(
@@ -90,6 +91,10 @@ class Logistics(Stage[LogisticsConfig]):
             estimated_delivery=eta,
         )
 
+    def claim(self, output: StageOutput) -> Claim:
+        assert isinstance(output, LogisticsOutput)
+        return Claim(numbers=((TRACKING, int(output.tracking_number[2:10])),))
+
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, LogisticsOutput)  # the base calls undo once, for a booked order
         self._voided += 1
@@ -99,18 +104,18 @@ class Logistics(Stage[LogisticsConfig]):
 
     def state(self) -> dict[str, Any]:
         return {
-            "tracking_numbers_issued": self._next_serial,
+            "tracking_numbers_issued": self._issued,
             "waybills_voided": self._voided,
             "by_carrier": dict(sorted(self._by_carrier.items())),
             "insured_total": str(self._insured_total),
         }
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"next_serial": self._next_serial, "by_carrier": self._by_carrier,
+        return {"issued": self._issued, "by_carrier": self._by_carrier,
                 "insured_total": str(self._insured_total), "voided": self._voided}
 
     def restore(self, saved: dict[str, Any]) -> None:
-        self._next_serial = saved["next_serial"]
+        self._issued = saved["issued"]
         self._by_carrier = dict(saved["by_carrier"])
         self._insured_total = Decimal(saved["insured_total"])
         self._voided = saved["voided"]

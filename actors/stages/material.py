@@ -1,9 +1,9 @@
 """Material verification: check certificates and reserve metal, stones and jade, once per order.
 
-Stock is kept in integer milligrams, milli-carats and pieces so that conservation (initial =
-left + reserved) holds exactly, with no float drift. Each replica is one store room holding its
-share of the configured stock; a certificate identifies one physical stone and can be reserved
-by only one order in that store.
+Stock is kept in integer milligrams, milli-carats and pieces so that conservation (stocked =
+left + reserved) holds exactly, with no float drift. Every replica works in the one store room,
+the shared workshop in the ledger: a reservation is a claim on it, committed with the effect, and
+a certificate identifies one physical stone that only one live order can hold anywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import Field
 
 from actors.errors import BusinessFailure
-from actors.models import JewelryOrder, MaterialOutput, Reservation, StageName, StageOutput, StageResult
+from actors.ledger import Claim
+from actors.models import JewelryOrder, MaterialOutput, Reservation, StageName, StageOutput
 from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Gemstone
 from actors.models.styles import metal_allowance_g
@@ -59,21 +60,15 @@ class MaterialVerification(Stage[MaterialConfig]):
 
     def __init__(self, config: MaterialConfig, context: ReplicaContext) -> None:
         super().__init__(config, context)
-        scale = config.stock_multiplier
-        initial: dict[str, int] = {}
-        for metal, grams in config.metal_stock_g.items():
-            initial[f"metal/{metal}"] = int(context.share(round(grams * scale * MILLI)))
-        for lot, carats in config.gem_stock_ct.items():
-            initial[f"gem/{lot}"] = int(context.share(round(carats * scale * MILLI)))
-        for grade, pieces in config.jade_pieces.items():
-            initial[f"jade/{grade}"] = int(context.share(round(pieces * scale)))
-        self._initial = dict(initial)
-        self._stock = dict(initial)
-        self._reserved = {key: 0 for key in initial}
-        self._orders_reserved = 0
-        # Per-order memo (grows with orders, so it is not checkpointed): rebuilt from the effects.
-        self._certificate_holder: dict[str, str] = {}
+        self._orders_reserved = 0  # by this replica; the stock itself is the workshop's
         self.resume()
+
+    def initial_stock(self) -> dict[str, int]:
+        scale = self.config.stock_multiplier
+        stock = {f"metal/{metal}": round(grams * scale * MILLI) for metal, grams in self.config.metal_stock_g.items()}
+        stock.update({f"gem/{lot}": round(carats * scale * MILLI) for lot, carats in self.config.gem_stock_ct.items()})
+        stock.update({f"jade/{grade}": round(pieces * scale) for grade, pieces in self.config.jade_pieces.items()})
+        return stock
 
     def handle(self, order: JewelryOrder) -> MaterialOutput:
         needs = self._requirements(order)
@@ -81,65 +76,45 @@ class MaterialVerification(Stage[MaterialConfig]):
         for certificate in certificates:
             if certificate.lab not in self.config.accepted_labs:
                 raise BusinessFailure(f"certificate {certificate}: laboratory not accepted by this workshop")
-            holder = self._certificate_holder.get(str(certificate))
-            if holder is not None:
+            holder = self.workshop.holder(str(certificate))
+            if holder is not None and holder != order.order_id:
                 raise BusinessFailure(f"certificate {certificate} already reserved by order {holder}")
-        shortages = [
-            f"{key} needs {_human(key, qty)}, {_human(key, self._stock.get(key, 0))} left"
-            for key, qty in needs.items()
-            if self._stock.get(key, 0) < qty
-        ]
+        left = {key: self.workshop.available(key) for key in needs}
+        shortages = [f"{key} needs {_human(key, qty)}, {_human(key, left[key])} left"
+                     for key, qty in needs.items() if left[key] < qty]
         if shortages:
             raise BusinessFailure("out of stock: " + "; ".join(shortages))
-
-        for key, qty in needs.items():
-            self._stock[key] -= qty
-            self._reserved[key] = self._reserved.get(key, 0) + qty
         self._orders_reserved += 1
-        for certificate in certificates:
-            self._certificate_holder[str(certificate)] = order.order_id
         return MaterialOutput(
             reservations=tuple(_reservation(key, qty) for key, qty in needs.items()),
             certificates_verified=tuple(str(c) for c in certificates),
             store=self.context.replica,
         )
 
+    def claim(self, output: StageOutput) -> Claim:
+        assert isinstance(output, MaterialOutput)
+        return Claim(takes={r.item: _stored_quantity(r) for r in output.reservations},
+                     holds=output.certificates_verified)
+
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, MaterialOutput)  # the base calls undo once, for a reserved order
-        needs = {r.item: _stored_quantity(r) for r in output.reservations}
-        for key, qty in needs.items():
-            self._stock[key] += qty
-            self._reserved[key] -= qty
         self._orders_reserved -= 1
-        freed = [c for c in output.certificates_verified if self._certificate_holder.get(c) == order_id]
-        for certificate in freed:
-            del self._certificate_holder[certificate]
-        released = ", ".join(f"{key} {_human(key, qty)}" for key, qty in needs.items())
+        released = ", ".join(f"{r.item} {_human(r.item, _stored_quantity(r))}" for r in output.reservations)
+        freed = output.certificates_verified
         return f"released {released}" + (f"; freed certificate {', '.join(freed)}" if freed else "")
 
     def state(self) -> dict[str, Any]:
         return {
             "unit": "mg for metal/*, milli-carat for gem/*, pieces for jade/*",
-            "initial": dict(self._initial),
-            "left": dict(self._stock),
-            "reserved": {key: qty for key, qty in self._reserved.items() if qty},
             "orders_reserved": self._orders_reserved,
-            "certificates_held": len(self._certificate_holder),
+            "workshop_left": {lot: self._journal.available(lot) for lot in self.initial_stock()},
         }
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"left": self._stock, "reserved": self._reserved, "orders_reserved": self._orders_reserved}
+        return {"orders_reserved": self._orders_reserved}
 
     def restore(self, saved: dict[str, Any]) -> None:
-        self._stock = dict(saved["left"])
-        self._reserved = dict(saved["reserved"])
         self._orders_reserved = saved["orders_reserved"]
-        self._certificate_holder = {}
-
-    def remember(self, result: StageResult) -> None:
-        assert isinstance(result.output, MaterialOutput)
-        for certificate in result.output.certificates_verified:
-            self._certificate_holder[certificate] = result.order_id
 
     @staticmethod
     def _requirements(order: JewelryOrder) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """Packaging: a gift box from box stock, and a numbered certificate that is never reused.
 
-Serials carry the replica's index, so that replicas of one pool can issue them independently
-without ever colliding, and a counter that only moves forward: a serial is consumed only when
-the order is packed, and never handed out again.
+Boxes are the shared workshop's stock, and serials come from the workshop's one counter (in
+blocks, see actors/ledger/sql.py), so that no two replicas, restarts or machines ever issue the
+same serial. A serial is never handed out again: a voided one is recorded as voided.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from typing import Any
 
 from pydantic import Field
 
-from actors.errors import BusinessFailure
 from pathlib import Path
+
+from actors.errors import BusinessFailure
+from actors.ledger import Claim
 
 from actors.models import JewelryOrder, PackagingOutput, ProductType, StageName, StageOutput
 from actors.models.catalog import METALS
@@ -28,6 +30,7 @@ BOXES: dict[ProductType, str] = {
 
 
 PRODUCT_OF_BOX = {box: product for product, box in BOXES.items()}
+SERIALS = "certificate_serial"
 
 
 class PackagingConfig(StageConfig):
@@ -47,56 +50,60 @@ class Packaging(Stage[PackagingConfig]):
 
     def __init__(self, config: PackagingConfig, context: ReplicaContext) -> None:
         super().__init__(config, context)
-        self._initial_boxes = {p: int(context.share(n)) for p, n in config.box_stock.items()}
-        self._boxes = dict(self._initial_boxes)
-        self._next_serial = 1  # only moves forward: a voided serial is never issued again
+        self._issued = 0  # by this replica
         self._last_serial: str | None = None
         self._voided = 0
         self.resume()
 
+    def initial_stock(self) -> dict[str, int]:
+        return {_box_lot(product): count for product, count in self.config.box_stock.items()}
+
     def handle(self, order: JewelryOrder) -> PackagingOutput:
         product = order.product_type
-        if self._boxes.get(product, 0) <= 0:
-            raise BusinessFailure(f"out of stock: no {BOXES[product]} left in {self.context.replica}")
-        serial = f"{self.config.serial_prefix}-{self.context.index:03d}-{self._next_serial:08d}"
+        if self.workshop.available(_box_lot(product)) <= 0:
+            raise BusinessFailure(f"out of stock: no {BOXES[product]} left in the workshop")
+        serial = f"{self.config.serial_prefix}-{self.workshop.next_number(SERIALS):08d}"
         path = self.artifact_path("certificates", f"{serial}.txt") if self.config.write_certificates else None
         if path is not None:
             path.write_text(_certificate_text(serial, order), encoding="utf-8")
-        self._boxes[product] -= 1
-        self._next_serial += 1
+        self._issued += 1
         self._last_serial = serial
         return PackagingOutput(box=BOXES[product], certificate_serial=serial, certificate_path=str(path) if path else None)
 
+    def claim(self, output: StageOutput) -> Claim:
+        assert isinstance(output, PackagingOutput)
+        return Claim(takes={_box_lot(PRODUCT_OF_BOX[output.box]): 1},
+                     numbers=((SERIALS, int(output.certificate_serial.rsplit("-", 1)[1])),))
+
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, PackagingOutput)  # the base calls undo once, for a packed order
-        product = PRODUCT_OF_BOX[output.box]
-        self._boxes[product] += 1
         self._voided += 1
         if output.certificate_path:
             path = Path(output.certificate_path)
             if path.exists():
                 path.write_text("VOID: the order was not completed.\n" + path.read_text(encoding="utf-8"),
                                 encoding="utf-8")
-        return f"voided certificate {output.certificate_serial}; returned a {BOXES[product]}"
+        return f"voided certificate {output.certificate_serial}; returned a {output.box}"
 
     def state(self) -> dict[str, Any]:
         return {
+            "serials_issued": self._issued,
             "serials_voided": self._voided,
-            "boxes_initial": {str(k): v for k, v in self._initial_boxes.items()},
-            "boxes_left": {str(k): v for k, v in self._boxes.items()},
-            "serials_issued": self._next_serial - 1,
             "last_serial": self._last_serial,
+            "workshop_boxes_left": {str(p): self._journal.available(_box_lot(p)) for p in self.config.box_stock},
         }
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"boxes": {str(k): v for k, v in self._boxes.items()}, "next_serial": self._next_serial,
-                "last_serial": self._last_serial, "voided": self._voided}
+        return {"issued": self._issued, "last_serial": self._last_serial, "voided": self._voided}
 
     def restore(self, saved: dict[str, Any]) -> None:
-        self._boxes = {ProductType(k): v for k, v in saved["boxes"].items()}
-        self._next_serial = saved["next_serial"]
+        self._issued = saved["issued"]
         self._last_serial = saved["last_serial"]
         self._voided = saved["voided"]
+
+
+def _box_lot(product: ProductType) -> str:
+    return f"box/{product}"
 
 
 def _certificate_text(serial: str, order: JewelryOrder) -> str:

@@ -14,9 +14,13 @@ def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ray, "init", forbidden)
 
 
-@pytest.fixture
-def spec(tmp_path) -> LedgerSpec:
-    """A new, empty ledger, created as the driver creates it before any actor opens it."""
-    spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def spec(request, tmp_path) -> LedgerSpec:
+    """A new, empty ledger on each store, created as the driver creates it before any actor opens it.
+    The PostgreSQL one is a real server (tests/postgres_server.py)."""
+    if request.param == "sqlite":
+        spec = LedgerSpec(path=tmp_path / "ledger.sqlite3")
+    else:
+        spec = LedgerSpec(url=request.getfixturevalue("postgres_url"))
     open_ledger(spec, create=True).close()
     return spec

@@ -23,12 +23,11 @@ def _ctx(name, tmp_path=None):
 
 def test_material_release_leaves_stock_as_if_the_order_never_came(ring):
     store = MaterialVerification(MaterialConfig(), _ctx("material-0"))
-    before = store.snapshot().state
+    before = store.store.inventory()
     store.process(ring)
     done = store.compensate(ring.order_id)
     assert "released metal/AU750" in done and "freed certificate GIA 2141438167" in done
-    after = store.snapshot().state
-    assert after["left"] == before["left"] and after["reserved"] == {} and after["certificates_held"] == 0
+    assert store.store.inventory() == before and store.store.certificates_held() == {}
     # The stone is free again for another order.
     assert store.process(make_order(0, order_id="J2025088")).status is StageStatus.OK
 
@@ -42,7 +41,7 @@ def test_compensation_is_idempotent_and_a_no_op_where_nothing_was_done(ring):
     store.process(ok)
     first = store.compensate(ok.order_id)
     assert first and store.compensate(ok.order_id) == first
-    assert store.snapshot().state["left"] == store.snapshot().state["initial"]
+    assert store.store.inventory() == store.store.stock_changes()
     assert store.snapshot().compensations == 1
 
 
@@ -62,9 +61,10 @@ def test_production_frees_the_bench_time(ring, necklace):
 def test_packaging_voids_the_serial_never_reuses_it_and_returns_the_box(tmp_path, ring):
     packing = Packaging(PackagingConfig(), _ctx("packaging-0", tmp_path))
     first = packing.process(ring).output
-    boxes = packing.snapshot().state["boxes_left"]["ring"]
-    assert "voided certificate JF-000-00000001" in packing.compensate(ring.order_id)
-    assert packing.snapshot().state["boxes_left"]["ring"] == boxes + 1
+    boxes = packing.snapshot().state["workshop_boxes_left"]["ring"]
+    assert "voided certificate JF-00000001" in packing.compensate(ring.order_id)
+    assert packing.snapshot().state["workshop_boxes_left"]["ring"] == boxes + 1
+    assert packing.store.voided_numbers("certificate_serial") == {1}
     assert open(first.certificate_path, encoding="utf-8").read().startswith("VOID")
     second = packing.process(make_order(0, order_id="J2025090")).output
     assert second.certificate_serial != first.certificate_serial
@@ -79,6 +79,7 @@ def test_logistics_voids_the_waybill_and_never_reissues_the_number(ring):
     assert second.tracking_number != first.tracking_number
     state = logistics.snapshot().state
     assert state["waybills_voided"] == 1 and state["insured_total"] == str(second.insured_value)
+    assert logistics.store.voided_numbers("tracking") == {int(first.tracking_number[2:10])}
 
 
 def test_stages_without_side_effects_have_nothing_to_undo(ring):

@@ -46,9 +46,9 @@ def test_a_restarted_replica_comes_back_with_its_state_and_answers_repeats_from_
 
 
 def test_state_after_a_restart_is_not_the_initial_state(spec, ring):
-    fresh = _replica(StageName.MATERIAL, spec).snapshot().state["left"]
+    fresh = _replica(StageName.MATERIAL, spec).snapshot().state["workshop_left"]
     _replica(StageName.MATERIAL, spec).process(ring)
-    assert _replica(StageName.MATERIAL, spec).snapshot().state["left"] != fresh
+    assert _replica(StageName.MATERIAL, spec).snapshot().state["workshop_left"] != fresh
 
 
 def test_a_retry_on_another_replica_returns_the_effect_the_first_one_recorded(spec, ring):
@@ -62,15 +62,17 @@ def test_a_retry_on_another_replica_returns_the_effect_the_first_one_recorded(sp
 
 
 def test_after_a_restart_compensation_leaves_stock_as_if_the_order_never_came(spec, ring):
-    initial = _replica(StageName.MATERIAL, spec).snapshot().state["left"]
+    ledger = open_ledger(spec)
+    _replica(StageName.MATERIAL, spec)
+    initial = ledger.inventory()
     assert _replica(StageName.MATERIAL, spec).process(ring).status is StageStatus.OK
     restarted = _replica(StageName.MATERIAL, spec)
-    assert restarted.snapshot().state["certificates_held"] == 1  # rebuilt from the effects
+    assert ledger.certificates_held() == {"GIA 2141438167": ring.order_id}
     assert "freed certificate" in restarted.compensate(ring.order_id)
     again = _replica(StageName.MATERIAL, spec)
-    assert again.snapshot().state["left"] == initial and again.snapshot().state["reserved"] == {}
+    assert ledger.inventory() == initial == ledger.stock_changes() and ledger.certificates_held() == {}
     assert again.compensate(ring.order_id).startswith("released")  # the recorded answer, not a second undo
-    assert again.snapshot().state["left"] == initial
+    assert ledger.inventory() == initial
 
 
 def test_a_certificate_held_before_a_restart_is_still_held_after_it(spec, ring):
@@ -122,7 +124,8 @@ def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(spec, ring, necklace
     assert result.status is StageStatus.ERROR and "disk full" in result.reason
     assert packing.snapshot().state == before
     monkeypatch.undo()
-    assert packing.process(necklace).output.certificate_serial.endswith("00000002")  # the serial was not used up
+    # The serial drawn for the batch that did not commit is skipped (a gap), never issued twice.
+    assert packing.process(necklace).output.certificate_serial.endswith("00000003")
 
 
 def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec):
@@ -137,8 +140,8 @@ def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spe
 
 def test_ledger_locations():
     assert LedgerSpec.from_location("sqlite:////tmp/l.sqlite3").path.as_posix() == "/tmp/l.sqlite3"
-    with pytest.raises(ConfigurationError, match="PostgreSQL ledger is not available yet"):
-        LedgerSpec.from_location("postgresql://db/jewelry")
+    assert LedgerSpec.from_location("postgresql://app:secret@db/jewelry").is_postgres
+    assert str(LedgerSpec.from_location("postgresql://app:secret@db/jewelry")) == "postgresql://app:***@db/jewelry"
     with pytest.raises(ConfigurationError, match="expected a file path"):
         LedgerSpec.from_location("mysql://db")
 

@@ -1,17 +1,21 @@
 import pytest
 
+from actors.ledger import MemoryJournal
 from actors.models import StageStatus
 from actors.models.styles import metal_allowance_g
 from actors.stages import MaterialConfig, MaterialVerification, ReplicaContext
 from tests.conftest import make_order
 
 
-def _store(**config) -> MaterialVerification:
-    return MaterialVerification(MaterialConfig(**config), ReplicaContext("material-0", time_scale=0))
+def _store(journal=None, replica="material-0", **config) -> MaterialVerification:
+    context = ReplicaContext(replica, time_scale=0, journal=journal or MemoryJournal())
+    return MaterialVerification(MaterialConfig(**config), context)
 
 
-def _conserved(state) -> bool:
-    return all(state["initial"][k] == state["left"][k] + state["reserved"].get(k, 0) for k in state["initial"])
+def _reserved(store) -> dict[str, int]:
+    """What the workshop's stock changes less what it holds: what live orders have reserved."""
+    left, stocked = store.store.inventory(), store.store.stock_changes()
+    return {lot: stocked[lot] - left[lot] for lot in stocked if stocked[lot] != left[lot]}
 
 
 def test_reserves_metal_stone_and_certificate_once(ring):
@@ -22,16 +26,17 @@ def test_reserves_metal_stone_and_certificate_once(ring):
     assert reserved["metal/AU750"] == pytest.approx(metal_allowance_g(ring), abs=0.001)
     assert reserved["gem/diamond/G-J/VS"] == 0.5
     assert result.output.certificates_verified == ("GIA 2141438167",)
-    state = store.snapshot().state
-    assert state["initial"]["metal/AU750"] - state["left"]["metal/AU750"] == round(metal_allowance_g(ring) * 1000)
+    assert _reserved(store)["metal/AU750"] == round(metal_allowance_g(ring) * 1000)
+    assert store.store.certificates_held() == {"GIA 2141438167": ring.order_id}
     store.process(ring)  # repeated: no second reservation
-    assert store.snapshot().state["orders_reserved"] == 1 and _conserved(store.snapshot().state)
+    assert store.snapshot().state["orders_reserved"] == 1
+    assert _reserved(store) == {"metal/AU750": round(metal_allowance_g(ring) * 1000), "gem/diamond/G-J/VS": 500}
 
 
 def test_jade_is_reserved_by_the_piece(jade_bangle):
     store = _store()
     assert store.process(jade_bangle).output.reservations[0].item == "jade/A"
-    assert store.snapshot().state["reserved"] == {"jade/A": 1}
+    assert _reserved(store)["jade/A"] == 1
 
 
 def test_out_of_stock_is_a_business_failure_that_reserves_nothing(ring):
@@ -39,18 +44,18 @@ def test_out_of_stock_is_a_business_failure_that_reserves_nothing(ring):
     result = store.process(ring)
     assert result.status is StageStatus.BUSINESS_FAILURE
     assert "out of stock: gem/diamond/G-J/VS needs 0.500 ct, 0.400 ct left" in result.reason
-    state = store.snapshot().state
-    assert state["reserved"] == {} and state["left"] == state["initial"]
+    assert _reserved(store) == {} and store.store.certificates_held() == {}
 
 
 def test_stock_never_goes_negative_and_is_conserved_exactly():
     store = _store(metal_stock_g={"AU750": 20.0})
     orders = [make_order(0, order_id=f"J20259{i:02d}", gemstones=[]) for i in range(10)]
-    statuses = [store.process(o).status for o in orders]
-    state = store.snapshot().state
+    results = [store.process(o) for o in orders]
+    statuses = [r.status for r in results]
     assert StageStatus.BUSINESS_FAILURE in statuses and StageStatus.OK in statuses
-    assert min(state["left"].values()) >= 0
-    assert _conserved(state)
+    assert min(store.store.inventory().values()) >= 0
+    held = sum(round(r.output.reservations[0].quantity * 1000) for r in results if r.status is StageStatus.OK)
+    assert _reserved(store) == {"metal/AU750": held}
 
 
 def test_a_certificate_cannot_be_reserved_by_two_orders(ring):
@@ -66,8 +71,23 @@ def test_a_laboratory_the_workshop_does_not_accept_is_declined(ring):
     assert "not accepted" in store.process(ring).reason
 
 
-def test_each_replica_holds_its_share_of_the_stock():
-    config = MaterialConfig(metal_stock_g={"AU750": 1000.0}, gem_stock_ct={}, jade_pieces={})
-    stores = [MaterialVerification(config, ReplicaContext(f"material-{i}", index=i, replica_count=4)) for i in range(4)]
-    total = sum(s.snapshot().state["initial"]["metal/AU750"] for s in stores)
-    assert total == 1_000_000  # milligrams: nothing created or lost by splitting
+def test_replicas_share_one_workshop_so_one_stone_is_sold_once_and_all_the_stock_is_usable(ring):
+    """The partitioned workshop sold a certified stone once per replica and said "out of stock"
+    while another replica held the piece; replicas of one store sell it once and use it all."""
+    journal = MemoryJournal()
+    config = {"jade_pieces": {"A": 5, "B": 0, "C": 0}}
+    stores = [_store(journal, f"material-{i}", **config) for i in range(3)]
+    stone = [stores[i % 3].process(make_order(0, order_id=f"J20253{i:02d}")) for i in range(6)]
+    assert [r.status for r in stone].count(StageStatus.OK) == 1
+    jade = [stores[i % 3].process(make_order(1, order_id=f"J20254{i:02d}")) for i in range(6)]
+    assert [r.status for r in jade].count(StageStatus.OK) == 5  # wherever the orders landed
+    assert "jade/A needs 1 pcs, 0 pcs left" in jade[-1].reason
+
+
+def test_stock_is_set_up_once_per_ledger_and_restocking_adds_to_it():
+    journal = MemoryJournal()
+    first = _store(journal, jade_pieces={"A": 2, "B": 0, "C": 0})
+    first.process(make_order(1, order_id="J2025501"))
+    _store(journal, replica="material-1", jade_pieces={"A": 2, "B": 0, "C": 0})  # a second replica: no new stock
+    assert journal.inventory()["jade/A"] == 1
+    assert journal.restock("jade/A", 3, "delivery") == 4 and journal.stock_changes()["jade/A"] == 5

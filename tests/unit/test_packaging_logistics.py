@@ -1,6 +1,7 @@
 from datetime import date
 from decimal import Decimal
 
+from actors.ledger import MemoryJournal
 from actors.models import StageStatus
 from actors.stages import Logistics, LogisticsConfig, Packaging, PackagingConfig, ReplicaContext
 from actors.stages.logistics import add_business_days, is_valid_tracking_number, s10_check_digit
@@ -10,8 +11,9 @@ ORDERS = [make_order(i % 3, order_id=f"J2027{i:04d}") for i in range(60)]
 
 
 def test_certificate_serials_are_unique_across_replicas_and_written_out(tmp_path):
-    replicas = [Packaging(PackagingConfig(), ReplicaContext(f"packaging-{i}", index=i, replica_count=2,
-                                                            time_scale=0, artifacts_dir=tmp_path)) for i in range(2)]
+    journal = MemoryJournal()  # one workshop, two replicas
+    replicas = [Packaging(PackagingConfig(), ReplicaContext(f"packaging-{i}", index=i, replica_count=2, time_scale=0,
+                                                            artifacts_dir=tmp_path, journal=journal)) for i in range(2)]
     outputs = [replicas[i % 2].process(o).output for i, o in enumerate(ORDERS)]
     serials = [o.certificate_serial for o in outputs]
     assert len(set(serials)) == len(serials) == 60
@@ -27,7 +29,7 @@ def test_a_serial_is_never_reused_after_a_declined_order(ring):
     assert declined.status is StageStatus.BUSINESS_FAILURE and "no velvet ring box left" in declined.reason
     assert first.output.certificate_serial.endswith("00000001")
     assert after.output.certificate_serial.endswith("00000002")
-    assert packing.snapshot().state["boxes_left"]["ring"] == 0
+    assert packing.snapshot().state["workshop_boxes_left"]["ring"] == 0
 
 
 def test_s10_check_digit_matches_the_upu_worked_example():
@@ -37,8 +39,9 @@ def test_s10_check_digit_matches_the_upu_worked_example():
 
 
 def test_tracking_numbers_are_unique_across_replicas_and_carry_a_valid_check_digit():
-    replicas = [Logistics(LogisticsConfig(), ReplicaContext(f"logistics-{i}", index=i, replica_count=3, time_scale=0))
-                for i in range(3)]
+    journal = MemoryJournal()
+    replicas = [Logistics(LogisticsConfig(), ReplicaContext(f"logistics-{i}", index=i, replica_count=3, time_scale=0,
+                                                            journal=journal)) for i in range(3)]
     numbers = [replicas[i % 3].process(o).output.tracking_number for i, o in enumerate(ORDERS)]
     assert len(set(numbers)) == 60
     assert all(is_valid_tracking_number(n) and n.endswith("CN") for n in numbers)

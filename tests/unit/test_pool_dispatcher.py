@@ -169,13 +169,13 @@ def test_a_failed_order_is_compensated_by_the_stages_that_did_their_part():
     quality = handles["quality"]["quality-0"]
     quality.stage.config = quality.stage.config.model_copy(update={"defect_rate": 1.0})
     material = handles["material"]["material-0"].stage
-    before = material.snapshot().state["left"]
+    before = material.store.inventory()
     outcome = asyncio.run(Dispatcher(handles, {s: 5.0 for s in STAGES}).process(make_order(0)))
     assert outcome.status is OrderStatus.FAILED
     assert set(outcome.compensations) == {"material", "production", "packaging", "logistics"}
     assert outcome.compensations["material"].startswith("released metal/AU750")
-    assert "voided certificate JF-000-00000001" in outcome.compensations["packaging"]
-    assert material.snapshot().state["left"] == before  # as if the order never came
+    assert "voided certificate JF-00000001" in outcome.compensations["packaging"]
+    assert material.store.inventory() == before  # as if the order never came
 
 
 def test_a_dead_replica_gets_no_more_calls():

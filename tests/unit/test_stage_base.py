@@ -77,7 +77,3 @@ def test_results_say_who_did_the_work_and_when():
     assert result.replica == "logistics-7" and result.node_id == current_node_id()
     assert result.started_at <= result.finished_at and result.attempts == 1
 
-
-def test_replicas_split_a_stock_without_losing_a_unit():
-    shares = [ReplicaContext("m", index=i, replica_count=3).share(100) for i in range(3)]
-    assert shares == [34, 33, 33] and sum(shares) == 100

@@ -1,0 +1,412 @@
+"""The ledger's meaning, written once for both SQL stores: every query, every transaction's content.
+
+A store (`SqliteLedger`, `PostgresLedger`) supplies its schema, how a transaction is run and
+retried (`_write`), and how a read is run (`_read`). Statements use `?` placeholders; the
+PostgreSQL store translates them.
+
+Write discipline: the Dispatcher alone writes outcomes and dead letters; each stage replica writes
+its own effects, their claims on the shared workshop, and its own checkpoint, always together in
+one short transaction, committed before the call returns. A transaction body may run more than
+once (a store retries serialization failures and lost connections), so each is written to be
+harmless when repeated: an effect already recorded raises `DuplicateEffect`, a compensation
+already recorded changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from actors.errors import FanoutError
+from actors.ledger.claims import Claim, ClaimRefused
+from actors.ledger.journal import DuplicateEffect, RecordedEffect, Superseded
+from actors.models import DeadLetter, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult
+
+SCHEMA_VERSION = "2"
+EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
+# Numbers are leased from the counter row in blocks (hi/lo): one short transaction per block, not per
+# number. What a replica has not used of its block when it stops is a gap, never a reissue.
+NUMBER_BLOCK = 50
+T = TypeVar("T")
+
+
+class LedgerMismatch(FanoutError):
+    """The ledger was written by a run whose stages were set up differently."""
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    def execute(self, sql: str, params: Any = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: list[Any]) -> Any: ...
+
+
+class SqlLedger(ABC):
+    """Effects, checkpoints, outcomes and dead letters, and the shared workshop, on an SQL store."""
+
+    location: str
+    # Row locks are taken in this order (and lots in name order) so two batches never deadlock.
+    lock_rows = ""
+
+    def __init__(self, stock_slots: int = 1) -> None:
+        self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
+        self._slots = stock_slots
+        self._blocks: dict[str, tuple[int, int]] = {}  # sequence -> [next, end) leased by this process
+        self._blocks_lock = threading.Lock()
+
+    # -- what a store supplies -------------------------------------------------------------------
+
+    @abstractmethod
+    def _write(self, body: Callable[[Connection], T]) -> T:
+        """Run `body` in one transaction, committed when it returns, rolled back when it raises."""
+
+    @abstractmethod
+    def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        """Rows of one query, outside any write transaction."""
+
+    @abstractmethod
+    def _is_duplicate(self, error: Exception) -> bool:
+        """Whether an error is a unique-key violation (an effect recorded already)."""
+
+    outcome_order = "rowid"
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def _check_schema(self, db: Connection) -> None:
+        db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", (SCHEMA_VERSION,))
+        found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        if found != SCHEMA_VERSION:
+            raise LedgerMismatch(f"ledger {self.location} has schema {found}; this version needs {SCHEMA_VERSION}: "
+                                 f"finish it with the version that wrote it, or start a new ledger")
+
+    def bind(self, stage_setup: dict[str, Any]) -> None:
+        """Tie the ledger to the stages' business settings: resuming with others would mean answers
+        that no single set of settings gives. (Replica counts may change: replicas share the workshop.)"""
+        wanted = json.dumps(stage_setup, sort_keys=True, default=str)
+
+        def body(db: Connection) -> str | None:
+            db.execute("INSERT INTO meta VALUES ('stage_setup', ?) ON CONFLICT DO NOTHING", (wanted,))
+            return db.execute("SELECT value FROM meta WHERE key = 'stage_setup'").fetchone()[0]
+
+        found = self._write(body)
+        if found != wanted:
+            before, now = json.loads(found), json.loads(wanted)
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise LedgerMismatch(
+                f"ledger {self.location} was written with other settings for {', '.join(changed)}; resume with "
+                f"the same stage settings or start a new ledger"
+            )
+
+    # -- stage journal -------------------------------------------------------------------------------
+
+    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
+        def body(db: Connection) -> tuple[Any, int]:
+            row = db.execute("SELECT state, generation FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
+            generation = row[1] + 1 if row else 1
+            db.execute(
+                "INSERT INTO checkpoints VALUES (?,?,NULL,?,?) ON CONFLICT (replica) DO UPDATE SET "
+                "generation = excluded.generation",
+                (replica, stage.value, generation, time.time()),
+            )
+            return row, generation
+
+        row, generation = self._write(body)
+        self._generation[replica] = generation
+        return json.loads(row[0]) if row and row[0] else None
+
+    def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT state FROM checkpoints WHERE replica = ?", (replica,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
+    def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
+        rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id = ?",
+                          (stage.value, order_id))
+        return _effect(stage, *rows[0]) if rows else None
+
+    def record_effects(
+        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],
+        claims: Mapping[str, Claim] | None = None,
+    ) -> None:
+        now = time.time()
+        rows = [(r.stage.value, r.order_id, r.replica, r.status.value, r.model_dump_json(), now) for r in results]
+
+        def body(db: Connection) -> None:
+            try:
+                db.executemany(
+                    "INSERT INTO effects (stage, order_id, replica, status, result, recorded_at) VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
+            except Exception as error:
+                if self._is_duplicate(error):
+                    raise DuplicateEffect(f"{stage}: an effect of this batch was recorded already: {error}") from error
+                raise
+            if claims:
+                self._grant(db, claims, now)
+            self._put_checkpoint(db, replica, stage, checkpoint)
+
+        self._write(body)
+
+    def record_compensation(
+        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any],
+        release: Claim | None = None,
+    ) -> None:
+        now = time.time()
+
+        def body(db: Connection) -> None:
+            undone = db.execute(
+                "UPDATE effects SET compensated = 1, compensation = ? WHERE stage = ? AND order_id = ? "
+                "AND compensated = 0", (done, stage.value, order_id),
+            ).rowcount
+            if undone == 0:  # a tombstone (never ran), or a repeat of a compensation already committed
+                db.execute(
+                    "INSERT INTO effects (stage, order_id, replica, compensated, compensation, recorded_at) "
+                    "VALUES (?,?,?,1,?,?) ON CONFLICT DO NOTHING", (stage.value, order_id, replica, done, now),
+                )
+            elif release is not None:
+                self._release(db, order_id, release, now)
+            self._put_checkpoint(db, replica, stage, checkpoint)
+
+        self._write(body)
+
+    def live_effects(self, replica: str) -> Iterator[StageResult]:
+        rows = self._read("SELECT result FROM effects WHERE replica = ? AND status = 'ok' AND compensated = 0",
+                          (replica,))
+        for (result,) in rows:
+            yield StageResult.model_validate_json(result)
+
+    def effects_of(self, stage: StageName) -> list[RecordedEffect]:
+        """Every recorded effect of a stage (audits and tests: uniqueness of serials, conservation)."""
+        rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ?", (stage.value,))
+        return [_effect(stage, *row) for row in rows]
+
+    # -- the shared workshop ---------------------------------------------------------------------
+
+    def available(self, lot: str) -> int:
+        rows = self._read("SELECT COALESCE(SUM(quantity), 0) FROM inventory WHERE lot = ?", (lot,))
+        return int(rows[0][0])
+
+    def holder(self, certificate: str) -> str | None:
+        rows = self._read("SELECT order_id FROM certificate_holds WHERE certificate = ?", (certificate,))
+        return rows[0][0] if rows else None
+
+    def next_number(self, sequence: str) -> int:
+        with self._blocks_lock:
+            start, end = self._blocks.get(sequence, (0, 0))
+            if start >= end:
+                start = self._write(lambda db: self._lease(db, sequence))
+                end = start + NUMBER_BLOCK
+            self._blocks[sequence] = (start + 1, end)
+            return start
+
+    def seed_stock(self, stock: Mapping[str, int]) -> None:
+        now = time.time()
+
+        def body(db: Connection) -> None:
+            for lot, quantity in sorted(stock.items()):
+                self._add(db, lot, quantity, "initial stock", now, split=True, change_id=f"initial:{lot}")
+
+        self._write(body)
+
+    def restock(self, lot: str, quantity: int, reason: str) -> int:
+        if quantity <= 0:
+            raise ValueError(f"restock {lot}: the quantity must be positive, got {quantity}")
+        now, change_id = time.time(), uuid.uuid4().hex  # one id per change: a retried commit adds it once
+        self._write(lambda db: self._add(db, lot, quantity, reason, now, split=False, change_id=change_id))
+        return self.available(lot)
+
+    def inventory(self) -> dict[str, int]:
+        rows = self._read("SELECT lot, SUM(quantity) FROM inventory GROUP BY lot ORDER BY lot")
+        return {lot: int(quantity) for lot, quantity in rows}
+
+    def stock_changes(self) -> dict[str, int]:
+        rows = self._read("SELECT lot, SUM(delta) FROM stock_changes GROUP BY lot ORDER BY lot")
+        return {lot: int(delta) for lot, delta in rows}
+
+    def certificates_held(self) -> dict[str, str]:
+        return dict(self._read("SELECT certificate, order_id FROM certificate_holds"))
+
+    def voided_numbers(self, sequence: str) -> set[int]:
+        return {row[0] for row in self._read("SELECT number FROM voided_numbers WHERE sequence = ?", (sequence,))}
+
+    def _grant(self, db: Connection, claims: Mapping[str, Claim], now: float) -> None:
+        """Apply a batch's claims, lots in (lot, slot) order; refuse the first one that cannot be met."""
+        takes = sorted((lot, self._slot(order_id), order_id, quantity)
+                       for order_id, claim in claims.items() for lot, quantity in claim.takes.items())
+        for lot, slot, order_id, quantity in takes:
+            self._take(db, order_id, lot, slot, quantity)
+        for order_id, claim in claims.items():
+            for certificate in claim.holds:
+                held = db.execute("INSERT INTO certificate_holds VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                                  (certificate, order_id, now)).rowcount
+                if not held:
+                    raise ClaimRefused(order_id, f"certificate {certificate} is held by another order")
+
+    def _take(self, db: Connection, order_id: str, lot: str, slot: int, quantity: int) -> None:
+        """Take from the order's own slot; if that one is short, from all of the lot's slots together
+        (the slotted counter: exact, and contended only when a lot runs low)."""
+        taken = db.execute("UPDATE inventory SET quantity = quantity - ? WHERE lot = ? AND slot = ? AND quantity >= ?",
+                           (quantity, lot, slot, quantity)).rowcount
+        if taken or quantity == 0:
+            return
+        slots = db.execute(f"SELECT slot, quantity FROM inventory WHERE lot = ? ORDER BY slot{self.lock_rows}",
+                           (lot,)).fetchall()
+        if sum(q for _, q in slots) < quantity:
+            raise ClaimRefused(order_id, f"{lot} has less than {quantity} left")
+        rest = quantity
+        for other, held in slots:
+            part = min(held, rest)
+            if part:
+                db.execute("UPDATE inventory SET quantity = quantity - ? WHERE lot = ? AND slot = ?", (part, lot, other))
+                rest -= part
+            if not rest:
+                return
+
+    def _release(self, db: Connection, order_id: str, claim: Claim, now: float) -> None:
+        for lot, quantity in sorted(claim.takes.items()):
+            db.execute("INSERT INTO inventory VALUES (?,?,?) ON CONFLICT (lot, slot) DO UPDATE SET "
+                       "quantity = inventory.quantity + excluded.quantity", (lot, self._slot(order_id), quantity))
+        for certificate in claim.holds:
+            db.execute("DELETE FROM certificate_holds WHERE certificate = ? AND order_id = ?", (certificate, order_id))
+        for sequence, number in claim.numbers:
+            db.execute("INSERT INTO voided_numbers VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                       (sequence, number, order_id, now))
+
+    def _add(self, db: Connection, lot: str, quantity: int, reason: str, now: float, split: bool,
+             change_id: str) -> None:
+        """Record a stock change once (by its id) and add it to the lot, its slots created as needed."""
+        recorded = db.execute("INSERT INTO stock_changes (lot, delta, reason, recorded_at, change_id) "
+                              "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", (lot, quantity, reason, now, change_id))
+        if not recorded.rowcount:
+            return
+        parts = [quantity // self._slots + (quantity % self._slots if i == 0 else 0) for i in range(self._slots)]
+        for slot, part in enumerate(parts if split else [quantity]):
+            db.execute("INSERT INTO inventory VALUES (?,?,?) ON CONFLICT (lot, slot) DO UPDATE SET "
+                       "quantity = inventory.quantity + excluded.quantity", (lot, slot, part))
+
+    def _lease(self, db: Connection, sequence: str) -> int:
+        db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT DO NOTHING", (sequence,))
+        end = db.execute("UPDATE counters SET next_value = next_value + ? WHERE name = ? RETURNING next_value",
+                         (NUMBER_BLOCK, sequence)).fetchone()[0]
+        return int(end) - NUMBER_BLOCK
+
+    def _slot(self, order_id: str) -> int:
+        return zlib.crc32(order_id.encode()) % self._slots if self._slots > 1 else 0
+
+    # -- outcomes and dead letters (written by the Dispatcher alone) -------------------------------
+
+    def outcome(self, order_id: str) -> OrderOutcome | None:
+        rows = self._read("SELECT outcome FROM outcomes WHERE order_id = ?", (order_id,))
+        return OrderOutcome.model_validate_json(rows[0][0]) if rows else None
+
+    def outcomes(self, order_ids: list[str]) -> dict[str, OrderOutcome]:
+        """`outcome` for several orders in one query: those recorded, by order id."""
+        marks = ",".join("?" * len(order_ids))
+        rows = self._read(f"SELECT outcome FROM outcomes WHERE order_id IN ({marks})", order_ids)
+        found = (OrderOutcome.model_validate_json(row[0]) for row in rows)
+        return {outcome.order_id: outcome for outcome in found}
+
+    def record_outcome(self, outcome: OrderOutcome, dead_letters: list[DeadLetter] = ()) -> None:
+        """The order's one outcome (replacing a dead-lettered one after a replay), with its new dead
+        letters; an outcome that is no longer dead-lettered resolves the order's open dead letters."""
+        self.record_outcomes([(outcome, list(dead_letters))])
+
+    def record_outcomes(self, outcomes: list[tuple[OrderOutcome, list[DeadLetter]]]) -> None:
+        """`record_outcome` for several orders in one transaction (the Dispatcher's group commit)."""
+        now = time.time()
+
+        def body(db: Connection) -> None:
+            for outcome, dead_letters in outcomes:
+                db.execute(
+                    # Only a dead-lettered outcome is ever replaced (by its replay): a terminal one is final,
+                    # whatever a Dispatcher that outlived its driver may still try to write.
+                    "INSERT INTO outcomes (order_id, status, outcome, recorded_at) VALUES (?,?,?,?) "
+                    "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, outcome = excluded.outcome, "
+                    "recorded_at = excluded.recorded_at WHERE outcomes.status = 'dead_lettered'",
+                    (outcome.order_id, outcome.status.value, outcome.model_dump_json(exclude={"from_ledger"}), now),
+                )
+                if outcome.status is not OrderStatus.DEAD_LETTERED:
+                    db.execute(
+                        "UPDATE dead_letters SET resolved_at = ?, resolution = ? WHERE order_id = ? AND resolved_at IS NULL",
+                        (now, f"order {outcome.status.value}", outcome.order_id),
+                    )
+                for letter in dead_letters:
+                    db.execute(
+                        "INSERT INTO dead_letters (order_id, stage, error, attempts, order_json, recorded_at) "
+                        "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                        (letter.order_id, letter.stage.value, letter.error, letter.attempts,
+                         letter.order.model_dump_json(), letter.recorded_at.timestamp()),
+                    )
+
+        self._write(body)
+
+    def dead_letters(self, order_id: str | None = None, open_only: bool = True) -> list[DeadLetter]:
+        query = "SELECT order_id, stage, error, attempts, order_json, recorded_at, resolved_at, resolution FROM dead_letters"
+        clauses, params = [], []
+        if order_id is not None:
+            clauses.append("order_id = ?")
+            params.append(order_id)
+        if open_only:
+            clauses.append("resolved_at IS NULL")
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        letters = []
+        for oid, stage, error, attempts, order_json, recorded, resolved, resolution in self._read(
+            query + " ORDER BY id", params
+        ):
+            letters.append(DeadLetter(
+                order_id=oid, stage=StageName(stage), error=error, attempts=attempts,
+                order=JewelryOrder.model_validate_json(order_json),
+                recorded_at=_utc(recorded), resolved_at=_utc(resolved) if resolved else None, resolution=resolution,
+            ))
+        return letters
+
+    def outcome_counts(self) -> dict[str, int]:
+        return {status: int(n) for status, n in self._read("SELECT status, COUNT(*) FROM outcomes GROUP BY status")}
+
+    def outcome_lines(self) -> Iterator[str]:
+        """Every outcome as one JSON line, in the order they were first recorded."""
+        for (outcome,) in self._read(f"SELECT outcome FROM outcomes ORDER BY {self.outcome_order}"):
+            yield outcome
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _put_checkpoint(self, db: Connection, replica: str, stage: StageName, checkpoint: dict[str, Any]) -> None:
+        """Write the checkpoint only as the incarnation that claimed it; rolls the transaction back otherwise."""
+        generation = self._generation.get(replica)
+        if generation is None:
+            raise Superseded(f"{replica}: this connection never claimed the replica")
+        updated = db.execute(
+            "UPDATE checkpoints SET state = ?, updated_at = ? WHERE replica = ? AND generation = ?",
+            (json.dumps(checkpoint), time.time(), replica, generation),
+        ).rowcount
+        if updated != 1:
+            raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")
+
+
+def _effect(
+    stage: StageName, order_id: str, replica: str, result: str | None, compensated: int, compensation: str | None
+) -> RecordedEffect:
+    """A row of `EFFECT_COLUMNS` as a `RecordedEffect` (no result: a tombstone)."""
+    parsed = StageResult.model_validate_json(result) if result else None
+    return RecordedEffect(stage, order_id, replica, parsed, bool(compensated), compensation)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
