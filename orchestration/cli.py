@@ -20,8 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from actors.errors import ConfigurationError, FanoutError, RunIncomplete, SourceError, SystemStartError
+from actors.ledger import open_ledger
 from actors.logs import configure_logging
 from actors.models import STAGES, OrderStatus, StageName
+from actors.stock_units import human, stored_quantity
 from orchestration.operate import NotRunning, connect_existing, stop_serving, submit_file, system_status
 from orchestration.render import render_status, render_summary
 from orchestration.settings import FanoutSettings, deep_merge, load_settings
@@ -78,14 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop", help="end a --serve run once what it accepted is done")
     _common(stop)
 
+    restock = commands.add_parser("restock", help="add stock to the shared workshop (recorded), and show what it holds")
+    restock.add_argument("lots", nargs="*", metavar="LOT=AMOUNT",
+                         help="e.g. jade/A=5 metal/AU750=250.5 (grams) gem/diamond/G-J/VS=12 (carats) box/ring=100")
+    restock.add_argument("--reason", default="restocked by an operator", help="recorded with each change")
+    restock.add_argument("--out", type=Path, metavar="DIR", help="the run's output directory (holds its ledger)")
+    restock.add_argument("--json", action="store_true", help="print the workshop's stock as JSON")
+    _ledger_options(restock)
+    _common(restock)
+
     config = commands.add_parser("config", help="print the effective settings (defaults, env, file, flags)")
     _common(config)
     return parser
 
 
 def _ledger_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", metavar="PATH", help="the durable ledger (default: <out>/ledger.sqlite3); "
-                        "run again on the same ledger to resume")
+    parser.add_argument("--ledger", metavar="PATH|URL", help="the durable ledger: an SQLite file (default: "
+                        "<out>/ledger.sqlite3) or a postgresql:// URL; run again on the same ledger to resume")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +178,8 @@ def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) 
         return _run(settings, as_json=args.json, serve=args.serve, err=err)
     if args.command == "replay":
         return _replay(args, settings, err)
+    if args.command == "restock":
+        return _restock(args, settings, err)
     return _operate(args, settings, err)
 
 
@@ -253,7 +266,7 @@ def _replay(args: argparse.Namespace, settings: FanoutSettings, err: Console) ->
         err.print("[red]replay needs a ledger[/red]")
         return EXIT_USAGE
     spec = settings.ledger_spec()
-    if not spec.path.exists():
+    if spec.path is not None and not spec.path.exists():
         err.print(f"[red]ledger:[/red] {spec.path} does not exist; pass --out DIR or --ledger PATH of the run")
         return EXIT_USAGE
     system = _start(settings, err)
@@ -275,6 +288,36 @@ def _replay(args: argparse.Namespace, settings: FanoutSettings, err: Console) ->
         for stage_name, done in outcome.compensations.items():
             err.print(f"  compensated {stage_name}: {done}")
     return EXIT_DEAD_LETTERS if outcome.status is OrderStatus.DEAD_LETTERED else EXIT_OK
+
+
+def _restock(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
+    """Add to the workshop's stock in its ledger, without Ray: a running system sees it at its next order."""
+    spec = settings.ledger_spec()
+    if spec is None:
+        err.print("[red]restock needs a ledger[/red] (a run without one starts from its settings' stock)")
+        return EXIT_USAGE
+    try:
+        changes = [(lot, stored_quantity(lot, amount)) for lot, _, amount in (a.partition("=") for a in args.lots)]
+        ledger = open_ledger(spec)
+    except ValueError as error:
+        err.print(f"[red]restock:[/red] {error}")
+        return EXIT_USAGE
+    except (FileNotFoundError, FanoutError) as error:
+        err.print(f"[red]ledger:[/red] {error}")
+        return EXIT_USAGE
+    try:
+        for lot, quantity in changes:
+            now = ledger.restock(lot, quantity, args.reason)
+            err.print(f"{lot}: +{human(lot, quantity)}, now {human(lot, now)}")
+        stock = ledger.inventory()
+    finally:
+        ledger.close()
+    if args.json:
+        sys.stdout.write(json.dumps(stock) + "\n")
+    elif not changes:
+        for lot, quantity in stock.items():
+            sys.stdout.write(f"{lot:<24} {human(lot, quantity):>16}\n")
+    return EXIT_OK
 
 
 def _run_with_progress(system: FanoutSystem, settings: FanoutSettings, err: Console, serve: bool) -> RunResult:

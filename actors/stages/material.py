@@ -19,8 +19,8 @@ from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Gemstone
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stock_units import MILLI, human
 
-MILLI = 1000
 
 
 def gem_lot(stone: Gemstone) -> str:
@@ -80,7 +80,7 @@ class MaterialVerification(Stage[MaterialConfig]):
             if holder is not None and holder != order.order_id:
                 raise BusinessFailure(f"certificate {certificate} already reserved by order {holder}")
         left = {key: self.workshop.available(key) for key in needs}
-        shortages = [f"{key} needs {_human(key, qty)}, {_human(key, left[key])} left"
+        shortages = [f"{key} needs {human(key, qty)}, {human(key, left[key])} left"
                      for key, qty in needs.items() if left[key] < qty]
         if shortages:
             raise BusinessFailure("out of stock: " + "; ".join(shortages))
@@ -99,7 +99,7 @@ class MaterialVerification(Stage[MaterialConfig]):
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, MaterialOutput)  # the base calls undo once, for a reserved order
         self._orders_reserved -= 1
-        released = ", ".join(f"{r.item} {_human(r.item, _stored_quantity(r))}" for r in output.reservations)
+        released = ", ".join(f"{r.item} {human(r.item, _stored_quantity(r))}" for r in output.reservations)
         freed = output.certificates_verified
         return f"released {released}" + (f"; freed certificate {', '.join(freed)}" if freed else "")
 
@@ -127,14 +127,6 @@ class MaterialVerification(Stage[MaterialConfig]):
             key = f"gem/{gem_lot(stone)}"
             needs[key] = needs.get(key, 0) + round(stone.carat * MILLI)
         return needs
-
-
-def _human(key: str, quantity: int) -> str:
-    if key.startswith("metal/"):
-        return f"{quantity / MILLI:.3f} g"
-    if key.startswith("gem/"):
-        return f"{quantity / MILLI:.3f} ct"
-    return f"{quantity} pcs"
 
 
 def _stored_quantity(reservation: Reservation) -> int:

@@ -49,3 +49,12 @@ def start_system(ray_session, settings_for):
     yield start
     for system in started:
         system.shutdown()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request) -> dict[str, Any]:
+    """The `ledger` settings of a run on each store: the embedded SQLite file, or a new database on
+    the session's real PostgreSQL server."""
+    if request.param == "sqlite":
+        return {}
+    return {"location": request.getfixturevalue("postgres_url")}

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 import ray
 
+from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.producer import WINDOW_PER_ADMITTED
 from actors.sources import SourceSpec
@@ -137,14 +138,30 @@ def test_stock_never_goes_negative_and_is_conserved(start_system):
         if outcome.status is OrderStatus.COMPLETED:
             for item in material.output.reservations:
                 reserved_by_outcomes[item.item] += round(item.quantity * (1 if item.unit == "pcs" else 1000))
-    totals: Counter = Counter()
-    for snapshot in system.snapshots()[StageName.MATERIAL]:
-        state = snapshot.state
-        assert min(state["left"].values()) >= 0
-        for key, initial in state["initial"].items():
-            assert initial == state["left"][key] + state["reserved"].get(key, 0)
-        totals.update(state["reserved"])
-    assert +totals == +reserved_by_outcomes
+    ledger = open_ledger(system.settings.ledger_spec())
+    stocked, left = ledger.stock_changes(), ledger.inventory()
+    assert min(left.values()) >= 0
+    reserved = {lot: stocked[lot] - left[lot] for lot in stocked if not lot.startswith("box/")}
+    assert +Counter(reserved) == +reserved_by_outcomes
+
+
+def test_replicas_are_workers_of_one_workshop_so_scaling_changes_no_answer(start_system, store, tmp_path):
+    """Three material replicas: a certified stone is sold once, and every jade piece can be sold,
+    wherever the orders land (the partitioned workshop sold the stone three times, and refused a
+    jade order while another replica held the piece)."""
+    stone = [order_dict(0, order_id=f"J2026{i:03d}") for i in range(40)]  # one GIA-certified diamond
+    jade = [order_dict(1, order_id=f"J2027{i:03d}") for i in range(5)]  # five A-grade pieces in stock
+    path = tmp_path / "contended.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in stone + jade), encoding="utf-8")
+    system = start_system(material={"replicas": 3, "jade_pieces": {"A": 5, "B": 0, "C": 0}}, ledger=store)
+    result = system.run(SourceSpec(path=path), keep_outcomes=True)
+    by_id = {o.order_id: o for o in result.outcomes}
+    sold = [i for i in by_id if i.startswith("J2026") and by_id[i].status is OrderStatus.COMPLETED]
+    assert len(sold) == 1
+    assert all(by_id[o["order_id"]].status is OrderStatus.COMPLETED for o in jade)
+    assert len({o.results[StageName.MATERIAL].replica for o in result.outcomes}) >= 2  # really shared out
+    ledger = open_ledger(system.settings.ledger_spec())
+    assert ledger.certificates_held() == {"GIA 2141438167": sold[0]} and ledger.inventory()["jade/A"] == 0
 
 
 def test_serials_and_tracking_numbers_are_unique_across_a_run(start_system):
@@ -155,7 +172,7 @@ def test_serials_and_tracking_numbers_are_unique_across_a_run(start_system):
     assert len(set(serials)) == len(serials) == 400
     assert len(set(tracking)) == len(tracking) == 400
     assert all(is_valid_tracking_number(t) for t in tracking)
-    assert len({s.split("-")[1] for s in serials}) == 2  # both packaging replicas issued some
+    assert len({o.results[StageName.PACKAGING].replica for o in result.outcomes}) == 2  # both replicas issued some
 
 
 def test_actors_are_named_in_the_namespace_and_gone_after_shutdown(start_system):

@@ -23,12 +23,13 @@ import ray
 import ray._private.state  # the GCS actor table, for the Killer
 from loguru import logger
 
-from actors.ledger import SqliteLedger
+from actors.ledger import SqlLedger, SqliteLedger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.sources import SourceSpec
 from orchestration import cli
 from orchestration.output import read_outcomes
 from orchestration.wiring import replica_name
+from tests.postgres_server import PostgresServer
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def _units(reservation) -> int:
     return int(reservation.quantity) if reservation.unit == "pcs" else round(reservation.quantity * 1000)
 
 
-def audit(system, ledger: SqliteLedger, expected_orders: int) -> dict[str, int]:
+def audit(system, ledger: SqlLedger, expected_orders: int) -> dict[str, int]:
     """The invariants every crash test ends with; returns the counts it checked."""
     outcomes = [ledger.outcome(line.split('"order_id":"', 1)[1].split('"', 1)[0]) for line in ledger.outcome_lines()]
     ids = [o.order_id for o in outcomes]
@@ -54,15 +55,14 @@ def audit(system, ledger: SqliteLedger, expected_orders: int) -> dict[str, int]:
     for outcome in completed:
         for reservation in outcome.results[StageName.MATERIAL].output.reservations:
             held[reservation.item] += _units(reservation)
-    initial, left, reserved = Counter(), Counter(), Counter()
+    # The one workshop: what was ever stocked = what is left + what completed orders hold.
+    stocked, left = ledger.stock_changes(), ledger.inventory()
+    assert min(left.values()) >= 0
+    for lot in stocked:
+        assert stocked[lot] == left[lot] + held[lot], lot
+    certified = {c for o in completed for c in o.results[StageName.MATERIAL].output.certificates_verified}
+    assert set(ledger.certificates_held()) == certified
     snapshots = system.snapshots()
-    for snap in snapshots[StageName.MATERIAL]:
-        initial.update(snap.state["initial"])
-        left.update(snap.state["left"])
-        reserved.update(snap.state["reserved"])
-    for key in initial:
-        assert initial[key] == left[key] + reserved[key], key
-        assert reserved[key] == held[key], key
 
     # One effect per (stage, order): the ledger's key, and every replica's counters agree with it.
     for stage in STAGES:
@@ -84,6 +84,9 @@ def audit(system, ledger: SqliteLedger, expected_orders: int) -> dict[str, int]:
     tracking = [e.result.output.tracking_number for e in ledger.effects_of(StageName.LOGISTICS)
                 if e.result and e.result.status is StageStatus.OK]
     assert len(serials) == len(set(serials)) and len(tracking) == len(set(tracking))
+    voided = ledger.voided_numbers("certificate_serial")
+    assert voided.isdisjoint(int(o.results[StageName.PACKAGING].output.certificate_serial.rsplit("-", 1)[1])
+                             for o in completed)
     return {"orders": len(ids), "completed": len(completed), "failed": statuses[OrderStatus.FAILED],
             "duplicated": len(ids) - len(set(ids))}
 
@@ -130,19 +133,52 @@ class Killer(threading.Thread):
             self.kills[name] += 1
 
 
-def test_random_replica_kills_during_2000_orders_lose_nothing_and_do_nothing_twice(start_system):
+class DatabaseDisruptor(threading.Thread):
+    """On a PostgreSQL ledger: every `every_s`, terminate every connection to the run's database
+    (`pg_terminate_backend`, what an operator or a failover does), and once, on the second tick,
+    crash and restart the server (`pg_ctl stop -m immediate`: no checkpoint, recovery on start)."""
+
+    def __init__(self, server: PostgresServer, database: str, every_s: float = 2.5) -> None:
+        super().__init__(daemon=True)
+        self.server, self.database, self.every_s = server, database, every_s
+        self.terminated, self.restarts = 0, 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        tick = 0
+        while not self.stop.wait(self.every_s):
+            tick += 1
+            if tick == 2:
+                self.server.restart("immediate")
+                self.restarts += 1
+                continue
+            found = self.server.psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                     f"WHERE datname = '{self.database}' AND pid <> pg_backend_pid()")
+            self.terminated += int(found.strip() or 0)
+
+
+def test_random_replica_kills_during_2000_orders_lose_nothing_and_do_nothing_twice(start_system, store, request):
+    """On each store; on PostgreSQL the database is disrupted too: its connections are terminated
+    every few seconds and the server crashes and restarts once, while replicas are being killed."""
     replicas = {stage: 1 for stage in STAGES} | {StageName.MATERIAL: 2, StageName.PRODUCTION: 2, StageName.PACKAGING: 2}
     system = start_system(time_scale=0.0, material={"replicas": 2, **STOCK}, production={"replicas": 2},
-                          packaging={"replicas": 2}, quality={"defect_rate": 0.05})
+                          packaging={"replicas": 2}, quality={"defect_rate": 0.05}, ledger=store)
     killer = Killer(system.settings.namespace, replicas, every_s=0.3)
+    disruptor = None
+    if store:
+        disruptor = DatabaseDisruptor(request.getfixturevalue("postgres_server"), store["location"].rsplit("/", 1)[1])
     started = time.perf_counter()
-    killer.start()
+    for thread in filter(None, (killer, disruptor)):
+        thread.start()
     try:
         result = system.run(SourceSpec(count=2000), keep_outcomes=True)
     finally:
-        killer.stop.set()
-        killer.join()
+        for thread in filter(None, (killer, disruptor)):
+            thread.stop.set()
+            thread.join()
     elapsed = time.perf_counter() - started
+    if disruptor is not None:
+        assert disruptor.restarts == 1 and disruptor.terminated >= 10, (disruptor.restarts, disruptor.terminated)
     assert result.summary.lost == 0 and len(result.outcomes) == 2000
     counts = audit(system, system.ledger, 2000)
     kills = sum(killer.kills.values())
@@ -151,9 +187,10 @@ def test_random_replica_kills_during_2000_orders_lose_nothing_and_do_nothing_twi
     assert len({name.rsplit("-", 1)[0] for name in killer.kills}) >= 4, killer.kills  # across the stages
     assert counts["failed"] > 0  # QC rejects were compensated under fire too
     replays = sum(1 for o in result.outcomes for r in o.results.values() if r.replayed)
-    logger.info("kill test: {} orders, {} kills {}, {} ticks waiting for restarts, lost 0, duplicated {}, {} answers "
-                "from the ledger, {:.1f} s", counts["orders"], kills, dict(killer.kills), killer.skipped,
-                counts["duplicated"], replays, elapsed)
+    logger.info("kill test ({}): {} orders, {} kills {}, {} ticks waiting for restarts, lost 0, duplicated {}, {} "
+                "answers from the ledger, {:.1f} s{}", "postgresql" if store else "sqlite", counts["orders"], kills,
+                dict(killer.kills), killer.skipped, counts["duplicated"], replays, elapsed,
+                f", {disruptor.terminated} connections terminated, 1 server restart" if disruptor else "")
 
 
 def test_killing_the_dispatcher_mid_run_still_accounts_for_every_order(start_system):

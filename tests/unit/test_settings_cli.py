@@ -5,6 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from actors.errors import SystemStartError
+from actors.ledger import open_ledger
 from actors.models import StageName
 from orchestration.cli import _replicas, build_parser, main, overrides_from
 from orchestration.report import percentile
@@ -117,3 +118,30 @@ def test_autoscaling_lays_slots_out_to_max_and_is_refused_where_it_would_lose_st
         load_settings({"ledger": {"enabled": False}})
     with pytest.raises(ValidationError, match=r"production.replicas \(4\) must be within"):
         load_settings({"production": {"replicas": 4}})
+
+
+def test_restock_adds_recorded_stock_to_the_ledger_in_the_lots_own_units(spec, capsys):
+    open_ledger(spec).seed_stock({"jade/A": 2, "metal/AU750": 1000})
+    location = spec.url or str(spec.path)
+    assert main(["restock", "jade/A=3", "metal/AU750=0.5", "--ledger", location, "--reason", "delivery 42"]) == 0
+    assert "jade/A: +3 pcs, now 5 pcs" in capsys.readouterr().err
+    ledger = open_ledger(spec)
+    assert ledger.inventory() == {"jade/A": 5, "metal/AU750": 1500} == ledger.stock_changes()
+    assert main(["restock", "--ledger", location, "--json"]) == 0  # no lots: just show the stock
+    assert json.loads(capsys.readouterr().out) == {"jade/A": 5, "metal/AU750": 1500}
+
+
+@pytest.mark.parametrize(("lot", "message"), [
+    ("jade/A=1.5", "whole number of pieces"),
+    ("metal/AU750=-2", "must be positive"),
+    ("ruby=3", "expected metal/<hallmark>"),
+    ("gem/ruby=lots", "is not a number of ct"),
+])
+def test_restock_refuses_an_amount_or_lot_it_cannot_record(tmp_path, lot, message, capsys):
+    assert main(["restock", lot, "--ledger", str(tmp_path / "l.sqlite3")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_restock_needs_an_existing_ledger(tmp_path, capsys):
+    assert main(["restock", "jade/A=1", "--ledger", str(tmp_path / "none.sqlite3")]) == 2
+    assert "does not exist" in capsys.readouterr().err
