@@ -29,7 +29,9 @@ def server_binaries() -> Path | None:
 
 class PostgresServer:
     """One throwaway cluster; `url` is what `--ledger` takes. fsync is off: these tests crash
-    processes and servers, never the machine."""
+    processes and servers, never the machine, and the OS keeps what was written. Commits stay
+    synchronous (`synchronous_commit=off` would lose the last commits when the server crashes, which
+    is what the crash tests do and what the ledger's promises rule out)."""
 
     def __init__(self) -> None:
         bin_dir = server_binaries()
@@ -49,7 +51,7 @@ class PostgresServer:
 
     def start(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self._root} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   "-c fsync=off -c full_page_writes=off -c max_connections=200")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self._root / "server.log"), "-o", options, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:

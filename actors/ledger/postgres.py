@@ -109,8 +109,10 @@ class PostgresLedger(SqlLedger):
         self._log = logger.bind(stage="ledger")
         self._pool = ConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, timeout=RETRY_FOR_S, name="jewelry-ledger",
-            kwargs={"autocommit": True, "prepare_threshold": 0}, check=ConnectionPool.check_connection,
-        )
+            kwargs={"autocommit": True, "prepare_threshold": 0},
+        )  # no `check`: a broken connection fails its statement, is retried below, and the pool drops it.
+        # (With `check`, the pool's own backoff between checks, 1 s doubling, met only connections that had
+        # been terminated meanwhile when a server kills connections every few seconds: no statement ran.)
         self._pool.open(wait=False)
         if create:
             self._write(self._create_schema)
