@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -44,10 +45,18 @@ class PostgresServer:
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self._root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        # TCP clients (every actor, psql here) authenticate with a password, as on a real cluster.
+        self.password = secrets.token_hex(12)
+        pwfile = self._root / "pwfile"
+        pwfile.write_text(self.password + "\n", encoding="utf-8")
+        if self._as_postgres:
+            shutil.chown(pwfile, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth-host=scram-sha-256",
+                  "--auth-local=peer", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
+        pwfile.unlink()
         self.start()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "jewelry")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/jewelry"
+        self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/jewelry"
 
     def start(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self._root} "
@@ -83,7 +92,8 @@ class PostgresServer:
         command = [str(self._bin / tool), *args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=self._root)
+        env = {**os.environ, "PGPASSWORD": getattr(self, "password", "")}
+        done = subprocess.run(command, capture_output=True, text=True, cwd=self._root, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
         return done.stdout
