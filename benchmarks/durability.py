@@ -1,11 +1,13 @@
 """What durability costs: the same runs with the ledger (the default) and without (`--no-ledger`).
 
-    python -m benchmarks.durability [--orders 3000] [--rounds 3] [--scaled-orders 600]
+    python -m benchmarks.durability [--orders 3000] [--rounds 3] [--scaled-orders 600] [--store postgresql]
 
 Zero-wait runs show the ledger's cost at its most visible (every order is seven SQLite commits
 and nothing else takes time); runs at time scale 0.01 show it where stages have real durations.
 Runs alternate ledger / no ledger in one Ray session, so that drift on this shared machine hits
-both alike; the figure is the ratio of medians. Writes benchmarks/results/durability.json.
+both alike; the figure is the ratio of medians. `--store postgresql` puts each ledger run in a new
+database on a throwaway local PostgreSQL server (the tests' one, fsync off) instead of an SQLite file.
+Writes benchmarks/results/durability[-postgresql].json.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import statistics
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -27,12 +30,16 @@ ZERO_WAIT = {"time_scale": 0.0, "material": {"stock_multiplier": 10}}
 SCALED = {"time_scale": 0.01}
 
 
-def compare(label: str, orders: int, rounds: int, base: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def compare(label: str, orders: int, rounds: int, base: dict[str, Any], workdir: Path,
+            location: Callable[[], str | None]) -> dict[str, Any]:
     runs: dict[str, list[float]] = {"ledger": [], "no-ledger": []}
     for round_ in range(rounds):
         order = ["ledger", "no-ledger"] if round_ % 2 == 0 else ["no-ledger", "ledger"]
         for variant in order:
-            overrides = {**base, "ledger": {"enabled": variant == "ledger"}}
+            ledger: dict[str, Any] = {"enabled": variant == "ledger"}
+            if variant == "ledger" and (where := location()):
+                ledger["location"] = where
+            overrides = {**base, "ledger": ledger}
             row = measure(f"{label}-{variant}-{round_}", orders, overrides, workdir)
             assert row["completed"] + row["failed"] >= orders - 20, row
             runs[variant].append(row["throughput_per_s"])
@@ -47,22 +54,36 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=3000, help="zero-wait orders per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scaled-orders", type=int, default=600, help="orders per run at time scale 0.01")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     configure_logging("WARNING")
+    server = None
+    location: Callable[[], str | None] = lambda: None  # noqa: E731 - SQLite: the run's own file
+    if args.store == "postgresql":
+        from tests.postgres_server import PostgresServer
+
+        server = PostgresServer()
+        location = lambda: server.new_database()  # noqa: E731
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [
-            compare("zero-wait", args.orders, args.rounds, ZERO_WAIT, Path(tmp)),
-            compare("scale-0.01", args.scaled_orders, 1, SCALED, Path(tmp)),
-        ]
-    ray.shutdown()
-    RESULTS.write_text(json.dumps({"machine": machine(), "results": rows}, indent=2) + "\n", encoding="utf-8")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = [
+                compare("zero-wait", args.orders, args.rounds, ZERO_WAIT, Path(tmp), location),
+                compare("scale-0.01", args.scaled_orders, 1, SCALED, Path(tmp), location),
+            ]
+    finally:
+        ray.shutdown()
+        if server is not None:
+            server.close()
+    results = RESULTS if args.store == "sqlite" else RESULTS.with_name("durability-postgresql.json")
+    results.write_text(json.dumps({"machine": machine(), "results": rows}, indent=2) + "\n", encoding="utf-8")
+    print(f"store: {args.store}")
     print(f"{'scenario':12} {'orders':>7} {'ledger/s':>9} {'no-ledger/s':>12} {'ratio':>7} {'cost':>7}  target cost < 15%")
     for row in rows:
         verdict = "met" if row["cost"] < 0.15 else "MISSED"
         print(f"{row['scenario']:12} {row['orders']:>7} {row['ledger_per_s']:>9.1f} {row['no_ledger_per_s']:>12.1f} "
               f"{row['ratio']:>7.3f} {row['cost']:>7.1%}  {verdict}")
-    print(f"written to {RESULTS}")
+    print(f"written to {results}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,7 @@ def postgres_server() -> Iterator[Any]:
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
     """A new, empty database on the session's server, for one test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    postgres_server.psql(f"CREATE DATABASE {name}")
-    return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
+    return postgres_server.new_database()
 
 
 def order_dict(index: int = 0, **changes: Any) -> dict[str, Any]:

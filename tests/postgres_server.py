@@ -58,6 +58,12 @@ class PostgresServer:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "jewelry")
         self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/jewelry"
 
+    def new_database(self) -> str:
+        """A new, empty database on this server; its URL."""
+        name = f"db_{secrets.token_hex(6)}"
+        self.psql(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def start(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self._root} "
                    "-c fsync=off -c full_page_writes=off -c max_connections=200")
