@@ -91,3 +91,21 @@ def test_stock_is_set_up_once_per_ledger_and_restocking_adds_to_it():
     _store(journal, replica="material-1", jade_pieces={"A": 2, "B": 0, "C": 0})  # a second replica: no new stock
     assert journal.inventory()["jade/A"] == 1
     assert journal.restock("jade/A", 3, "delivery") == 4 and journal.stock_changes()["jade/A"] == 5
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_the_same_orders_give_the_same_answers_with_one_replica_or_several(replicas):
+    """Scarce stock (a fifth of the default) and the sample orders' certified stones: which orders
+    complete, and why the others fail, does not depend on how many replicas share the workshop."""
+    from actors.samples import generate_orders
+
+    orders = list(generate_orders(300, seed=11)) + [make_order(0, order_id=f"J20258{i:02d}") for i in range(5)]
+
+    def answers(count: int) -> list[tuple[str, str, str | None]]:
+        journal = MemoryJournal()
+        stores = [_store(journal, f"material-{i}", stock_multiplier=0.2) for i in range(count)]
+        return [(o.order_id, (r := stores[n % count].process(o)).status.value, r.reason) for n, o in enumerate(orders)]
+
+    alone = answers(1)
+    assert {status for _, status, _ in alone} == {"ok", "business_failure"}  # scarce: some really ran out
+    assert answers(replicas) == alone
