@@ -342,7 +342,7 @@ class Dispatcher:
             result = self._error(call.stage, order, replica.name, replica.node_id, call.started_at,
                                  f"timed out after {timeout:g} s")
         except Exception as error:  # noqa: BLE001 - a dead replica or a lost call is an error result
-            dead = type(error).__name__ in DEAD_REPLICA_ERRORS
+            dead = type(error).__name__ in DEAD_REPLICA_ERRORS and _about_current(error, replica)
             reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
             result = self._error(call.stage, order, replica.name, replica.node_id, call.started_at, reason)
         return result, dead, time.perf_counter() - call.clock
@@ -422,6 +422,15 @@ class Dispatcher:
         self._by_status[outcome.status.value] += 1
         self._metrics.orders.inc(status=outcome.status.value)
         return outcome
+
+
+def _about_current(error: BaseException, replica: Replica) -> bool:
+    """Whether a death is that of the actor the replica's name points to now. A call sent to the actor
+    that a replacement took over from fails late (seconds, on a busy machine); taking that for the
+    replacement's death marked every fresh replacement dead again, and the driver replaced it again."""
+    died = getattr(error, "actor_id", None)
+    actor_id = getattr(replica.handle, "_actor_id", None)
+    return died is None or actor_id is None or died == actor_id.hex()
 
 
 @dataclass

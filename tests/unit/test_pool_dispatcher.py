@@ -345,3 +345,21 @@ def test_stage_calls_are_named_by_stage_and_batch_size_in_powers_of_two():
     ]
     # Ray keeps a metric series per task name for good: the names must stay few whatever the batch sizes
     assert len({task_name(StageName.MATERIAL, n) for n in range(1, 257)}) == 9
+
+
+def test_a_late_death_of_the_replaced_actor_does_not_mark_its_replacement_dead():
+    from types import SimpleNamespace
+
+    from ray.exceptions import RayActorError
+
+    from actors.dispatcher import _about_current
+
+    def handle(actor_id: str):
+        return SimpleNamespace(_actor_id=SimpleNamespace(hex=lambda: actor_id))
+
+    pool = ReplicaPool("logistics", {"logistics-0": handle("aa"), "logistics-1": handle("bb")})
+    replica = pool.named("logistics-1")
+    assert _about_current(RayActorError(actor_id="bb"), replica)  # the actor it points to died
+    pool.replace("logistics-1", handle("cc"))
+    assert not _about_current(RayActorError(actor_id="bb"), replica)  # a call to the old one, failing late
+    assert _about_current(RayActorError(actor_id="cc"), replica)
