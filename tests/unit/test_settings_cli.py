@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from actors.errors import SystemStartError
-from actors.ledger import open_ledger
+from actors.ledger import LedgerMismatch, open_ledger
 from actors.models import StageName
 from orchestration.cli import _replicas, build_parser, main, overrides_from
 from orchestration.report import percentile
@@ -145,3 +145,14 @@ def test_restock_refuses_an_amount_or_lot_it_cannot_record(tmp_path, lot, messag
 def test_restock_needs_an_existing_ledger(tmp_path, capsys):
     assert main(["restock", "jade/A=1", "--ledger", str(tmp_path / "none.sqlite3")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_ledger_is_bound_to_business_settings_not_to_replica_counts_or_stock(spec):
+    """Resume and replay may use other replica counts (replicas share the workshop) and other stock
+    settings (a new ledger's initial stock); other business settings are refused."""
+    ledger = open_ledger(spec)
+    ledger.bind(load_settings({"material": {"replicas": 1}}).stage_setup())
+    ledger.bind(load_settings({"material": {"replicas": 4, "stock_multiplier": 3}, "packaging": {"replicas": 2}})
+                .stage_setup())
+    with pytest.raises(LedgerMismatch, match="quality"):
+        ledger.bind(load_settings({"quality": {"defect_rate": 0.5}}).stage_setup())
