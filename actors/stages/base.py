@@ -235,7 +235,10 @@ class Stage(ABC, Generic[ConfigT]):
             if committed:
                 break
             # A claim was refused: another replica took the stock or the certificate meanwhile. Memory is
-            # back at the last commit; decide again from what the workshop holds now.
+            # back at the last commit; decide again from what the workshop holds now, order by order for
+            # a batch (so that the orders that were not contended commit at once).
+            if len(fresh) > 1:
+                return [self.process_batch([order])[0] for order in orders]
             self.log.info("claim refused (attempt {} of {}); deciding again", attempt, CLAIM_ATTEMPTS)
         else:
             reason = f"workshop: claims refused {CLAIM_ATTEMPTS} times in a row (heavy contention); not done"

@@ -109,3 +109,24 @@ def test_the_same_orders_give_the_same_answers_with_one_replica_or_several(repli
     alone = answers(1)
     assert {status for _, status, _ in alone} == {"ok", "business_failure"}  # scarce: some really ran out
     assert answers(replicas) == alone
+
+
+def test_a_claim_another_replica_won_meanwhile_is_refused_and_decided_again(jade_bangle):
+    """Replica a decides from the store, replica b takes the last piece before a commits: a's commit
+    is refused, nothing of it is recorded, and a decides again from the store: out of stock."""
+    journal = MemoryJournal()
+    a, b = (_store(journal, f"material-{i}", jade_pieces={"A": 1, "B": 0, "C": 0}) for i in range(2))
+    record = journal.record_effects
+    raced = []
+
+    def b_first(replica, *args, **kwargs):
+        if replica == "material-0" and not raced:
+            raced.append(b.process(make_order(1, order_id="J2025602")))
+        return record(replica, *args, **kwargs)
+
+    journal.record_effects = b_first
+    late = a.process(make_order(1, order_id="J2025601"))
+    assert raced[0].status is StageStatus.OK
+    assert late.status is StageStatus.BUSINESS_FAILURE and "jade/A needs 1 pcs, 0 pcs left" in late.reason
+    assert journal.inventory()["jade/A"] == 0 and a.snapshot().state["orders_reserved"] == 0
+    assert journal.effect(a.name, "J2025601").result.status is StageStatus.BUSINESS_FAILURE  # only the decline
