@@ -227,16 +227,12 @@ class Stage(ABC, Generic[ConfigT]):
             self._pending.clear()
             if not fresh:
                 break
-            committed = self._commit_batch(fresh, answers, claims)
-            if committed is None:
-                # Another replica recorded one of these first (this one was thought dead). Memory is back
-                # at the last commit; order by order, the recorded ones now answer from the ledger.
-                return [self.process_batch([order])[0] for order in orders]
-            if committed:
+            if self._commit_batch(fresh, answers, claims):
                 break
-            # A claim was refused: another replica took the stock or the certificate meanwhile. Memory is
-            # back at the last commit; decide again from what the workshop holds now, order by order for
-            # a batch (so that the orders that were not contended commit at once).
+            # Nothing was committed, and memory is back at the last commit: another replica recorded one
+            # of these orders first (this one was thought dead), or took the stock or the certificate a
+            # claim wanted. A batch goes again order by order (the recorded ones answer from the ledger,
+            # the uncontended ones commit at once); a lone order decides again from the workshop now.
             if len(fresh) > 1:
                 return [self.process_batch([order])[0] for order in orders]
             self.log.info("claim refused (attempt {} of {}); deciding again", attempt, CLAIM_ATTEMPTS)
@@ -250,11 +246,11 @@ class Stage(ABC, Generic[ConfigT]):
 
     def _commit_batch(
         self, fresh: list[StageResult], answers: dict[str, StageResult], claims: dict[str, Claim]
-    ) -> bool | None:
-        """Commit a batch's new results with their claims: True when committed; False when a claim was
-        refused (nothing committed; decide again); None when one of several results was recorded
-        elsewhere first (nothing committed). A lone order recorded elsewhere gets that record as its
-        answer. A failed write turns the batch's results into errors: not recorded, so not done."""
+    ) -> bool:
+        """Commit a batch's new results with their claims; False when nothing was committed because a
+        claim was refused or one of several results was recorded elsewhere first. A lone order recorded
+        elsewhere gets that record as its answer. A failed write turns the batch's results into errors:
+        not recorded, so not done."""
         standing = [r for r in fresh if r.status is not StageStatus.ERROR]
         with self._state_lock:
             try:
@@ -264,7 +260,7 @@ class Stage(ABC, Generic[ConfigT]):
                 return False
             except DuplicateEffect:
                 if len(fresh) > 1:
-                    return None
+                    return False
                 answers[fresh[0].order_id] = self._recorded(fresh[0].order_id) or fresh[0]
             except Exception as error:  # noqa: BLE001 - errors worth a retry
                 reason = f"ledger: {type(error).__name__}: {error}"
