@@ -9,7 +9,7 @@ the commit is the arbiter. If another replica took the last piece meanwhile, the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,8 +37,8 @@ class ClaimRefused(Exception):
 class WorkshopView(Protocol):
     """The shared workshop as a replica reads it while it decides."""
 
-    def available(self, lot: str) -> int:
-        """Quantity of a lot left in the whole workshop (0 for a lot never stocked)."""
+    def available(self, lots: Collection[str]) -> dict[str, int]:
+        """Quantity of each lot left in the whole workshop (0 for a lot never stocked), read at once."""
 
     def holder(self, certificate: str) -> str | None:
         """The live order holding a certificate, anywhere in the workshop."""
@@ -82,8 +82,8 @@ class PendingClaims:
         self._taken.clear()
         self._held.clear()
 
-    def available(self, lot: str) -> int:
-        return self._store.available(lot) - self._taken.get(lot, 0)
+    def available(self, lots: Collection[str]) -> dict[str, int]:
+        return {lot: left - self._taken.get(lot, 0) for lot, left in self._store.available(lots).items()}
 
     def holder(self, certificate: str) -> str | None:
         return self._held.get(certificate) or self._store.holder(certificate)

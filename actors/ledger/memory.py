@@ -9,7 +9,7 @@ instead (see `FanoutSettings.ledger_spec`), because memory is one replica's, not
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from actors.ledger.claims import Claim, ClaimRefused
@@ -74,8 +74,8 @@ class MemoryJournal:
 
     # -- the workshop ----------------------------------------------------------------------------
 
-    def available(self, lot: str) -> int:
-        return self._stock.get(lot, 0)
+    def available(self, lots: Collection[str]) -> dict[str, int]:
+        return {lot: self._stock.get(lot, 0) for lot in lots}
 
     def holder(self, certificate: str) -> str | None:
         return self._holds.get(certificate)

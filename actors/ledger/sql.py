@@ -20,7 +20,7 @@ import time
 import uuid
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -198,9 +198,14 @@ class SqlLedger(ABC):
 
     # -- the shared workshop ---------------------------------------------------------------------
 
-    def available(self, lot: str) -> int:
-        rows = self._read("SELECT COALESCE(SUM(quantity), 0) FROM inventory WHERE lot = ?", (lot,))
-        return int(rows[0][0])
+    def available(self, lots: Collection[str]) -> dict[str, int]:
+        wanted = list(lots)
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._read(f"SELECT lot, SUM(quantity) FROM inventory WHERE lot IN ({marks}) GROUP BY lot", wanted)
+        found = {lot: int(quantity) for lot, quantity in rows}
+        return {lot: found.get(lot, 0) for lot in wanted}
 
     def holder(self, certificate: str) -> str | None:
         rows = self._read("SELECT order_id FROM certificate_holds WHERE certificate = ?", (certificate,))
@@ -229,7 +234,7 @@ class SqlLedger(ABC):
             raise ValueError(f"restock {lot}: the quantity must be positive, got {quantity}")
         now, change_id = time.time(), uuid.uuid4().hex  # one id per change: a retried commit adds it once
         self._write(lambda db: self._add(db, lot, quantity, reason, now, split=False, change_id=change_id))
-        return self.available(lot)
+        return self.available([lot])[lot]
 
     def inventory(self) -> dict[str, int]:
         rows = self._read("SELECT lot, SUM(quantity) FROM inventory GROUP BY lot ORDER BY lot")

@@ -79,7 +79,7 @@ class MaterialVerification(Stage[MaterialConfig]):
             holder = self.workshop.holder(str(certificate))
             if holder is not None and holder != order.order_id:
                 raise BusinessFailure(f"certificate {certificate} already reserved by order {holder}")
-        left = {key: self.workshop.available(key) for key in needs}
+        left = self.workshop.available(needs)
         shortages = [f"{key} needs {human(key, qty)}, {human(key, left[key])} left"
                      for key, qty in needs.items() if left[key] < qty]
         if shortages:
@@ -107,7 +107,7 @@ class MaterialVerification(Stage[MaterialConfig]):
         return {
             "unit": "mg for metal/*, milli-carat for gem/*, pieces for jade/*",
             "orders_reserved": self._orders_reserved,
-            "workshop_left": {lot: self._journal.available(lot) for lot in self.initial_stock()},
+            "workshop_left": self._journal.available(self.initial_stock()),
         }
 
     def checkpoint(self) -> dict[str, Any]:

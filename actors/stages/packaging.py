@@ -60,7 +60,8 @@ class Packaging(Stage[PackagingConfig]):
 
     def handle(self, order: JewelryOrder) -> PackagingOutput:
         product = order.product_type
-        if self.workshop.available(_box_lot(product)) <= 0:
+        box = _box_lot(product)
+        if self.workshop.available([box])[box] <= 0:
             raise BusinessFailure(f"out of stock: no {BOXES[product]} left in the workshop")
         serial = f"{self.config.serial_prefix}-{self.workshop.next_number(SERIALS):08d}"
         path = self.artifact_path("certificates", f"{serial}.txt") if self.config.write_certificates else None
@@ -90,7 +91,8 @@ class Packaging(Stage[PackagingConfig]):
             "serials_issued": self._issued,
             "serials_voided": self._voided,
             "last_serial": self._last_serial,
-            "workshop_boxes_left": {str(p): self._journal.available(_box_lot(p)) for p in self.config.box_stock},
+            "workshop_boxes_left": {lot.removeprefix("box/"): left for lot, left in
+                                    self._journal.available([_box_lot(p) for p in self.config.box_stock]).items()},
         }
 
     def checkpoint(self) -> dict[str, Any]:
