@@ -19,7 +19,7 @@ from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Gemstone
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig
-from actors.stock_units import MILLI, human
+from actors.stock_units import MILLI, human, unit_of
 
 
 
@@ -137,7 +137,5 @@ def _stored_quantity(reservation: Reservation) -> int:
 
 
 def _reservation(key: str, quantity: int) -> Reservation:
-    if key.startswith("jade/"):
-        return Reservation(item=key, quantity=quantity, unit="pcs")
-    unit = "g" if key.startswith("metal/") else "ct"
-    return Reservation(item=key, quantity=quantity / MILLI, unit=unit)
+    unit = unit_of(key)
+    return Reservation(item=key, quantity=quantity if unit == "pcs" else quantity / MILLI, unit=unit)
