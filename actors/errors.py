@@ -30,6 +30,12 @@ class ConfigurationError(FanoutError):
     """Settings that cannot describe a runnable system."""
 
 
+class LedgerUnavailable(FanoutError):
+    """The store could not run a transaction within its retry budget (a database down or cut off for
+    longer than `ledger.retry_s`). Nothing of that transaction is recorded, so an order it was for is
+    not done: it is reported unfinished, and the same command finishes it once the store is back."""
+
+
 class SystemStartError(FanoutError):
     """The actors could not be created or did not become ready in time."""
 

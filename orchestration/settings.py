@@ -100,6 +100,8 @@ class LedgerSettings(BaseModel):
     max_restarts: int = Field(default=-1, ge=-1, description="restarts per actor; -1 = unlimited")
     stock_slots: int = Field(default=1, ge=1, le=64,
                              description="PostgreSQL: rows per stock lot, to spread a hot lot's updates")
+    retry_s: float = Field(default=60.0, gt=0, description="PostgreSQL: how long a transaction is retried through "
+                           "lost connections and restarts before its orders are reported unfinished")
 
     @field_validator("location")
     @classmethod
@@ -180,7 +182,8 @@ class FanoutSettings(BaseSettings):
         if not self.ledger.enabled:
             return None
         location = self.ledger.location or str(self.out_dir / "ledger.sqlite3")
-        return LedgerSpec.from_location(location, self.ledger.synchronous, self.ledger.stock_slots)
+        return LedgerSpec.from_location(location, self.ledger.synchronous, self.ledger.stock_slots,
+                                        self.ledger.retry_s)
 
     def scratch_workshop(self) -> LedgerSpec:
         """Where a run without a ledger keeps its workshop: a throwaway SQLite file, made anew by each

@@ -3,7 +3,8 @@
 Each actor process keeps a small pool (psycopg_pool) of autocommit connections whose statements are
 prepared on first use. A transaction that fails on a serialization failure, a deadlock or a lost
 connection (a server restart, `pg_terminate_backend`) is run again from the start, with backoff and
-jitter, for as long as `RETRY_FOR_S`. Running a body twice is safe (see actors/ledger/sql.py): when a
+jitter, for as long as the spec's `retry_s` (60 s by default); then the error reaches the caller, and
+the run reports the orders it could not record as unfinished (the same command finishes them). Running a body twice is safe (see actors/ledger/sql.py): when a
 commit's answer was lost, the repeat finds the effect recorded and raises `DuplicateEffect`, and the
 caller answers from the ledger; nothing is applied twice.
 """
@@ -21,12 +22,21 @@ from loguru import logger
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from actors.errors import LedgerUnavailable
 from actors.ledger.sql import Connection, SqlLedger
 
 T = TypeVar("T")
-RETRY_FOR_S = 60.0
 RETRY_FIRST_S, RETRY_MAX_S = 0.005, 1.0
 POOL_SIZE = 4  # per actor process: calls, snapshots and the block leases can overlap
+# The pool's own reconnection backs off from 1 s, doubling, for `reconnect_timeout` (5 min by default):
+# after a 20 s outage its next try could be 16 s away while the server is back. So the pool gives an
+# attempt up after RECONNECT_S, a request waits at most CONNECTION_WAIT_S, and `_retrying` asks again
+# (each new request starts a fresh attempt): connections come back within about a second.
+RECONNECT_S, CONNECTION_WAIT_S = 1.0, 2.0
+# Once a transaction has spent the whole budget, the store is taken to be down: for the next
+# PROBE_EVERY_S its calls fail at once, and then one call tries once (a circuit breaker). Without it,
+# each call queued at a replica spent the budget in turn, and a run took 90 s to wind down.
+PROBE_EVERY_S, PROBE_WAIT_S = 1.0, 0.5
 SCHEMA_LOCK = 7_231_942  # an advisory lock: two drivers creating the schema at once take turns
 
 SCHEMA = """
@@ -103,12 +113,16 @@ class PostgresLedger(SqlLedger):
     outcome_order = "seq"
     lock_rows = " FOR UPDATE"
 
-    def __init__(self, url: str, *, create: bool = False, stock_slots: int = 1) -> None:
+    def __init__(self, url: str, *, create: bool = False, stock_slots: int = 1, retry_s: float = 60.0) -> None:
         super().__init__(stock_slots=stock_slots)
         self.location = redacted(url)
+        self._retry_s = retry_s
+        self._down: LedgerUnavailable | None = None  # why the store was last found down, while it is
+        self._probe_at = 0.0
         self._log = logger.bind(stage="ledger")
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, open=False, timeout=RETRY_FOR_S, name="jewelry-ledger",
+            url, min_size=1, max_size=POOL_SIZE, open=False, timeout=min(retry_s, CONNECTION_WAIT_S),
+            reconnect_timeout=RECONNECT_S, name="jewelry-ledger",
             kwargs={"autocommit": True, "prepare_threshold": 0},
         )  # no `check`: a broken connection fails its statement, is retried below, and the pool drops it.
         # (With `check`, the pool's own backoff between checks, 1 s doubling, met only connections that had
@@ -140,16 +154,27 @@ class PostgresLedger(SqlLedger):
             return body(_Translated(conn))
 
     def _retrying(self, work: Callable[[psycopg.Connection], T]) -> T:
-        delay, deadline, attempt = RETRY_FIRST_S, time.monotonic() + RETRY_FOR_S, 1
+        budget = self._retry_s
+        if (down := self._down) is not None:
+            if time.monotonic() < self._probe_at:
+                raise down
+            self._probe_at = time.monotonic() + PROBE_EVERY_S  # this call probes; the others fail at once
+            budget = 0.0
+        delay, deadline, attempt = RETRY_FIRST_S, time.monotonic() + budget, 1
         while True:
             try:
-                with self._pool.connection() as conn:
-                    return work(conn)
+                with self._pool.connection(timeout=PROBE_WAIT_S if budget == 0 else None) as conn:
+                    found = work(conn)
+                self._down = None
+                return found
             except (psycopg.OperationalError, PoolTimeout) as error:
                 # Serialization failures and deadlocks are OperationalErrors too; so are a restarted
                 # server and a terminated backend. The transaction was rolled back (or its answer lost).
                 if time.monotonic() + delay > deadline:
-                    raise
+                    self._down = LedgerUnavailable(f"ledger {self.location} unreachable for {self._retry_s:g} s "
+                                                   f"or more ({type(error).__name__}: {error})")
+                    self._probe_at = time.monotonic() + PROBE_EVERY_S
+                    raise self._down from error
                 self._log.warning("ledger: {} (attempt {}); retrying in {:.0f} ms", type(error).__name__,
                                   attempt, delay * 1000)
                 time.sleep(delay * random.uniform(0.5, 1.5))

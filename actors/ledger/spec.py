@@ -26,17 +26,18 @@ class LedgerSpec(BaseModel):
     url: str | None = None
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     stock_slots: int = Field(default=1, ge=1, le=64, description="rows per lot (PostgreSQL): spreads a hot lot")
+    retry_s: float = Field(default=60.0, gt=0, description="PostgreSQL: how long a transaction is retried")
 
     @classmethod
     def from_location(cls, location: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-                      stock_slots: int = 1) -> LedgerSpec:
+                      stock_slots: int = 1, retry_s: float = 60.0) -> LedgerSpec:
         if location.startswith(POSTGRES_SCHEMES):
-            return cls(url=location, synchronous=synchronous, stock_slots=stock_slots)
+            return cls(url=location, synchronous=synchronous, stock_slots=stock_slots, retry_s=retry_s)
         if "://" in location and not location.startswith("sqlite:///"):
             raise ConfigurationError(f"ledger {location!r}: expected a file path, an sqlite:/// URL or a "
                                      f"postgresql:// URL")
         path = Path(location.removeprefix("sqlite://")).expanduser().resolve()
-        return cls(path=path, synchronous=synchronous, stock_slots=stock_slots)
+        return cls(path=path, synchronous=synchronous, stock_slots=stock_slots, retry_s=retry_s)
 
     @property
     def is_postgres(self) -> bool:
@@ -54,7 +55,7 @@ def open_ledger(spec: LedgerSpec, create: bool = False) -> SqlLedger:
     if spec.url is not None:
         from actors.ledger.postgres import PostgresLedger  # psycopg only where a cluster store is used
 
-        return PostgresLedger(spec.url, create=create, stock_slots=spec.stock_slots)
+        return PostgresLedger(spec.url, create=create, stock_slots=spec.stock_slots, retry_s=spec.retry_s)
     from actors.ledger.sqlite import SqliteLedger
 
     assert spec.path is not None

@@ -1,0 +1,44 @@
+"""The PostgreSQL store when its server is down for longer than the retry budget: it says so, fails
+fast while the server stays down, and is back within about a second once the server is."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from actors.errors import LedgerUnavailable
+from actors.ledger.postgres import PROBE_EVERY_S, PostgresLedger
+from tests.support import wait_until
+
+
+def _answers(ledger: PostgresLedger) -> bool:
+    try:
+        ledger.outcome_counts()
+        return True
+    except LedgerUnavailable:
+        return False
+
+
+def test_a_server_down_past_the_budget_is_reported_then_fails_fast_and_is_found_again(postgres_server, postgres_url):
+    ledger = PostgresLedger(postgres_url, create=True, retry_s=1.0)
+    try:
+        assert ledger.outcome_counts() == {}
+        postgres_server.stop("immediate")
+        try:
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailable, match=r"postgresql://postgres:\*\*\*@.* unreachable for 1 s"):
+                ledger.outcome_counts()
+            assert 1.0 <= time.monotonic() - started < 5.0  # the budget, spent retrying
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailable):
+                ledger.outcome("J2025001")
+            assert time.monotonic() - started < 0.1  # the breaker is open: no second budget spent
+        finally:
+            postgres_server.start()
+        back = time.monotonic()
+        wait_until(lambda: _answers(ledger), timeout_s=10, interval_s=0.05, what="the store to find the server again")
+        assert time.monotonic() - back < PROBE_EVERY_S + 2.0
+        assert ledger.outcome_counts() == {}
+    finally:
+        ledger.close()
