@@ -103,6 +103,9 @@ class Stage(ABC, Generic[ConfigT]):
         # orders of the batch being decided have claimed.
         self._pending = PendingClaims(self._journal)
         self._initial_checkpoint: dict[str, Any] | None = None
+        # Set when memory could not go back to the last commit (the store was unreachable too): it may
+        # hold an effect the ledger does not, so it is restored before the next order or compensation.
+        self._unsynced = False
 
     def resume(self) -> None:
         """Come back as the last commit left this replica. Subclasses call it at the end of their
@@ -173,6 +176,7 @@ class Stage(ABC, Generic[ConfigT]):
         ran is marked so that a call still on its way cannot do the work afterwards.
         """
         with self._state_lock:
+            self._resync()
             recorded = self._journal.effect(self.name, order_id)
             if recorded is not None and recorded.compensated:
                 return None if recorded.compensation == CANCELLED_BEFORE_RUN else recorded.compensation
@@ -203,6 +207,18 @@ class Stage(ABC, Generic[ConfigT]):
         implementations change state only after their last check, so a failed order leaves no
         partial side effect behind.
         """
+        with self._state_lock:
+            self._resync()
+        try:
+            return self._decide_and_commit(orders)
+        except BaseException:
+            # A read of the store failed part-way (it is down): orders already run changed memory but
+            # were never committed, so memory goes back to the last commit before the next call.
+            self._unsynced = True
+            raise
+
+    def _decide_and_commit(self, orders: Sequence[JewelryOrder]) -> list[StageResult]:
+        """`process_batch` itself: decide each order, then commit them together (again if refused)."""
         for attempt in range(1, CLAIM_ATTEMPTS + 1):
             answers: dict[str, StageResult] = {}
             fresh: list[StageResult] = []
@@ -330,8 +346,19 @@ class Stage(ABC, Generic[ConfigT]):
         try:
             write()
         except BaseException:
-            self._restore(self._journal.checkpoint_of(self.context.replica) or self._initial_checkpoint or {})
+            self._unsynced = True
+            try:
+                self._resync()
+            except Exception as error:  # noqa: BLE001 - the write's error is the one to report
+                self.log.warning("memory not yet back at the last commit ({}: {}); it will be before the next "
+                                 "call", type(error).__name__, error)
             raise
+
+    def _resync(self) -> None:
+        """Back to the last commit, if a failed write left memory ahead of it (under the state lock)."""
+        if self._unsynced:
+            self._restore(self._journal.checkpoint_of(self.context.replica) or self._initial_checkpoint or {})
+            self._unsynced = False
 
     def _checkpoint(self) -> dict[str, Any]:
         return {
@@ -354,6 +381,7 @@ class Stage(ABC, Generic[ConfigT]):
 
     def snapshot(self) -> StageSnapshot:
         with self._state_lock:
+            self._resync()
             return self._snapshot()
 
     def _snapshot(self) -> StageSnapshot:

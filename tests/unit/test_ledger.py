@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.errors import ConfigurationError
+from actors.errors import ConfigurationError, LedgerUnavailable
 from actors.ledger import CANCELLED_BEFORE_RUN, LedgerMismatch, LedgerSpec, SqliteLedger, open_ledger
 from actors.models import STAGES, DeadLetter, OrderOutcome, OrderStatus, StageName, StageStatus
 from actors.samples import generate_orders
@@ -126,6 +126,30 @@ def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(spec, ring, necklace
     monkeypatch.undo()
     # The serial drawn for the batch that did not commit is skipped (a gap), never issued twice.
     assert packing.process(necklace).output.certificate_serial.endswith("00000003")
+
+
+def test_a_read_that_fails_part_way_through_a_batch_leaves_memory_as_the_ledger_has_it(spec, ring, necklace,
+                                                                                     jade_bangle, monkeypatch):
+    """The store went down between two orders of a batch: the first had already booked a bench, in
+    memory only. Before anything else reads or changes the replica, memory is back at the last commit."""
+    production = _replica(StageName.PRODUCTION, spec)
+    production.process(ring)
+    before = production.snapshot().state
+    looked_up = production._journal.effect
+
+    def down_on_the_second_lookup(stage, order_id):
+        if order_id == jade_bangle.order_id:
+            raise LedgerUnavailable("ledger unreachable for 1 s or more")
+        return looked_up(stage, order_id)
+
+    monkeypatch.setattr(production._journal, "effect", down_on_the_second_lookup)
+    with pytest.raises(LedgerUnavailable):
+        production.process_batch([necklace, jade_bangle])
+    monkeypatch.undo()
+    assert production.snapshot().state == before
+    again = production.process_batch([necklace, jade_bangle])
+    assert [r.status for r in again] == [StageStatus.OK, StageStatus.OK]
+    assert production.snapshot().state["orders_scheduled"] == before["orders_scheduled"] + 2
 
 
 def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec):
