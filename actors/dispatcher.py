@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.admission import PriorityGate
 from actors.batching import BatchPolicy, ReplicaBatcher
+from actors.errors import LedgerUnavailable
 from actors.ledger import LedgerSpec, OutcomeGroupCommit, SqlLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import (
@@ -163,7 +164,10 @@ class Dispatcher:
         repeated `process`: from the ledger, or by joining the order still in flight.
         """
         ids = [order.order_id for order in orders]
-        recorded = self._ledger.outcomes(ids) if self._ledger is not None and ids else {}
+        try:
+            recorded = self._ledger.outcomes(ids) if self._ledger is not None and ids else {}
+        except LedgerUnavailable as error:
+            return [error] * len(orders)  # none of them started: each is reported unfinished
         answers = [self._answer(order, recorded.get(order.order_id)) for order in orders]
         return list(await asyncio.gather(*answers, return_exceptions=True))
 

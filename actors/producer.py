@@ -52,12 +52,16 @@ WINDOW_PER_ADMITTED = 2
 
 
 class LostOrder(BaseModel):
-    """An accepted order whose Dispatcher call itself failed: its fate is unknown, so it is reported."""
+    """An accepted order whose Dispatcher call itself failed, so it is reported. Without a ledger its
+    fate is unknown: lost. With one it is `resumable`: unfinished, not lost, since an order without
+    a recorded outcome is done by the next run of the same command (and one whose commit's answer
+    was lost is answered from the ledger)."""
 
     model_config = ConfigDict(frozen=True)
 
     order_id: str
     reason: str
+    resumable: bool = False
 
 
 class SubmitReceipt(BaseModel):
@@ -216,7 +220,14 @@ class Producer:
                 self._read += 1
                 known = None
                 if isinstance(record, JewelryOrder):
-                    record, known = self._against_ledger(record, self._source.label, line)
+                    try:
+                        record, known = self._against_ledger(record, self._source.label, line)
+                    except Exception as error:  # noqa: BLE001 - the store's retries are spent
+                        self._source_error = (f"the ledger is unreachable ({type(error).__name__}: {error}); reading "
+                                              f"stopped at record {self._read}: run the same command again to "
+                                              f"finish the rest")
+                        self.log.opt(exception=error).error("{}", self._source_error)
+                        return
                 if isinstance(record, RejectedRecord):
                     self._reject(record)
                     await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
@@ -296,10 +307,11 @@ class Producer:
             self._calls -= 1
         for order, answer in zip(orders, answers, strict=True):
             if isinstance(answer, BaseException):  # reported as lost; the run ends non-zero
+                answer = getattr(answer, "cause", None) or answer  # what a failed Ray call wraps
                 self._outbox_space.release()
                 reason = f"{type(answer).__name__}: {str(answer).splitlines()[0] if str(answer) else ''}"
                 self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
-                self._lost.append(LostOrder(order_id=order.order_id, reason=reason))
+                self._lost.append(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledger is not None))
             else:
                 self._outcomes.append(answer)
             self._in_flight -= 1

@@ -22,6 +22,8 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
         overview.add_row("[magenta]dead-lettered (replay them)", str(summary.dead_lettered))
     if summary.lost:
         overview.add_row("[red bold]lost", str(summary.lost))
+    if summary.unfinished:
+        overview.add_row("[red]unfinished (run the same command again)", str(summary.unfinished))
     if summary.from_ledger:
         overview.add_row("of which done in an earlier run", str(summary.from_ledger))
     if summary.from_ledger and not summary.throughput_per_s:

@@ -66,6 +66,7 @@ class RunSummary(BaseModel):
     failed: int
     rejected: int
     lost: int
+    unfinished: int = 0  # not recorded in the ledger (it was unreachable): the same command finishes them
     dead_lettered: int = 0
     from_ledger: int = 0
     wall_s: float
@@ -84,6 +85,7 @@ class RunTally:
         self.by_status = {status: 0 for status in OrderStatus}
         self.invalid_records = 0
         self.lost = 0
+        self.unfinished = 0
         self.from_ledger = 0
         self.processed = 0
         self.latencies_ms: list[float] = []
@@ -119,8 +121,12 @@ class RunTally:
         self.failure_reasons[f"invalid record: {reject.errors[0].field}"] += 1
 
     def add_lost(self, lost: LostOrder) -> None:
-        self.lost += 1
-        self.failure_reasons[f"lost: {lost.reason[:60]}"] += 1
+        if lost.resumable:
+            self.unfinished += 1
+            self.failure_reasons[f"unfinished: {lost.reason[:60]}"] += 1
+        else:
+            self.lost += 1
+            self.failure_reasons[f"lost: {lost.reason[:60]}"] += 1
 
     def summary(
         self,
@@ -144,11 +150,12 @@ class RunTally:
                 snapshot={snap.replica: snap.model_dump(mode="json", exclude={"stage"}) for snap in snapshots.get(stage, [])},
             )
         return RunSummary(
-            orders_total=self.terminal + self.invalid_records + self.lost,
+            orders_total=self.terminal + self.invalid_records + self.lost + self.unfinished,
             completed=self.by_status[OrderStatus.COMPLETED],
             failed=self.by_status[OrderStatus.FAILED],
             rejected=self.by_status[OrderStatus.REJECTED] + self.invalid_records,
             lost=self.lost,
+            unfinished=self.unfinished,
             dead_lettered=self.by_status[OrderStatus.DEAD_LETTERED],
             from_ledger=self.from_ledger,
             wall_s=round(wall_s, 3),

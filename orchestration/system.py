@@ -62,8 +62,13 @@ class RunResult(_Collected):
     files: RunFiles | None = None
 
     def raise_if_incomplete(self) -> None:
+        lost = [order for order in self.lost if not order.resumable]
+        if lost:
+            raise RunIncomplete(len(self.lost), f"first: {lost[0].order_id}: {lost[0].reason}")
         if self.lost:
-            raise RunIncomplete(len(self.lost), f"first: {self.lost[0].order_id}: {self.lost[0].reason}")
+            first = self.lost[0]
+            raise RunIncomplete(len(self.lost), f"not recorded in the ledger, so not lost: run the same command "
+                                                f"again to finish them (first: {first.order_id}: {first.reason})")
         if self.source_error:
             raise RunIncomplete(0, f"the source stopped early: {self.source_error}")
 
@@ -145,7 +150,11 @@ class FanoutSystem:
                 files.close()
                 if self.ledger is not None:
                     # The ledger is the record: outcomes of earlier runs, and those a crash kept from the file.
-                    files.replace_outcomes(self.ledger.outcome_lines())
+                    try:
+                        files.replace_outcomes(self.ledger.outcome_lines())
+                    except Exception as error:  # noqa: BLE001 - the store's retries are spent
+                        self.log.warning("outcomes.jsonl keeps this run's outcomes only: the ledger is unreachable "
+                                         "({}: {})", type(error).__name__, error)
         with self._pools_lock:
             replicas = {stage: len(self._pools.replicas[stage]) for stage in STAGES}
         summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), replicas, self.snapshots())

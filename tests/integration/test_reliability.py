@@ -23,6 +23,7 @@ import ray
 import ray._private.state  # the GCS actor table, for the Killer
 from loguru import logger
 
+from actors.errors import RunIncomplete
 from actors.ledger import SqlLedger, SqliteLedger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.sources import SourceSpec
@@ -228,6 +229,45 @@ def test_killing_the_producer_mid_run_still_accounts_for_every_order_once(start_
     ids = [o.order_id for o in result.outcomes]
     assert len(ids) == len(set(ids)) == 1000  # the restarted Producer's re-reads were counted once
     audit(system, system.ledger, 1000)
+
+
+def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(
+        start_system, postgres_server, postgres_url):
+    """PostgreSQL crashes mid-run and stays down for longer than the stores retry (3 s here, 60 s by
+    default). The run ends rather than hangs, says why, and loses nothing: each order has a committed
+    outcome or is reported unfinished or was never read. Once the server is back, the same run
+    finishes them all, each stage's work done once."""
+    orders = 400
+    system = start_system(time_scale=0.002, material=STOCK, quality={"defect_rate": 0.05}, max_in_flight=20,
+                          ledger={"location": postgres_url, "retry_s": 3.0})
+    crashed = threading.Event()
+
+    def crash_after_100(progress, tally) -> None:
+        if not crashed.is_set() and tally.terminal >= 100:
+            postgres_server.stop("immediate")
+            crashed.set()
+
+    try:
+        first = system.run(SourceSpec(count=orders), keep_outcomes=True, on_progress=crash_after_100)
+    finally:
+        if crashed.is_set():
+            postgres_server.start()
+    assert crashed.is_set()
+    summary = first.summary
+    assert summary.lost == 0 and summary.unfinished == len(first.lost) > 0, summary
+    assert all(order.resumable and order.reason.startswith("LedgerUnavailable: ledger postgresql://postgres:***@")
+               for order in first.lost), first.lost[:3]
+    assert "the ledger is unreachable" in first.source_error and "run the same command again" in first.source_error
+    with pytest.raises(RunIncomplete, match="not recorded in the ledger, so not lost"):
+        first.raise_if_incomplete()
+    told = {o.order_id for o in first.outcomes}
+    assert 100 <= len(told) < orders and told.isdisjoint(o.order_id for o in first.lost)
+    assert set(system.ledger.outcomes(sorted(told))) == told  # every answer given was committed first
+
+    second = system.run(SourceSpec(count=orders), keep_outcomes=True)
+    assert (second.summary.lost, second.summary.unfinished, second.source_error) == (0, 0, None), second.lost[:3]
+    assert len(second.outcomes) == orders and second.summary.from_ledger == len(told)
+    audit(system, system.ledger, orders)
 
 
 def _driver(out: Path, namespace: str, orders: int) -> subprocess.Popen:
