@@ -20,7 +20,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class LedgerSpec(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: Path | None = None
     url: str | None = None

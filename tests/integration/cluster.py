@@ -27,6 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 RUNTIME_ENV_TRIES = "1"
 
 
+def without_password(url: str) -> str:
+    """A database URL as a job names it: the password comes from the nodes' libpq password file."""
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1@", url)
+
+
 def auth_token() -> str:
     """The token `ray start` created for this machine's clusters (Ray 2.60 token auth)."""
     return (Path.home() / ".ray" / "auth_token").read_text().strip()
@@ -39,6 +44,9 @@ class LocalCluster:
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
     metrics_ports: list[int] = field(default_factory=list)
+    node_env: dict[str, str] = field(default_factory=dict)  # what every node's processes inherit
+    started_at: float = 0.0  # time.time() when the head started
+    nodes: int = 0  # besides the head
 
     @property
     def gcs_address(self) -> str:
@@ -69,21 +77,28 @@ class LocalCluster:
                 f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
 
     def start_head(self, num_cpus: int = 2, resources: dict[str, float] | None = None) -> None:
+        self.started_at = time.time()
         proc = self._ray(
             "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", *self._node_ports(),
             "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}",
             f"--resources={json.dumps(resources or {})}", "--disable-usage-stats",
-            env=self.env(RUNTIME_ENV_RETRY_TIMES=RUNTIME_ENV_TRIES),
+            env=self.env(RUNTIME_ENV_RETRY_TIMES=RUNTIME_ENV_TRIES, **self.node_env),
         )
         if proc.returncode != 0:
             raise RuntimeError(f"ray start --head failed:\n{proc.stdout}\n{proc.stderr}")
 
     def add_node(self, num_cpus: int, resources: dict[str, float]) -> None:
+        """Another node on this machine, with its own temp dir: in the head's, both nodes' runtime-env
+        agents unpacked a job's working dir into the same directory, and a driver's lazy import failed
+        (ModuleNotFoundError) while the other node's agent was replacing the files under it."""
+        self.nodes += 1
+        node_dir = self.temp_dir / f"n{self.nodes}"
         proc = self._ray(
             "start", f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+            f"--temp-dir={node_dir}",
             f"--resources={json.dumps(resources)}", *self._node_ports(), "--disable-usage-stats",
-            env=self.env(RUNTIME_ENV_RETRY_TIMES=RUNTIME_ENV_TRIES),
+            env=self.env(RUNTIME_ENV_RETRY_TIMES=RUNTIME_ENV_TRIES, **self.node_env),
         )
         if proc.returncode != 0:
             raise RuntimeError(f"ray start --address failed:\n{proc.stdout}\n{proc.stderr}")

@@ -15,7 +15,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from orchestration.output import read_outcomes
-from tests.integration.cluster import LocalCluster
+from actors.ledger import LedgerSpec, open_ledger
+from actors.models import STAGES
+from tests.integration.cluster import REPO, LocalCluster, without_password
 from tests.support import Pending, wait_until
 
 
@@ -23,10 +25,15 @@ DESIGN_ON_SECOND_NODE = ["--replicas", "design=2", "--set", 'design.resources={"
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(postgres_server):
     # Short on purpose: Ray's unix sockets live under the temp dir, and socket paths max out near 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="jf-", dir="/tmp"))
-    cluster = LocalCluster(temp_dir)
+    # The database password reaches every actor as on a real cluster (cluster.yaml): a libpq password
+    # file in the nodes' environment, never a URL, a command line or a log line.
+    pgpass = temp_dir / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{postgres_server.port}:*:postgres:{postgres_server.password}\n", encoding="utf-8")
+    pgpass.chmod(0o600)
+    cluster = LocalCluster(temp_dir, node_env={"PGPASSFILE": str(pgpass)})
     try:
         cluster.start_head(num_cpus=2)
         cluster.add_node(num_cpus=1, resources={"design_node": 4})
@@ -37,15 +44,18 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def job_run(cluster, tmp_path_factory):
-    """One job as users submit it, with design replicas asking for the second node's resource."""
+def job_run(cluster, postgres_server, tmp_path_factory):
+    """One job as users submit it, on the PostgreSQL ledger, with design replicas asking for the
+    second node's resource."""
     out = tmp_path_factory.mktemp("job-out")
+    ledger_url = postgres_server.new_database()
+    ledger = without_password(ledger_url)
     started = time.monotonic()
     job_id = cluster.submit("python", "-m", "orchestration", "run", "--orders", "300", "--time-scale", "0.01",
-                            "--out", str(out), "--json", *DESIGN_ON_SECOND_NODE)
+                            "--out", str(out), "--ledger", ledger, "--json", *DESIGN_ON_SECOND_NODE)
     status = cluster.wait_for_job(job_id)
     return {"job_id": job_id, "status": status, "out": out, "seconds": time.monotonic() - started,
-            "logs": cluster.job_logs(job_id)}
+            "logs": cluster.job_logs(job_id), "ledger_url": ledger_url, "password": postgres_server.password}
 
 
 def test_a_submitted_job_succeeds_and_its_outcomes_are_read(job_run):
@@ -55,6 +65,22 @@ def test_a_submitted_job_succeeds_and_its_outcomes_are_read(job_run):
     summary = json.loads(next(line for line in job_run["logs"].splitlines() if line.startswith('{"orders_total"')))
     assert summary["completed"] == 300
     print(f"job submission round trip: {job_run['seconds']:.1f} s")  # reported in the closing note
+
+
+def test_the_job_kept_its_ledger_in_postgresql_and_no_actor_opened_an_sqlite_file(cluster, job_run):
+    # The job named its database without a password (its driver and actors read it from the nodes'
+    # password file); every outcome and every stage's effect is there.
+    ledger = open_ledger(LedgerSpec.from_location(job_run["ledger_url"]))
+    try:
+        recorded = ledger.outcomes([o.order_id for o in read_outcomes(job_run["out"] / "outcomes.jsonl")])
+        assert len(recorded) == 300 and {o.status for o in recorded.values()} == {"completed"}
+        assert all(len(ledger.effects_of(stage)) == 300 for stage in STAGES)
+    finally:
+        ledger.close()
+    sqlite_files = [p for root in (job_run["out"], cluster.temp_dir, REPO)
+                    for p in root.rglob("*.sqlite3*") if p.stat().st_mtime >= cluster.started_at]
+    assert sqlite_files == []
+    assert job_run["password"] not in job_run["logs"]
 
 
 def test_replicas_really_ran_on_both_nodes(cluster, job_run):
@@ -144,11 +170,12 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
     assert {"design-0", "design-1", "production-0", "material-0"} <= latency
 
 
-def test_serve_mode_with_status_submit_and_stop(cluster, tmp_path):
+def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, tmp_path):
     namespace = "serve-test"
     out = tmp_path / "serve"
     job_id = cluster.submit("python", "-m", "orchestration", "run", "--serve", "--orders", "40", "--time-scale", "0.01",
-                            "--out", str(out), "--set", f"namespace={namespace}")
+                            "--out", str(out), "--ledger", without_password(postgres_server.new_database()),
+                            "--set", f"namespace={namespace}")
 
     def status() -> dict:
         proc = cluster.cli("status", "--json", "--set", f"namespace={namespace}")
