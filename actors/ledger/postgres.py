@@ -11,6 +11,7 @@ caller answers from the ledger; nothing is applied twice.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -37,6 +38,9 @@ RECONNECT_S, CONNECTION_WAIT_S = 1.0, 2.0
 # PROBE_EVERY_S its calls fail at once, and then one call tries once (a circuit breaker). Without it,
 # each call queued at a replica spent the budget in turn, and a run took 90 s to wind down.
 PROBE_EVERY_S, PROBE_WAIT_S = 1.0, 0.5
+# The pool logs each failed connection attempt at WARNING, several a second while a server is down;
+# `_retrying` already says what failed and what it does about it, in the run's own log.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 SCHEMA_LOCK = 7_231_942  # an advisory lock: two drivers creating the schema at once take turns
 
 SCHEMA = """

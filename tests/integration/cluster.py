@@ -23,7 +23,7 @@ from tests.support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 # Ray sets a runtime_env up three times before it gives up; a test of a dependency that cannot be
-# installed needs the first answer only (each try builds a virtualenv: 20 s here).
+# fetched needs the first answer only.
 RUNTIME_ENV_TRIES = "1"
 
 
