@@ -28,6 +28,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from actors.admission import RANK
+from actors.errors import LedgerUnavailable
 from actors.ledger import LedgerSpec, SqlLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
@@ -222,8 +223,8 @@ class Producer:
                 if isinstance(record, JewelryOrder):
                     try:
                         record, known = self._against_ledger(record, self._source.label, line)
-                    except Exception as error:  # noqa: BLE001 - the store's retries are spent
-                        self._source_error = (f"the ledger is unreachable ({type(error).__name__}: {error}); reading "
+                    except LedgerUnavailable as error:  # the store's retries are spent
+                        self._source_error = (f"the ledger is unreachable ({error}); reading "
                                               f"stopped at record {self._read}: run the same command again to "
                                               f"finish the rest")
                         self.log.opt(exception=error).error("{}", self._source_error)
@@ -307,7 +308,8 @@ class Producer:
             self._calls -= 1
         for order, answer in zip(orders, answers, strict=True):
             if isinstance(answer, BaseException):  # reported as lost; the run ends non-zero
-                answer = getattr(answer, "cause", None) or answer  # what a failed Ray call wraps
+                if isinstance(cause := getattr(answer, "cause", None), BaseException):
+                    answer = cause  # what a failed Ray call wraps (a RayTaskError's own error)
                 self._outbox_space.release()
                 reason = f"{type(answer).__name__}: {str(answer).splitlines()[0] if str(answer) else ''}"
                 self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)

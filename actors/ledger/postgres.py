@@ -3,10 +3,11 @@
 Each actor process keeps a small pool (psycopg_pool) of autocommit connections whose statements are
 prepared on first use. A transaction that fails on a serialization failure, a deadlock or a lost
 connection (a server restart, `pg_terminate_backend`) is run again from the start, with backoff and
-jitter, for as long as the spec's `retry_s` (60 s by default); then the error reaches the caller, and
-the run reports the orders it could not record as unfinished (the same command finishes them). Running a body twice is safe (see actors/ledger/sql.py): when a
-commit's answer was lost, the repeat finds the effect recorded and raises `DuplicateEffect`, and the
-caller answers from the ledger; nothing is applied twice.
+jitter, for as long as the spec's `retry_s` (60 s by default); then `LedgerUnavailable` reaches the
+caller, and the run reports the orders it could not record as unfinished (the same command finishes
+them). Running a body twice is safe (see actors/ledger/sql.py): when a commit's answer was lost, the
+repeat finds the effect recorded and raises `DuplicateEffect`, and the caller answers from the
+ledger; nothing is applied twice.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class PostgresLedger(SqlLedger):
         budget = self._retry_s
         if (down := self._down) is not None:
             if time.monotonic() < self._probe_at:
-                raise down
+                raise LedgerUnavailable(str(down))  # a new one each time: callers' tracebacks stay their own
             self._probe_at = time.monotonic() + PROBE_EVERY_S  # this call probes; the others fail at once
             budget = 0.0
         delay, deadline, attempt = RETRY_FIRST_S, time.monotonic() + budget, 1
