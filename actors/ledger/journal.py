@@ -7,7 +7,7 @@ reserving the stock or issuing the serial a second time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +51,9 @@ class StageJournal(WorkshopStore, Protocol):
 
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
         """The recorded effect of this stage on this order, whichever replica made it."""
+
+    def effects(self, stage: StageName, order_ids: Sequence[str]) -> dict[str, RecordedEffect]:
+        """`effect` for several orders in one read, by order id (the orders with none are absent)."""
 
     def record_effects(
         self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],

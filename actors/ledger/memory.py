@@ -9,7 +9,7 @@ instead (see `FanoutSettings.ledger_spec`), because memory is one replica's, not
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from actors.ledger.claims import Claim, ClaimRefused
@@ -35,6 +35,9 @@ class MemoryJournal:
 
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
         return self._effects.get((stage, order_id))
+
+    def effects(self, stage: StageName, order_ids: Sequence[str]) -> dict[str, RecordedEffect]:
+        return {order_id: found for order_id in order_ids if (found := self._effects.get((stage, order_id)))}
 
     def record_effects(
         self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],

@@ -20,7 +20,7 @@ import time
 import uuid
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +34,7 @@ EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
 # Numbers are leased from the counter row in blocks (hi/lo): one short transaction per block, not per
 # number. What a replica has not used of its block when it stops is a gap, never a reissue.
 NUMBER_BLOCK = 50
+IN_LIST_MAX = 500  # order ids per `IN (...)`: under SQLite's bound on parameters in a statement
 T = TypeVar("T")
 
 
@@ -139,6 +140,16 @@ class SqlLedger(ABC):
         rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id = ?",
                           (stage.value, order_id))
         return _effect(stage, *rows[0]) if rows else None
+
+    def effects(self, stage: StageName, order_ids: Sequence[str]) -> dict[str, RecordedEffect]:
+        found: dict[str, RecordedEffect] = {}
+        wanted = list(dict.fromkeys(order_ids))
+        for start in range(0, len(wanted), IN_LIST_MAX):
+            chunk = wanted[start:start + IN_LIST_MAX]
+            rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id IN "
+                              f"({','.join('?' * len(chunk))})", (stage.value, *chunk))
+            found.update((row[0], _effect(stage, *row)) for row in rows)
+        return found
 
     def record_effects(
         self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],

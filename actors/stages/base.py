@@ -29,6 +29,7 @@ from actors.ledger import (
     DuplicateEffect,
     LedgerSpec,
     PendingClaims,
+    RecordedEffect,
     StageJournal,
     WorkshopView,
     open_journal,
@@ -212,8 +213,9 @@ class Stage(ABC, Generic[ConfigT]):
         try:
             return self._decide_and_commit(orders)
         except BaseException:
-            # A read of the store failed part-way (it is down): orders already run changed memory but
-            # were never committed, so memory goes back to the last commit before the next call.
+            # Something failed part-way (a store read, when the store is down): orders already run
+            # changed memory but were never committed, so memory goes back to the last commit before
+            # the next call.
             self._unsynced = True
             raise
 
@@ -225,11 +227,14 @@ class Stage(ABC, Generic[ConfigT]):
             claims: dict[str, Claim] = {}
             due = self.clock.monotonic()
             self._pending.clear()
+            # One read for the batch's recorded effects, not one per order (on PostgreSQL each read is a
+            # round trip). One recorded after this read by another replica is caught at the commit.
+            known = self._journal.effects(self.name, [order.order_id for order in orders])
             for order in orders:
                 if order.order_id in answers:
                     continue  # the same order twice in one batch: one answer
                 with self._state_lock:
-                    recorded = self._recorded(order.order_id)
+                    recorded = self._answer_from(order.order_id, known.get(order.order_id))
                 if recorded is None:
                     # A steady cadence: a sleep that overshot by a fraction of a millisecond is made up by the
                     # next order's wait, instead of adding up over the batch.
@@ -329,7 +334,11 @@ class Stage(ABC, Generic[ConfigT]):
 
     def _recorded(self, order_id: str) -> StageResult | None:
         """The recorded answer for an order, if any (called under the state lock)."""
-        recorded = self._journal.effect(self.name, order_id)
+        return self._answer_from(order_id, self._journal.effect(self.name, order_id))
+
+    def _answer_from(self, order_id: str, recorded: RecordedEffect | None) -> StageResult | None:
+        """The answer a recorded effect gives a repeated call: its result, or a cancellation for a
+        tombstone; None when there is no record (called under the state lock)."""
         if recorded is None:
             return None
         self._replays += 1

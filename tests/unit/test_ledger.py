@@ -128,21 +128,23 @@ def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(spec, ring, necklace
     assert packing.process(necklace).output.certificate_serial.endswith("00000003")
 
 
-def test_a_read_that_fails_part_way_through_a_batch_leaves_memory_as_the_ledger_has_it(spec, ring, necklace,
-                                                                                     jade_bangle, monkeypatch):
-    """The store went down between two orders of a batch: the first had already booked a bench, in
-    memory only. Before anything else reads or changes the replica, memory is back at the last commit."""
+def test_a_failure_part_way_through_a_batch_leaves_memory_as_the_ledger_has_it(spec, ring, necklace, jade_bangle,
+                                                                               monkeypatch):
+    """The store went down between two orders of a batch (here while deciding the second order's
+    claim): the first had already booked a bench, in memory only. Before anything else reads or
+    changes the replica, memory is back at the last commit."""
     production = _replica(StageName.PRODUCTION, spec)
     production.process(ring)
     before = production.snapshot().state
-    looked_up = production._journal.effect
+    claim, claims_decided = production.claim, []
 
-    def down_on_the_second_lookup(stage, order_id):
-        if order_id == jade_bangle.order_id:
+    def down_on_the_second_order(output):
+        claims_decided.append(output)
+        if len(claims_decided) == 2:
             raise LedgerUnavailable("ledger unreachable for 1 s or more")
-        return looked_up(stage, order_id)
+        return claim(output)
 
-    monkeypatch.setattr(production._journal, "effect", down_on_the_second_lookup)
+    monkeypatch.setattr(production, "claim", down_on_the_second_order)
     with pytest.raises(LedgerUnavailable):
         production.process_batch([necklace, jade_bangle])
     monkeypatch.undo()
@@ -150,6 +152,28 @@ def test_a_read_that_fails_part_way_through_a_batch_leaves_memory_as_the_ledger_
     again = production.process_batch([necklace, jade_bangle])
     assert [r.status for r in again] == [StageStatus.OK, StageStatus.OK]
     assert production.snapshot().state["orders_scheduled"] == before["orders_scheduled"] + 2
+
+
+def test_a_batch_reads_its_recorded_effects_in_one_read(spec, ring, necklace, jade_bangle, monkeypatch):
+    packing = _replica(StageName.PACKAGING, spec)
+    first = packing.process_batch([ring, necklace])
+    found = packing.store.effects(StageName.PACKAGING, [ring.order_id, jade_bangle.order_id, necklace.order_id])
+    assert sorted(found) == sorted([ring.order_id, necklace.order_id])
+    assert found[ring.order_id].result == first[0]
+    reads, effects = [], packing.store.effects
+
+    def counted(stage, order_ids):
+        reads.append(list(order_ids))
+        return effects(stage, order_ids)
+
+    def per_order(*_):
+        raise AssertionError("a read per order")
+
+    monkeypatch.setattr(packing.store, "effects", counted)
+    monkeypatch.setattr(packing.store, "effect", per_order)
+    again = packing.process_batch([necklace, jade_bangle, ring])
+    assert reads == [[necklace.order_id, jade_bangle.order_id, ring.order_id]]
+    assert [r.replayed for r in again] == [True, False, True] and again[0].model_copy(update={"replayed": False}) == first[1]
 
 
 def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec):
