@@ -104,8 +104,9 @@ class Stage(ABC, Generic[ConfigT]):
         # orders of the batch being decided have claimed.
         self._pending = PendingClaims(self._journal)
         self._initial_checkpoint: dict[str, Any] | None = None
-        # Set when memory could not go back to the last commit (the store was unreachable too): it may
-        # hold an effect the ledger does not, so it is restored before the next order or compensation.
+        # Set while memory may be ahead of the last commit (a write failed, or a call failed part-way
+        # through a batch) and has not been put back yet, e.g. because the store was unreachable: it is
+        # put back before the next order, compensation or snapshot.
         self._unsynced = False
 
     def resume(self) -> None:
