@@ -122,7 +122,7 @@ class PostgresLedger(SqlLedger):
         super().__init__(stock_slots=stock_slots)
         self.location = redacted(url)
         self._retry_s = retry_s
-        self._down: LedgerUnavailable | None = None  # why the store was last found down, while it is
+        self._down: str | None = None  # why the store was last found down, while it is
         self._probe_at = 0.0
         self._log = logger.bind(stage="ledger")
         self._pool = ConnectionPool(
@@ -162,7 +162,7 @@ class PostgresLedger(SqlLedger):
         budget = self._retry_s
         if (down := self._down) is not None:
             if time.monotonic() < self._probe_at:
-                raise LedgerUnavailable(str(down))  # a new one each time: callers' tracebacks stay their own
+                raise LedgerUnavailable(down)
             self._probe_at = time.monotonic() + PROBE_EVERY_S  # this call probes; the others fail at once
             budget = 0.0
         delay, deadline, attempt = RETRY_FIRST_S, time.monotonic() + budget, 1
@@ -176,10 +176,10 @@ class PostgresLedger(SqlLedger):
                 # Serialization failures and deadlocks are OperationalErrors too; so are a restarted
                 # server and a terminated backend. The transaction was rolled back (or its answer lost).
                 if time.monotonic() + delay > deadline:
-                    self._down = LedgerUnavailable(f"ledger {self.location} unreachable for {self._retry_s:g} s "
-                                                   f"or more ({type(error).__name__}: {error})")
+                    self._down = (f"ledger {self.location} unreachable for {self._retry_s:g} s or more "
+                                  f"({type(error).__name__}: {error})")
                     self._probe_at = time.monotonic() + PROBE_EVERY_S
-                    raise self._down from error
+                    raise LedgerUnavailable(self._down) from error
                 self._log.warning("ledger: {} (attempt {}); retrying in {:.0f} ms", type(error).__name__,
                                   attempt, delay * 1000)
                 time.sleep(delay * random.uniform(0.5, 1.5))

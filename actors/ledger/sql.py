@@ -34,7 +34,6 @@ EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
 # Numbers are leased from the counter row in blocks (hi/lo): one short transaction per block, not per
 # number. What a replica has not used of its block when it stops is a gap, never a reissue.
 NUMBER_BLOCK = 50
-IN_LIST_MAX = 500  # order ids per `IN (...)`: under SQLite's bound on parameters in a statement
 T = TypeVar("T")
 
 
@@ -142,14 +141,11 @@ class SqlLedger(ABC):
         return _effect(stage, *rows[0]) if rows else None
 
     def effects(self, stage: StageName, order_ids: Sequence[str]) -> dict[str, RecordedEffect]:
-        found: dict[str, RecordedEffect] = {}
-        wanted = list(dict.fromkeys(order_ids))
-        for start in range(0, len(wanted), IN_LIST_MAX):
-            chunk = wanted[start:start + IN_LIST_MAX]
-            rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id IN "
-                              f"({','.join('?' * len(chunk))})", (stage.value, *chunk))
-            found.update((row[0], _effect(stage, *row)) for row in rows)
-        return found
+        if not order_ids:
+            return {}
+        rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id IN "
+                          f"({_marks(len(order_ids))})", (stage.value, *order_ids))
+        return {row[0]: _effect(stage, *row) for row in rows}
 
     def record_effects(
         self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],
@@ -213,8 +209,8 @@ class SqlLedger(ABC):
         wanted = list(lots)
         if not wanted:
             return {}
-        marks = ",".join("?" * len(wanted))
-        rows = self._read(f"SELECT lot, SUM(quantity) FROM inventory WHERE lot IN ({marks}) GROUP BY lot", wanted)
+        rows = self._read(f"SELECT lot, SUM(quantity) FROM inventory WHERE lot IN ({_marks(len(wanted))}) "
+                          f"GROUP BY lot", wanted)
         found = {lot: int(quantity) for lot, quantity in rows}
         return {lot: found.get(lot, 0) for lot in wanted}
 
@@ -333,8 +329,7 @@ class SqlLedger(ABC):
 
     def outcomes(self, order_ids: list[str]) -> dict[str, OrderOutcome]:
         """`outcome` for several orders in one query: those recorded, by order id."""
-        marks = ",".join("?" * len(order_ids))
-        rows = self._read(f"SELECT outcome FROM outcomes WHERE order_id IN ({marks})", order_ids)
+        rows = self._read(f"SELECT outcome FROM outcomes WHERE order_id IN ({_marks(len(order_ids))})", order_ids)
         found = (OrderOutcome.model_validate_json(row[0]) for row in rows)
         return {outcome.order_id: outcome for outcome in found}
 
@@ -414,6 +409,11 @@ class SqlLedger(ABC):
         ).rowcount
         if updated != 1:
             raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")
+
+
+def _marks(count: int) -> str:
+    """The placeholders of an `IN (...)` list of `count` values."""
+    return ",".join("?" * count)
 
 
 def _effect(
