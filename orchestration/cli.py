@@ -1,8 +1,9 @@
 """`jewelry-fanout` (and `python -m orchestration`): run the workshop, print what happened.
 
 Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost, the source
-stopped early, or unfinished because the ledger was unreachable: the same command finishes them); 2 bad arguments, settings, input file or ledger; 3 the actors could not start, or
-(for status, submit, stop) no running system was found; 4 the run finished but some orders are
+stopped early, or unfinished because the ledger was unreachable: the same command finishes them);
+2 bad arguments, settings, input file or ledger; 3 the actors could not start, or (for status,
+submit, stop) no running system was found; 4 the run finished but some orders are
 dead-lettered and wait for `replay` (for `replay`: the order is still dead-lettered).
 """
 

@@ -19,7 +19,7 @@ import ray
 from loguru import logger
 
 from actors.dispatcher import DispatcherStats
-from actors.errors import RunIncomplete, SystemStartError
+from actors.errors import LedgerUnavailable, RunIncomplete, SystemStartError
 from actors.ledger import SqlLedger, open_ledger
 from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
 from actors.producer import LostOrder, ProducerProgress
@@ -152,9 +152,8 @@ class FanoutSystem:
                     # The ledger is the record: outcomes of earlier runs, and those a crash kept from the file.
                     try:
                         files.replace_outcomes(self.ledger.outcome_lines())
-                    except Exception as error:  # noqa: BLE001 - the store's retries are spent
-                        self.log.warning("outcomes.jsonl keeps this run's outcomes only: the ledger is unreachable "
-                                         "({}: {})", type(error).__name__, error)
+                    except LedgerUnavailable as error:  # the store's retries are spent
+                        self.log.warning("outcomes.jsonl keeps this run's outcomes only: {}", error)
         with self._pools_lock:
             replicas = {stage: len(self._pools.replicas[stage]) for stage in STAGES}
         summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), replicas, self.snapshots())

@@ -87,12 +87,12 @@ class Packaging(Stage[PackagingConfig]):
         return f"voided certificate {output.certificate_serial}; returned a {output.box}"
 
     def state(self) -> dict[str, Any]:
+        left = self._journal.available(self.initial_stock())
         return {
             "serials_issued": self._issued,
             "serials_voided": self._voided,
             "last_serial": self._last_serial,
-            "workshop_boxes_left": {lot.removeprefix("box/"): left for lot, left in
-                                    self._journal.available([_box_lot(p) for p in self.config.box_stock]).items()},
+            "workshop_boxes_left": {str(p): left[_box_lot(p)] for p in self.config.box_stock},
         }
 
     def checkpoint(self) -> dict[str, Any]:
