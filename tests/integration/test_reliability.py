@@ -259,7 +259,7 @@ def test_killing_the_producer_mid_run_still_accounts_for_every_order_once(start_
 
 def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(
         start_system, postgres_server, postgres_url):
-    """PostgreSQL crashes mid-run and stays down for longer than the stores retry (3 s here, 60 s by
+    """PostgreSQL crashes mid-run and stays down for longer than the store's retry budget (3 s here, 60 s by
     default). The run ends rather than hangs, says why, and loses nothing: each order has a committed
     outcome or is reported unfinished or was never read. Once the server is back, the same run
     finishes them all, each stage's work done once."""
