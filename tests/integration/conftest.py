@@ -15,10 +15,21 @@ from orchestration.settings import FanoutSettings, load_settings
 from orchestration.system import FanoutSystem
 
 
+# The session's Ray has no dashboard and sends no worker logs to the driver, yet its log monitor
+# globs the log directory every 0.1 s and its node reporter walks every process every 5 s: together
+# about 60 s of CPU in a suite run (measured from /proc), time the two cores owe the tests. Slowed
+# down, for this Ray only (its processes read these at start; later clusters get the defaults).
+QUIET_SESSION_RAY = {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0", "LOG_NAME_UPDATE_INTERVAL_S": "5",
+                     "REPORTER_UPDATE_INTERVAL_MS": "60000"}
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    # address="local": never attach to some other cluster running on this machine.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in QUIET_SESSION_RAY.items():
+            env.setenv(name, value)
+        # address="local": never attach to some other cluster running on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -225,36 +225,25 @@ def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_order
                 orders, restarts, counts["duplicated"], elapsed)
 
 
-def test_killing_the_dispatcher_mid_run_still_accounts_for_every_order(start_system, store):
+def test_killing_the_dispatcher_and_the_producer_mid_run_still_accounts_for_every_order_once(start_system, store):
+    """The control plane's two actors, killed during one run: the Dispatcher twice (its restart
+    resumes the orders in flight from the ledger) and the Producer once (its restart re-reads the
+    source; what it had already handed over is counted once)."""
     system = start_system(time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger=store)
-    dispatcher = ray.get_actor("dispatcher", namespace=system.settings.namespace)
+    namespace = system.settings.namespace
+    plan = [(300, "dispatcher"), (600, "producer"), (900, "dispatcher")]
     kills = []
 
-    def kill_twice(progress, tally):
-        if len(kills) < 2 and tally.terminal >= 300 * (len(kills) + 1):
-            ray.kill(dispatcher, no_restart=False)
+    def kill_on_plan(progress, tally):
+        if len(kills) < len(plan) and tally.terminal >= plan[len(kills)][0]:
+            ray.kill(ray.get_actor(plan[len(kills)][1], namespace=namespace), no_restart=False)
             kills.append(tally.terminal)
 
-    result = system.run(SourceSpec(count=1200), keep_outcomes=True, on_progress=kill_twice)
-    assert len(kills) == 2
-    assert result.summary.lost == 0 and len({o.order_id for o in result.outcomes}) == 1200
-    audit(system, system.ledger, 1200)
-
-
-def test_killing_the_producer_mid_run_still_accounts_for_every_order_once(start_system):
-    system = start_system(time_scale=0.0, material=STOCK)
-    killed = []
-
-    def kill_once(progress, tally):
-        if not killed and tally.terminal >= 300:
-            ray.kill(ray.get_actor("producer", namespace=system.settings.namespace), no_restart=False)
-            killed.append(tally.terminal)
-
-    result = system.run(SourceSpec(count=1000), keep_outcomes=True, on_progress=kill_once)
-    assert killed and result.summary.lost == 0
+    result = system.run(SourceSpec(count=1200), keep_outcomes=True, on_progress=kill_on_plan)
+    assert len(kills) == len(plan), kills
     ids = [o.order_id for o in result.outcomes]
-    assert len(ids) == len(set(ids)) == 1000  # the restarted Producer's re-reads were counted once
-    audit(system, system.ledger, 1000)
+    assert result.summary.lost == 0 and len(ids) == len(set(ids)) == 1200  # the re-reads were counted once
+    audit(system, system.ledger, 1200)
 
 
 def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(
@@ -305,7 +294,7 @@ def _driver(out: Path, namespace: str, orders: int) -> subprocess.Popen:
 
 
 def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(start_system, tmp_path):
-    out, orders = tmp_path / "run", 1500
+    out, orders = tmp_path / "run", 800
     driver = _driver(out, f"crash-{os.getpid()}", orders)
     ledger_path = out / "ledger.sqlite3"
 
