@@ -43,3 +43,14 @@ def test_the_design_workers_offer_what_design_replicas_ask_for():
     assert "design_node" not in types["stage_worker"]["resources"]
     starts = " ".join(_config()["head_start_ray_commands"])
     assert "--metrics-export-port" in starts and "--dashboard-host=127.0.0.1" in starts
+
+
+def test_every_node_joins_with_the_one_auth_token():
+    """Token auth on every node (RAY_AUTH_MODE must match cluster-wide), all with the token file
+    that the operator made: a worker node without it could not join the head."""
+    config = _config()
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(command for command in config[key] if "ray start" in command)
+        assert "export RAY_AUTH_MODE=token;" in start.split("ray start")[0], key
+    assert any("chmod 600" in c and "~/.ray/auth_token" in c for c in config["setup_commands"])
