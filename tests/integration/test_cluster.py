@@ -4,6 +4,7 @@ Prometheus endpoint, `ray list`, and the long-running mode driven by status / su
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -17,15 +18,21 @@ import pytest
 from orchestration.output import read_outcomes
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import STAGES
-from tests.integration.cluster import REPO, LocalCluster, without_password
-from tests.support import Pending, wait_until
+from tests.integration.cluster import REPO, LocalCluster, auth_token, without_password
+from tests.prometheus_server import PrometheusServer
+from tests.support import Pending, free_port, wait_until
 
 
 DESIGN_ON_SECOND_NODE = ["--replicas", "design=2", "--set", 'design.resources={"design_node": 1}']
 
 
 @pytest.fixture(scope="module")
-def cluster(postgres_server):
+def prometheus_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres_server, prometheus_port):
     # Short on purpose: Ray's unix sockets live under the temp dir, and socket paths max out near 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="jf-", dir="/tmp"))
     # The database password reaches every actor as on a real cluster (cluster.yaml): a libpq password
@@ -33,7 +40,9 @@ def cluster(postgres_server):
     pgpass = temp_dir / "pgpass"
     pgpass.write_text(f"127.0.0.1:{postgres_server.port}:*:postgres:{postgres_server.password}\n", encoding="utf-8")
     pgpass.chmod(0o600)
-    cluster = LocalCluster(temp_dir, node_env={"PGPASSFILE": str(pgpass)})
+    # The dashboard's Metrics page asks the Prometheus started below (RAY_PROMETHEUS_HOST, read at start).
+    cluster = LocalCluster(temp_dir, node_env={"PGPASSFILE": str(pgpass),
+                                               "RAY_PROMETHEUS_HOST": f"http://127.0.0.1:{prometheus_port}"})
     try:
         cluster.start_head(num_cpus=2)
         cluster.add_node(num_cpus=1, resources={"design_node": 4})
@@ -41,6 +50,18 @@ def cluster(postgres_server):
     finally:
         cluster.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prometheus(cluster, prometheus_port):
+    """A real Prometheus from the cluster's first minute to its last, scraping every node through the
+    service-discovery file Ray's metrics agent writes (the file Ray's own Prometheus config names)."""
+    server = PrometheusServer(cluster.temp_dir / "prom_metrics_service_discovery.json", port=prometheus_port)
+    try:
+        server.wait_for_scrapes([f"http://127.0.0.1:{port}/metrics" for port in cluster.metrics_ports])
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +257,36 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, tmp_pa
     assert len(outcomes) == 44 and Counter(o.status for o in outcomes) == {"completed": 44}
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["source"], r["line"], r["errors"][0]["field"]) for r in rejects] == [("orders.csv", 6, "size")]
+
+
+DASHBOARD = REPO / "dashboards" / "jewelry_fanout_grafana_dashboard.json"
+
+
+def test_every_grafana_query_returns_series_on_a_real_prometheus(cluster, prometheus):
+    """Last in the module: by now Prometheus has scraped a job that completed 300 orders, one with
+    failures, retries, compensations and rejects, and a serving system whose gauges were live. Every
+    panel's PromQL, with the dashboard's template variable filled in as Grafana fills it, is evaluated
+    over that time and must return a series with a value."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"]).groups()
+    sessions = prometheus.label_values(label, metric)
+    assert len(sessions) == 1, sessions  # this cluster's session
+    # What Grafana puts in for a selection: each value regex-escaped inside a PromQL string, joined by |.
+    chosen = "|".join(re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\\\1", value) for value in sessions)
+    end = time.time()
+    empty = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace(f"${variable['name']}", chosen)
+            assert "$" not in expr, expr
+            series = prometheus.query_range(expr, start=prometheus.started_at, end=end, step_s=2)
+            if not any(math.isfinite(float(value)) for s in series for _, value in s["values"]):
+                empty.append(f"{panel['title']}: {expr}")
+    assert not empty, "\n".join(empty)
+
+    # And Ray's dashboard finds the same Prometheus (its Metrics page shows charts instead of a notice).
+    request = urllib.request.Request(f"{cluster.dashboard_url}/api/prometheus_health",
+                                     headers={"Authorization": f"Bearer {auth_token()}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["result"] is True
