@@ -18,11 +18,13 @@ import pytest
 from orchestration.output import read_outcomes
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import STAGES
+from tests.integration.browser import actors_alive_on_the_dashboard
 from tests.integration.cluster import REPO, LocalCluster, auth_token, without_password
 from tests.prometheus_server import PrometheusServer
 from tests.support import Pending, free_port, wait_until
 
 
+SCREENSHOT = REPO / "docs" / "figures" / "ray-dashboard-actors.png"  # kept: what the Actors page looks like
 DESIGN_ON_SECOND_NODE = ["--replicas", "design=2", "--set", 'design.resources={"design_node": 1}']
 
 
@@ -218,8 +220,12 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, tmp_pa
     listed = cluster._ray("list", "actors", "--format", "json", "--limit", "200",
                           env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
     names = {a["name"] for a in json.loads(listed) if a.get("ray_namespace") == namespace and a["state"] == "ALIVE"}
-    assert {"producer", "dispatcher", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
-            "logistics-0"} <= names
+    ours = ["producer", "dispatcher", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
+            "logistics-0"]
+    assert set(ours) <= names
+    # The same, as an operator sees it: the dashboard in Chromium, logged in through its token dialog.
+    seen = actors_alive_on_the_dashboard(cluster.dashboard_url, auth_token(), ours, SCREENSHOT)
+    assert all("ALIVE" in row for row in seen.values()) and SCREENSHOT.stat().st_mtime >= cluster.started_at
     # Stage calls are named after their stage and how many orders they carry ("material[1]",
     # "material[4-7]"), never after an order: Ray keeps a metric series per task name for good. Task
     # events reach the GCS a moment after the call, so look again for a while.
