@@ -281,15 +281,17 @@ def test_every_grafana_query_returns_series_on_a_real_prometheus(cluster, promet
     # What Grafana puts in for a selection: each value regex-escaped inside a PromQL string, joined by |.
     chosen = "|".join(re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\\\1", value) for value in sessions)
     end = time.time()
-    empty = []
+    empty, found = [], {}
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             expr = target["expr"].replace(f"${variable['name']}", chosen)
             assert "$" not in expr, expr
             series = prometheus.query_range(expr, start=prometheus.started_at, end=end, step_s=2)
+            found[expr] = len(series)
             if not any(math.isfinite(float(value)) for s in series for _, value in s["values"]):
                 empty.append(f"{panel['title']}: {expr}")
     assert not empty, "\n".join(empty)
+    print("series per dashboard query:", json.dumps(found, indent=1))  # reported in the closing note
 
     # And Ray's dashboard finds the same Prometheus (its Metrics page shows charts instead of a notice).
     request = urllib.request.Request(f"{cluster.dashboard_url}/api/prometheus_health",
