@@ -87,6 +87,7 @@ class ProducerProgress(BaseModel):
     finished: bool
     serving: bool = False
     source_error: str | None = None
+    not_started: int | None = None  # records left unread by a stop (an interrupt); None: read to the end
 
 
 class Producer:
@@ -127,6 +128,7 @@ class Producer:
         self._source_error: str | None = None
         self._serve = serve
         self._stop_requested = False
+        self._not_started: int | None = None
         # Submitted in serve mode, not yet sent: rush first, then in arrival order; with its ledger outcome.
         self._submitted: list[tuple[int, int, JewelryOrder, OrderOutcome | None]] = []
         self._sequence = itertools.count()
@@ -171,6 +173,7 @@ class Producer:
             finished=self._finished and not self._outcomes,
             serving=self._serve and not self._stop_requested,
             source_error=self._source_error,
+            not_started=self._not_started,
         )
 
     async def describe(self) -> dict[str, object]:
@@ -206,7 +209,8 @@ class Producer:
         return SubmitReceipt(accepted=accepted, rejected=rejected)
 
     async def stop(self) -> None:
-        """End serve mode: the run finishes once what is already accepted has its outcomes."""
+        """Admit no more orders: a serving run stops taking submissions, a run still reading its
+        source stops reading it. The run finishes once what is already accepted has its outcomes."""
         self._stop_requested = True
         self._more.set()
         self._news.set()
@@ -218,6 +222,11 @@ class Producer:
     async def _feed(self) -> None:
         try:
             for line, record in read_numbered_records(self._source):
+                if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
+                    self._not_started = self._expected - self._read
+                    self.log.info("stopped reading at record {}: {} record(s) not started", self._read,
+                                  self._not_started)
+                    break
                 self._read += 1
                 known = None
                 if isinstance(record, JewelryOrder):

@@ -4,7 +4,8 @@ Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost
 stopped early, or unfinished because the ledger was unreachable: the same command finishes them);
 2 bad arguments, settings, input file or ledger; 3 the actors could not start, or (for status,
 submit, stop) no running system was found; 4 the run finished but some orders are
-dead-lettered and wait for `replay` (for `replay`: the order is still dead-lettered).
+dead-lettered and wait for `replay` (for `replay`: the order is still dead-lettered); 130 the run
+was interrupted (Ctrl-C or SIGTERM) before it had read its source: the same command resumes it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from orchestration.system import FanoutSystem, RunResult
 from orchestration.wiring import connect_ray
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_START, EXIT_DEAD_LETTERS = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process ended by Ctrl-C
 
 
 def _stdout_console() -> Console:
@@ -219,13 +221,16 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
     system = _start(settings, err)
     if isinstance(system, int):
         return system
+    _stop_admitting_on_interrupt(system, err)
     if serve:
-        # Ctrl-C, SIGTERM (`ray job stop`) and `jewelry-fanout stop` all end a serving run the same way.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: system.stop_serving())
         err.print("serving: submit more with `jewelry-fanout submit --input FILE`, end with `jewelry-fanout stop`")
+    resume = ("run the same command again to resume: the ledger has every outcome" if settings.ledger.enabled
+              else "without a ledger the same command starts over")
     try:
         result = _run_with_progress(system, settings, err, serve)
+    except KeyboardInterrupt:  # the second Ctrl-C: leave now
+        err.print(f"[red]interrupted again:[/red] left without waiting for the orders in flight; {resume}")
+        return EXIT_INTERRUPTED
     finally:
         system.shutdown()
 
@@ -235,6 +240,11 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
         sys.stdout.write(result.summary.model_dump_json() + "\n")
     else:
         render_summary(_stdout_console(), result.summary, result.files)
+    if result.not_started is not None:
+        done = result.summary.completed + result.summary.failed + result.summary.dead_lettered
+        err.print(f"[yellow]interrupted:[/yellow] {done} order(s) done, {result.not_started} record(s) not "
+                  f"started; {resume}")
+        return EXIT_INTERRUPTED
     try:
         result.raise_if_incomplete()
     except RunIncomplete as error:
@@ -245,6 +255,23 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
                   f"dead-lettered outcomes in {settings.out_dir}, then `jewelry-fanout replay ORDER_ID`")
         return EXIT_DEAD_LETTERS
     return EXIT_OK
+
+
+def _stop_admitting_on_interrupt(system: FanoutSystem, err: Console) -> None:
+    """The first Ctrl-C or SIGTERM (what `ray job stop` sends) stops admitting orders and lets those
+    in flight conclude, so that outcomes and summary are written; a second one leaves at once."""
+    interrupts = []
+
+    def on_interrupt(signum: int, _frame: Any) -> None:
+        interrupts.append(signum)
+        if len(interrupts) > 1:
+            raise KeyboardInterrupt
+        err.print(f"[yellow]{signal.Signals(signum).name}:[/yellow] admitting no more orders; those in flight "
+                  f"conclude (Ctrl-C again to leave at once)")
+        system.stop_admitting()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_interrupt)
 
 
 def _start(settings: FanoutSettings, err: Console) -> FanoutSystem | int:

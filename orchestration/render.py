@@ -24,6 +24,8 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
         overview.add_row("[red bold]lost", str(summary.lost))
     if summary.unfinished:
         overview.add_row("[red]unfinished (run the same command again)", str(summary.unfinished))
+    if summary.not_started:
+        overview.add_row("[yellow]not started (interrupted)", str(summary.not_started))
     if summary.from_ledger:
         overview.add_row("of which done in an earlier run", str(summary.from_ledger))
     if summary.from_ledger and not summary.throughput_per_s:

@@ -67,6 +67,7 @@ class RunSummary(BaseModel):
     rejected: int
     lost: int
     unfinished: int = 0  # not recorded in the ledger (it was unreachable): the same command finishes them
+    not_started: int = 0  # records an interrupt left unread: the same command (with a ledger) does them
     dead_lettered: int = 0
     from_ledger: int = 0
     wall_s: float

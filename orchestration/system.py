@@ -54,6 +54,7 @@ class _Collected:
     rejects: list[RejectedRecord] = field(default_factory=list)
     lost: list[LostOrder] = field(default_factory=list)
     source_error: str | None = None
+    not_started: int | None = None  # records an interrupt left unread; None: the source was read to the end
 
 
 @dataclass
@@ -81,7 +82,7 @@ class FanoutSystem:
         self.ledger = ledger
         self._pools = pools
         self._dispatcher = dispatcher
-        self._producer: Any = None
+        self._stop_admitting = threading.Event()
         self._artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
         self._last_supervised = 0.0
         self._pools_lock = threading.Lock()  # the autoscaler's thread changes the pools
@@ -121,30 +122,34 @@ class FanoutSystem:
         serve: bool = False,
     ) -> RunResult:
         """Feed a source through the system until every accepted order has its outcome; with
-        `serve`, keep taking submissions after the source is read, until `stop_serving`."""
+        `serve`, keep taking submissions after the source is read, until `stop_admitting`."""
         source = source or self.settings.source()
         source.check_readable()
         files = RunFiles.open(out_dir) if out_dir is not None else None
         tally, collected = RunTally(), _Collected()
         seen: set[str] = set()
-        producer = self._producer = create_producer(self.settings, source, serve)
+        producer = create_producer(self.settings, source, serve)
+        self._stop_admitting.clear()
+        stop_sent = False
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
             wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)
             started = time.perf_counter()
             ray.get(producer.start.remote())
             while True:
+                if self._stop_admitting.is_set() and not stop_sent:
+                    producer.stop.remote()
+                    stop_sent = True
                 progress: ProducerProgress = ray.get(producer.poll.remote(POLL_BATCH, POLL_WAIT_S))
                 self._collect(progress, tally, collected, files, keep_outcomes, seen)
                 self._supervise()
                 if on_progress is not None:
                     on_progress(progress, tally)
                 if progress.finished:
-                    collected.source_error = progress.source_error
+                    collected.source_error, collected.not_started = progress.source_error, progress.not_started
                     break
             wall_s = time.perf_counter() - started
         finally:
-            self._producer = None
             kill_all({"producer": producer})
             if files is not None:
                 files.close()
@@ -157,14 +162,16 @@ class FanoutSystem:
         with self._pools_lock:
             replicas = {stage: len(self._pools.replicas[stage]) for stage in STAGES}
         summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), replicas, self.snapshots())
+        summary = summary.model_copy(update={"not_started": collected.not_started or 0})
         if files is not None:
             files.write_summary(summary)
         return RunResult(**vars(collected), summary=summary, files=files)
 
-    def stop_serving(self) -> None:
-        """Ask a serving run to finish: what is already accepted still gets its outcome."""
-        if self._producer is not None:
-            self._producer.stop.remote()
+    def stop_admitting(self) -> None:
+        """Ask the run to admit no more orders (Ctrl-C, SIGTERM): a serving run stops serving, a run
+        reading its source stops reading. What is already accepted still gets its outcome. Only sets
+        a flag, so a signal handler may call it: the run's loop tells the Producer at its next poll."""
+        self._stop_admitting.set()
 
     def snapshots(self) -> dict[StageName, list[StageSnapshot]]:
         """Every live replica's snapshot, by stage."""

@@ -7,8 +7,10 @@ serials and tracking numbers are unique, and no stage recorded an effect for an 
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -332,6 +334,56 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(start_sys
     assert len(read_outcomes(out / "outcomes.jsonl")) == orders
     logger.info("driver SIGKILL: {} done before, {} in flight resumed from recorded effects, {} new",
                 len(finished_before), len(resumed), len(fresh) - len(resumed))
+
+
+def test_ctrl_c_stops_admitting_lets_the_orders_in_flight_conclude_and_the_same_command_resumes(ray_session, tmp_path):
+    """SIGINT to a real `jewelry-fanout run` (its driver on the session's Ray, as a job's is on a
+    cluster): it admits nothing more, the orders in flight conclude, outcomes and summary are written,
+    it says how many are done and not started, and exits 130. The same command then finishes."""
+    out, orders = tmp_path / "run", 800
+    namespace = f"interrupt-{os.getpid()}"
+    driver = _driver(out, namespace, orders)
+    ledger_path = out / "ledger.sqlite3"
+
+    def past_200() -> bool:
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        try:
+            return _ledger_counts(ledger_path)[0][0] >= 200
+        except (FileNotFoundError, sqlite3.OperationalError):
+            return False
+
+    wait_until(past_200, timeout_s=120, interval_s=0.2, what="200 orders done before the interrupt")
+    interrupted_at = time.monotonic()
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    drained_s = time.monotonic() - interrupted_at
+    stderr = stderr.decode()
+    assert driver.returncode == cli.EXIT_INTERRUPTED, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    told = re.search(r"interrupted: (\d+) order\(s\) done, (\d+) record\(s\) not started; run the same "
+                     r"command again to resume", stderr)
+    assert told, stderr[-3000:]
+    done, not_started = map(int, told.groups())
+    assert done >= 200 and not_started > 0 and done + not_started == orders  # every admitted order concluded
+    ledger = SqliteLedger(ledger_path)
+    try:
+        concluded = set(_ids(ledger))
+        touched = {e.order_id for stage in STAGES for e in ledger.effects_of(stage)}
+    finally:
+        ledger.close()
+    assert len(concluded) == done and touched <= concluded  # nothing left half-done in flight
+    assert len(read_outcomes(out / "outcomes.jsonl")) == done
+    assert json.loads((out / "summary.json").read_text())["not_started"] == not_started
+
+    again = _driver(out, namespace, orders)
+    _, stderr = again.communicate(timeout=180)
+    assert again.returncode == cli.EXIT_OK, stderr.decode()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["from_ledger"] == done and summary["not_started"] == 0
+    assert summary["completed"] + summary["failed"] == orders and summary["lost"] == 0
+    assert len(read_outcomes(out / "outcomes.jsonl")) == orders
+    logger.info("interrupt: {} orders done at the interrupt ({} not started), drained and exited in {:.1f} s; "
+                "resumed: {} new", done, not_started, drained_s, orders - done)
 
 
 def _ledger_counts(path: Path) -> tuple[tuple[int], tuple[int, int]]:

@@ -336,6 +336,28 @@ def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
     assert len(outcomes) + len(lost) == 20
 
 
+def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concludes():
+    """What Ctrl-C asks of a run that is still reading its source."""
+    from actors.producer import Producer
+    from actors.sources import SourceSpec
+
+    async def scenario():
+        handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}, max_in_flight=10))
+        producer = Producer(SourceSpec(count=100, seed=5), handle, max_in_flight=10)
+        await producer.start()
+        for _ in range(50):  # the Dispatcher answers nothing yet: the window fills and reading waits
+            await asyncio.sleep(0)
+        await producer.stop()
+        handle.open.set()
+        outcomes, lost = await _drain(producer)
+        return outcomes, lost, await producer.poll(wait_s=0)
+
+    outcomes, lost, last = asyncio.run(scenario())
+    assert not lost and last.finished and 0 < last.read < 100
+    assert len(outcomes) == last.accepted == last.read  # admitted, then concluded: every one
+    assert last.not_started == 100 - last.read
+
+
 def test_stage_calls_are_named_by_stage_and_batch_size_in_powers_of_two():
     from actors.dispatcher import task_name
 
