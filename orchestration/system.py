@@ -129,8 +129,7 @@ class FanoutSystem:
         tally, collected = RunTally(), _Collected()
         seen: set[str] = set()
         producer = create_producer(self.settings, source, serve)
-        self._stop_admitting.clear()
-        stop_sent = False
+        stop_sent = False  # a stop asked before the run began (a Ctrl-C during start-up) is honoured
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
             wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)
@@ -150,6 +149,7 @@ class FanoutSystem:
                     break
             wall_s = time.perf_counter() - started
         finally:
+            self._stop_admitting.clear()  # the next run starts admitting
             kill_all({"producer": producer})
             if files is not None:
                 files.close()
