@@ -240,10 +240,10 @@ def _run(settings: FanoutSettings, as_json: bool, serve: bool, err: Console) -> 
         sys.stdout.write(result.summary.model_dump_json() + "\n")
     else:
         render_summary(_stdout_console(), result.summary, result.files)
-    if result.not_started is not None:
+    if result.summary.not_started:  # a stop came while records were still unread
         done = result.summary.completed + result.summary.failed + result.summary.dead_lettered
-        err.print(f"[yellow]interrupted:[/yellow] {done} order(s) done, {result.not_started} record(s) not "
-                  f"started; {resume}")
+        err.print(f"[yellow]interrupted:[/yellow] {done} order(s) done, {result.summary.not_started} record(s) "
+                  f"not started; {resume}")
         return EXIT_INTERRUPTED
     try:
         result.raise_if_incomplete()

@@ -135,6 +135,7 @@ class RunTally:
         limit_per_s: float | None,
         replicas: dict[StageName, int],
         snapshots: dict[StageName, list[StageSnapshot]],
+        not_started: int = 0,
     ) -> RunSummary:
         throughput = self.processed / wall_s if wall_s > 0 else 0.0
         stages = {}
@@ -157,6 +158,7 @@ class RunTally:
             rejected=self.by_status[OrderStatus.REJECTED] + self.invalid_records,
             lost=self.lost,
             unfinished=self.unfinished,
+            not_started=not_started,
             dead_lettered=self.by_status[OrderStatus.DEAD_LETTERED],
             from_ledger=self.from_ledger,
             wall_s=round(wall_s, 3),

@@ -54,7 +54,6 @@ class _Collected:
     rejects: list[RejectedRecord] = field(default_factory=list)
     lost: list[LostOrder] = field(default_factory=list)
     source_error: str | None = None
-    not_started: int | None = None  # records an interrupt left unread; None: the source was read to the end
 
 
 @dataclass
@@ -130,6 +129,7 @@ class FanoutSystem:
         seen: set[str] = set()
         producer = create_producer(self.settings, source, serve)
         stop_sent = False  # a stop asked before the run began (a Ctrl-C during start-up) is honoured
+        not_started = 0  # records an interrupt left unread
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
             wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)
@@ -145,7 +145,7 @@ class FanoutSystem:
                 if on_progress is not None:
                     on_progress(progress, tally)
                 if progress.finished:
-                    collected.source_error, collected.not_started = progress.source_error, progress.not_started
+                    collected.source_error, not_started = progress.source_error, progress.not_started or 0
                     break
             wall_s = time.perf_counter() - started
         finally:
@@ -161,8 +161,8 @@ class FanoutSystem:
                         self.log.warning("outcomes.jsonl keeps this run's outcomes only: {}", error)
         with self._pools_lock:
             replicas = {stage: len(self._pools.replicas[stage]) for stage in STAGES}
-        summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), replicas, self.snapshots())
-        summary = summary.model_copy(update={"not_started": collected.not_started or 0})
+        summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), replicas, self.snapshots(),
+                                not_started)
         if files is not None:
             files.write_summary(summary)
         return RunResult(**vars(collected), summary=summary, files=files)
