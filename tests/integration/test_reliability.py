@@ -300,14 +300,7 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(start_sys
     driver = _driver(out, f"crash-{os.getpid()}", orders)
     ledger_path = out / "ledger.sqlite3"
 
-    def past_300() -> bool:
-        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-        try:
-            return sum(_ledger_counts(ledger_path)[0]) >= 300
-        except (FileNotFoundError, sqlite3.OperationalError):
-            return False  # not created yet, or its tables not yet
-
-    wait_until(past_300, timeout_s=120, interval_s=0.2, what="300 orders done before the driver is killed")
+    _wait_for_outcomes(driver, ledger_path, 300, "before the driver is killed")
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     _wait_until_still(ledger_path)
@@ -345,14 +338,7 @@ def test_ctrl_c_stops_admitting_lets_the_orders_in_flight_conclude_and_the_same_
     driver = _driver(out, namespace, orders)
     ledger_path = out / "ledger.sqlite3"
 
-    def past_200() -> bool:
-        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-        try:
-            return _ledger_counts(ledger_path)[0][0] >= 200
-        except (FileNotFoundError, sqlite3.OperationalError):
-            return False
-
-    wait_until(past_200, timeout_s=120, interval_s=0.2, what="200 orders done before the interrupt")
+    _wait_for_outcomes(driver, ledger_path, 200, "before the interrupt")
     interrupted_at = time.monotonic()
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=120)
@@ -384,6 +370,18 @@ def test_ctrl_c_stops_admitting_lets_the_orders_in_flight_conclude_and_the_same_
     assert len(read_outcomes(out / "outcomes.jsonl")) == orders
     logger.info("interrupt: {} orders done at the interrupt ({} not started), drained and exited in {:.1f} s; "
                 "resumed: {} new", done, not_started, drained_s, orders - done)
+
+
+def _wait_for_outcomes(driver: subprocess.Popen, ledger_path: Path, count: int, when: str) -> None:
+    """Until the running driver's ledger holds `count` outcomes; the test fails if the driver ends first."""
+    def enough() -> bool:
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+        try:
+            return _ledger_counts(ledger_path)[0][0] >= count
+        except (FileNotFoundError, sqlite3.OperationalError):
+            return False  # not created yet, or its tables not yet
+
+    wait_until(enough, timeout_s=120, interval_s=0.2, what=f"{count} orders done {when}")
 
 
 def _ledger_counts(path: Path) -> tuple[tuple[int], tuple[int, int]]:
