@@ -28,7 +28,7 @@ import ray
 
 from actors.logs import configure_logging
 from actors.models import STAGES
-from actors.sources import SourceSpec, read_records
+from actors.intake.sources import SourceSpec, read_records
 from actors.stages import STAGE_CLASSES, ReplicaContext
 from orchestration.settings import load_settings
 from orchestration.system import FanoutSystem

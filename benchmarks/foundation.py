@@ -24,7 +24,7 @@ import ray
 
 from actors.logs import configure_logging
 from actors.models import STAGES
-from actors.sources import SourceSpec
+from actors.intake.sources import SourceSpec
 from orchestration.settings import load_settings
 from orchestration.system import FanoutSystem
 

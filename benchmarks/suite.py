@@ -28,8 +28,8 @@ import ray
 
 from actors.logs import configure_logging
 from actors.models import STAGES, OrderOutcome, Priority, StageName
-from actors.samples import generate_orders
-from actors.sources import SourceSpec, read_records
+from actors.intake.samples import generate_orders
+from actors.intake.sources import SourceSpec, read_records
 from benchmarks.baselines import original_design, raw_ceiling
 from benchmarks.foundation import machine
 from benchmarks.limits import two_core_limit

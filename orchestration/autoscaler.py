@@ -1,5 +1,5 @@
 """The driver's autoscaling loop: samples the Dispatcher's load per replica, asks each autoscaled
-pool's policy (`actors/autoscaling.py`) for a size, and creates or drains replicas to match.
+pool's policy (`actors/dispatch/autoscaling.py`) for a size, and creates or drains replicas to match.
 
 It runs in a thread of the driver, which owns the replicas (an actor dies with its owner; see
 `wiring`), for as long as the system is up, so a pool shrinks back after a run as well. A new
@@ -19,10 +19,10 @@ import ray
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
-from actors.autoscaling import AutoscalingPolicy
+from actors.dispatch.autoscaling import AutoscalingPolicy
 from actors.errors import SystemStartError
 from actors.models import StageName
-from actors.pool import ReplicaLoad
+from actors.dispatch.pool import ReplicaLoad
 from orchestration.settings import FanoutSettings
 from orchestration.wiring import StagePools, create_replica, replica_name, wait_until_ready
 

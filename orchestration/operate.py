@@ -14,11 +14,11 @@ from typing import Any
 import ray
 from pydantic import BaseModel, ConfigDict
 
-from actors.dispatcher import DispatcherStats
+from actors.dispatch.dispatcher import DispatcherStats
 from actors.errors import FanoutError, SourceError, SystemStartError
 from actors.models import StageName, StageSnapshot
-from actors.producer import SubmitReceipt
-from actors.sources import SUPPORTED_SUFFIXES, read_rows
+from actors.intake.producer import SubmitReceipt
+from actors.intake.sources import SUPPORTED_SUFFIXES, read_rows
 from orchestration.wiring import check_reachable, collect_snapshots
 
 CALL_TIMEOUT_S = 15.0

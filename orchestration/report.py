@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from actors.models import STAGES, OrderOutcome, OrderStatus, RejectedRecord, StageName, StageSnapshot
-from actors.producer import LostOrder
+from actors.intake.producer import LostOrder
 
 
 def percentile(values: list[float], q: float) -> float:

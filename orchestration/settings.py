@@ -15,13 +15,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from actors.autoscaling import AutoscalingConfig
-from actors.batching import BatchPolicy
+from actors.dispatch.autoscaling import AutoscalingConfig
+from actors.dispatch.batching import BatchPolicy
 from actors.errors import ConfigurationError
 from actors.ledger import LedgerSpec
 from actors.models import STAGES, StageName
-from actors.retry import RetryPolicy
-from actors.sources import SourceSpec
+from actors.dispatch.retry import RetryPolicy
+from actors.intake.sources import SourceSpec
 from actors.stages import (
     STAGE_CONFIGS,
     DesignConfig,
@@ -134,7 +134,7 @@ class FanoutSettings(BaseSettings):
     dashboard: bool = Field(default=True, description="start the Ray dashboard with the embedded local Ray")
     control: ControlActorSettings = Field(default_factory=ControlActorSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
-    batching: BatchPolicy = Field(default_factory=BatchPolicy, description="stage calls per replica (see actors/batching.py)")
+    batching: BatchPolicy = Field(default_factory=BatchPolicy, description="stage calls per replica (see actors/dispatch/batching.py)")
     material: MaterialSettings = Field(default_factory=MaterialSettings)  # type: ignore[valid-type]
     design: DesignSettings = Field(default_factory=DesignSettings)  # type: ignore[valid-type]
     production: ProductionSettings = Field(default_factory=ProductionSettings)  # type: ignore[valid-type]

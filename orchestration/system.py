@@ -18,12 +18,12 @@ from typing import Any
 import ray
 from loguru import logger
 
-from actors.dispatcher import DispatcherStats
+from actors.dispatch.dispatcher import DispatcherStats
 from actors.errors import LedgerUnavailable, RunIncomplete, SystemStartError
 from actors.ledger import SqlLedger, open_ledger
 from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
-from actors.producer import LostOrder, ProducerProgress
-from actors.sources import SourceSpec
+from actors.intake.producer import LostOrder, ProducerProgress
+from actors.intake.sources import SourceSpec
 from orchestration.autoscaler import PoolAutoscaler
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary, RunTally

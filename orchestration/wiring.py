@@ -17,12 +17,12 @@ import ray
 from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.dispatcher import Dispatcher
+from actors.dispatch.dispatcher import Dispatcher
 from actors.errors import SystemStartError
 from actors.models import STAGES, StageName
 from actors.naming import NamedActor
-from actors.producer import Producer
-from actors.sources import SourceSpec
+from actors.intake.producer import Producer
+from actors.intake.sources import SourceSpec
 from actors.stages import STAGE_CLASSES, ReplicaContext
 from orchestration.settings import FanoutSettings
 

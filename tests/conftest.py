@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from actors.models import JewelryOrder
-from actors.samples import ORIGINAL_ORDERS
+from actors.intake.samples import ORIGINAL_ORDERS
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

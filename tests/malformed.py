@@ -7,7 +7,7 @@ import json
 
 from hypothesis import strategies as st
 
-from actors.samples import ORIGINAL_ORDERS
+from actors.intake.samples import ORIGINAL_ORDERS
 
 REQUIRED = ["order_id", "product_type", "style", "size", "customer", "destination", "declared_value", "created_at"]
 JUNK = st.one_of(

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from actors.errors import BusinessFailure
-from actors.mesh import Mesh, cylinder, merge, prism, rotation_from_axes, torus
+from actors.stages.mesh import Mesh, cylinder, merge, prism, rotation_from_axes, torus
 from actors.models import DesignOutput, JewelryOrder, ProductType, StageName
 from actors.models.catalog import JADE_DENSITY_G_CM3, METALS, ring_inner_diameter_mm
 from actors.models.styles import (

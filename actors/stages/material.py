@@ -19,7 +19,7 @@ from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Gemstone
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig
-from actors.stock_units import MILLI, human, unit_of
+from actors.stages.stock_units import MILLI, human, unit_of
 
 
 

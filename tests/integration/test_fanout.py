@@ -11,8 +11,8 @@ import ray
 
 from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
-from actors.producer import WINDOW_PER_ADMITTED
-from actors.sources import SourceSpec
+from actors.intake.producer import WINDOW_PER_ADMITTED
+from actors.intake.sources import SourceSpec
 from actors.stages.logistics import is_valid_tracking_number
 from orchestration.output import read_outcomes
 from tests.conftest import order_dict
@@ -207,7 +207,7 @@ def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_s
     # about 3.7 s, time for the driver to notice and for the replacement's new worker process to start.
     # Calls sent to the killed actor fail late, seconds after the replacement took its name; the
     # Dispatcher once took those for the replacement's death and the driver replaced it again and
-    # again (see `_about_current` in actors/dispatcher.py).
+    # again (see `_about_current` in actors/dispatch/dispatcher.py).
     result = system.run(SourceSpec(count=400), keep_outcomes=True, on_progress=kill_once)
     assert killed_at and result.summary.completed == 400 and result.summary.lost == 0
     late = [o.results[StageName.LOGISTICS] for o in result.outcomes if o.finished_at > killed_at[0]]

@@ -6,7 +6,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 
-from actors.sources import SourceSpec
+from actors.intake.sources import SourceSpec
 from orchestration.output import read_outcomes
 from tests.malformed import order_file_lines
 

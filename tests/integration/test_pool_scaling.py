@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from actors.models import StageName, StageStatus
-from actors.samples import generate_orders
-from actors.sources import SourceSpec
+from actors.intake.samples import generate_orders
+from actors.intake.sources import SourceSpec
 from orchestration.autoscaler import TICK_S
 from tests.support import wait_until
 

@@ -28,7 +28,7 @@ from loguru import logger
 from actors.errors import RunIncomplete
 from actors.ledger import SqlLedger, SqliteLedger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
-from actors.sources import SourceSpec
+from actors.intake.sources import SourceSpec
 from orchestration import cli
 from orchestration.output import read_outcomes
 from orchestration.wiring import replica_name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from actors.autoscaling import AutoscalingConfig, AutoscalingPolicy
+from actors.dispatch.autoscaling import AutoscalingConfig, AutoscalingPolicy
 
 CONFIG = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_per_replica=5, upscale_delay_s=2,
                            downscale_delay_s=10, look_back_s=3)

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from actors.batching import BatchPolicy, ReplicaBatcher
+from actors.dispatch.batching import BatchPolicy, ReplicaBatcher
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import STAGES, OrderStatus, Priority, StageName, StageStatus
-from actors.samples import generate_orders
+from actors.intake.samples import generate_orders
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 from tests.fakes import FakeClock, FakeReplica, FakeTimers, LocalHandle
@@ -155,7 +155,7 @@ def test_a_failed_call_fails_every_order_it_carried():
 
 
 def test_dispatcher_results_are_the_same_with_and_without_batching():
-    from actors.dispatcher import Dispatcher
+    from actors.dispatch.dispatcher import Dispatcher
 
     # One priority, so that both runs serve the orders in the same sequence (rush first would reorder
     # them, and bench schedules, serials and tracking numbers follow the sequence).
@@ -231,7 +231,7 @@ def test_a_replica_keeps_its_cadence_over_a_batch(work_s, per_order_s):
 
 
 def test_rush_orders_are_admitted_first():
-    from actors.admission import PriorityGate
+    from actors.dispatch.admission import PriorityGate
 
     async def scenario():
         gate, admitted = PriorityGate(1), []

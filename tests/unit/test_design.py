@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from actors.mesh import cylinder, prism, torus
+from actors.stages.mesh import cylinder, prism, torus
 from actors.models import ProductType, StageStatus
 from actors.models.catalog import SIZE_CONVENTIONS
 from actors.models.styles import STYLES, nominal_volume_mm3

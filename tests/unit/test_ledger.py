@@ -11,7 +11,7 @@ import pytest
 from actors.errors import ConfigurationError, LedgerUnavailable
 from actors.ledger import CANCELLED_BEFORE_RUN, LedgerMismatch, LedgerSpec, SqliteLedger, open_ledger
 from actors.models import STAGES, DeadLetter, OrderOutcome, OrderStatus, StageName, StageStatus
-from actors.samples import generate_orders
+from actors.intake.samples import generate_orders
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 
 from actors.models import JewelryOrder, RejectedRecord
-from actors.sources import SourceSpec, read_records
+from actors.intake.sources import SourceSpec, read_records
 from tests.malformed import order_file_lines
 
 

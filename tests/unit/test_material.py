@@ -97,7 +97,7 @@ def test_stock_is_set_up_once_per_ledger_and_restocking_adds_to_it():
 def test_the_same_orders_give_the_same_answers_with_one_replica_or_several(replicas):
     """Scarce stock (a fifth of the default) and the sample orders' certified stones: which orders
     complete, and why the others fail, does not depend on how many replicas share the workshop."""
-    from actors.samples import generate_orders
+    from actors.intake.samples import generate_orders
 
     orders = list(generate_orders(300, seed=11)) + [make_order(0, order_id=f"J20258{i:02d}") for i in range(5)]
 

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from actors.models import JewelryOrder, Metal, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
-from actors.samples import original_orders
+from actors.intake.samples import original_orders
 from tests.conftest import make_order, order_dict
 
 

@@ -4,11 +4,11 @@ import asyncio
 
 import pytest
 
-from actors.dispatcher import Dispatcher
+from actors.dispatch.dispatcher import Dispatcher
 from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
-from actors.retry import RetryPolicy
-from actors.pool import ReplicaPool
+from actors.dispatch.retry import RetryPolicy
+from actors.dispatch.pool import ReplicaPool
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 from tests.fakes import DispatcherHandle, LocalHandle
@@ -126,7 +126,7 @@ def _jam(handle, failures):
 
 
 def _fast_retries(attempts):
-    from actors.retry import RetryPolicy
+    from actors.dispatch.retry import RetryPolicy
 
     return {s: RetryPolicy(attempts=attempts, base_delay_s=0.001, max_delay_s=0.002) for s in STAGES}
 
@@ -156,7 +156,7 @@ def test_retries_stop_at_the_policy_and_business_failures_are_never_retried():
 def test_backoff_grows_with_full_jitter_up_to_the_cap():
     import random
 
-    from actors.retry import RetryPolicy
+    from actors.dispatch.retry import RetryPolicy
 
     policy, rng = RetryPolicy(attempts=10, base_delay_s=0.1, max_delay_s=1.0), random.Random(1)
     delays = {n: [policy.delay_s(n, rng) for _ in range(500)] for n in (1, 2, 3, 8)}
@@ -285,9 +285,9 @@ def _drain(producer) -> tuple[list, list]:
 
 def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_rush_first():
     from actors.models import Priority
-    from actors.producer import DISPATCH_CALLS, WINDOW_PER_ADMITTED, Producer
-    from actors.samples import generate_orders
-    from actors.sources import SourceSpec
+    from actors.intake.producer import DISPATCH_CALLS, WINDOW_PER_ADMITTED, Producer
+    from actors.intake.samples import generate_orders
+    from actors.intake.sources import SourceSpec
 
     async def scenario():
         handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}, max_in_flight=40))
@@ -319,8 +319,8 @@ def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_
 
 
 def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
-    from actors.producer import Producer
-    from actors.sources import SourceSpec
+    from actors.intake.producer import Producer
+    from actors.intake.sources import SourceSpec
 
     async def scenario():
         handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}), failing=1)
@@ -338,8 +338,8 @@ def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
 
 def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concludes():
     """What Ctrl-C asks of a run that is still reading its source."""
-    from actors.producer import Producer
-    from actors.sources import SourceSpec
+    from actors.intake.producer import Producer
+    from actors.intake.sources import SourceSpec
 
     async def scenario():
         handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}, max_in_flight=10))
@@ -359,7 +359,7 @@ def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concl
 
 
 def test_stage_calls_are_named_by_stage_and_batch_size_in_powers_of_two():
-    from actors.dispatcher import task_name
+    from actors.dispatch.dispatcher import task_name
 
     assert [task_name(StageName.MATERIAL, n) for n in (1, 2, 3, 4, 7, 8, 127, 128)] == [
         "material[1]", "material[2-3]", "material[2-3]", "material[4-7]", "material[4-7]", "material[8-15]",
@@ -374,7 +374,7 @@ def test_a_late_death_of_the_replaced_actor_does_not_mark_its_replacement_dead()
 
     from ray.exceptions import RayActorError
 
-    from actors.dispatcher import _about_current
+    from actors.dispatch.dispatcher import _about_current
 
     def handle(actor_id: str):
         return SimpleNamespace(_actor_id=SimpleNamespace(hex=lambda: actor_id))

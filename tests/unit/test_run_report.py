@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.errors import RunIncomplete
-from actors.producer import LostOrder
+from actors.intake.producer import LostOrder
 from orchestration.report import RunTally
 from orchestration.system import RunResult
 

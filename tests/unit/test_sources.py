@@ -4,7 +4,7 @@ import pytest
 
 from actors.errors import SourceError
 from actors.models import JewelryOrder, RejectedRecord
-from actors.sources import SourceSpec, count_records, read_records
+from actors.intake.sources import SourceSpec, count_records, read_records
 from tests.conftest import order_dict
 
 

@@ -28,7 +28,7 @@ class ReplicaLoad(BaseModel):
     mean_latency_ms: float
     alive: bool = True
     draining: bool = False  # being scaled away: finishes what it has, takes nothing new
-    queued: int = 0  # orders waiting in the Dispatcher for this replica (see actors/batching.py)
+    queued: int = 0  # orders waiting in the Dispatcher for this replica (see actors/dispatch/batching.py)
     calls_in_flight: int = 0  # batch calls sent to it and not answered yet
 
 

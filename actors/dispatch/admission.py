@@ -2,7 +2,7 @@
 
 `asyncio.Semaphore` wakes waiters in arrival order, so under load a rush order would queue behind
 every normal order that came before it. This gate keeps its waiters in a heap by priority (then
-arrival), the same order the stage queues use (`actors/batching.py`), so that rush orders overtake
+arrival), the same order the stage queues use (`actors/dispatch/batching.py`), so that rush orders overtake
 at every queue they meet.
 """
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.admission import RANK
+from actors.dispatch.admission import RANK
 from actors.models import JewelryOrder, StageResult, StageStatus
 
 # `loop.call_later(delay_s, callback, *args)`, returning something with `cancel()`.

@@ -27,14 +27,14 @@ from typing import Any
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
-from actors.admission import RANK
+from actors.dispatch.admission import RANK
 from actors.errors import LedgerUnavailable
 from actors.ledger import LedgerSpec, SqlLedger, open_ledger
 from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
 from actors.naming import resolve
 from actors.runtime import limit_malloc_arenas
-from actors.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
+from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
 from actors.telemetry import SourceMetrics
 
 

@@ -25,7 +25,7 @@ from actors.errors import ConfigurationError, FanoutError, RunIncomplete, Source
 from actors.ledger import open_ledger
 from actors.logs import configure_logging
 from actors.models import STAGES, OrderStatus, StageName
-from actors.stock_units import human, stored_quantity
+from actors.stages.stock_units import human, stored_quantity
 from orchestration.operate import NotRunning, connect_existing, stop_serving, submit_file, system_status
 from orchestration.render import render_status, render_summary
 from orchestration.settings import FanoutSettings, deep_merge, load_settings

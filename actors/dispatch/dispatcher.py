@@ -26,8 +26,8 @@ from typing import Any
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
-from actors.admission import PriorityGate
-from actors.batching import BatchPolicy, ReplicaBatcher
+from actors.dispatch.admission import PriorityGate
+from actors.dispatch.batching import BatchPolicy, ReplicaBatcher
 from actors.errors import LedgerUnavailable
 from actors.ledger import LedgerSpec, OutcomeGroupCommit, SqlLedger, open_ledger
 from actors.logs import configure_logging
@@ -43,8 +43,8 @@ from actors.models import (
 )
 from actors.models.wire import Prepickled
 from actors.naming import resolve
-from actors.pool import Replica, ReplicaLoad, ReplicaPool
-from actors.retry import RetryPolicy
+from actors.dispatch.pool import Replica, ReplicaLoad, ReplicaPool
+from actors.dispatch.retry import RetryPolicy
 from actors.runtime import limit_malloc_arenas, trim_free_memory
 from actors.telemetry import DispatchMetrics
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from actors.errors import SourceError
 from actors.models import FieldError, JewelryOrder, RejectedRecord
-from actors.samples import generate_orders
+from actors.intake.samples import generate_orders
 
 Record = JewelryOrder | RejectedRecord
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv")
