@@ -9,6 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def describe_error(error: BaseException) -> str:
+    """`TypeName: first line of the message`: how an error is named in a result, a log line or a
+    report, without the traceback Ray appends to an error that crossed from another process."""
+    if isinstance(cause := getattr(error, "cause", None), BaseException):
+        error = cause  # what a failed Ray call wraps (a RayTaskError's own error)
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text.strip() else type(error).__name__
+
+
 class FanoutError(Exception):
     """Root of jewelry-fanout's errors."""
 
@@ -47,3 +56,49 @@ class RunIncomplete(FanoutError):
         super().__init__(f"{missing} accepted order(s) never reached a terminal outcome: {cause}")
         self.missing = missing
         self.cause = cause
+
+
+class ClaimRefused(FanoutError):
+    """The store cannot grant an order's claim (stock ran out, a certificate is held by another
+    order): the transaction is rolled back, and the replica decides again from the store's truth."""
+
+    def __init__(self, order_id: str, reason: str) -> None:
+        super().__init__(f"order {order_id}: {reason}")
+        self.order_id = order_id
+        self.reason = reason
+
+
+class DuplicateEffect(FanoutError):
+    """Another replica recorded an effect for this (stage, order) first; its result stands."""
+
+
+class Superseded(FanoutError):
+    """A newer incarnation of this replica has taken over its checkpoint; this one must not write.
+
+    It happens when a replica is declared dead while its process still runs: the actors of a
+    SIGKILLed driver live on for a moment, and a resumed run starts the same replicas meanwhile.
+    """
+
+
+class LedgerMismatch(FanoutError):
+    """The ledger was written by a run whose stages were set up differently."""
+
+
+class NotRunning(FanoutError):
+    """No running jewelry-fanout system was found where we looked."""
+
+
+class ReplayRefused(FanoutError):
+    """`replay` cannot act on the order: no ledger, an unknown id, or nothing dead-lettered to redo."""
+
+
+class NotServing(FanoutError):
+    """A submission reached a Producer that is not taking any (not in serve mode, or stopping)."""
+
+
+class NumbersExhausted(FanoutError):
+    """A number series (S10 tracking numbers) has issued every number it has."""
+
+
+class MembershipError(FanoutError):
+    """A change to a pool's members that the pool cannot make (an unknown name, its last live replica)."""

@@ -7,12 +7,22 @@ import os
 
 import ray
 
+from actors.logs import configure_logging
+
 
 def current_node_id() -> str:
     """The Ray node id of this process, or `local-<pid>` in a plain process (unit tests)."""
     if ray.is_initialized():
         return ray.get_runtime_context().get_node_id()
     return f"local-{os.getpid()}"
+
+
+def prepare_process(log_level: str | None) -> None:
+    """What every actor's constructor does first, in its own worker process: cap malloc's arenas
+    (see `limit_malloc_arenas`) and route loguru to stderr at the run's level."""
+    limit_malloc_arenas()
+    if log_level:
+        configure_logging(log_level)
 
 
 # glibc's mallopt parameter number for the arena cap (malloc.h: M_ARENA_MAX).

@@ -17,25 +17,20 @@ from typing import Any
 
 import ray
 from loguru import logger
-from pydantic import BaseModel, ConfigDict
 
 from actors.dispatch.autoscaling import AutoscalingPolicy
 from actors.errors import SystemStartError
 from actors.models import StageName
-from actors.dispatch.pool import ReplicaLoad
+from actors.models.messages import ReplicaLoad, ScalingEvent
 from orchestration.settings import FanoutSettings
-from orchestration.wiring import StagePools, create_replica, replica_name, wait_until_ready
+from orchestration.wiring import (
+    StagePools,
+    create_replica,
+    replica_name,
+    wait_until_ready,
+)
 
 TICK_S = 0.25  # each tick asks the Dispatcher for its stats: one small call
-
-
-class ScalingEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    at_s: float  # time.monotonic() of the decision
-    stage: StageName
-    replicas_before: int
-    replicas_after: int
 
 
 class PoolAutoscaler:

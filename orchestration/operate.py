@@ -14,18 +14,13 @@ from typing import Any
 import ray
 from pydantic import BaseModel, ConfigDict
 
-from actors.dispatch.dispatcher import DispatcherStats
-from actors.errors import FanoutError, SourceError, SystemStartError
-from actors.models import StageName, StageSnapshot
-from actors.intake.producer import SubmitReceipt
+from actors.errors import NotRunning, SourceError, SystemStartError
 from actors.intake.sources import SUPPORTED_SUFFIXES, read_rows
+from actors.models import StageName, StageSnapshot
+from actors.models.messages import DispatcherStats, SubmitReceipt
 from orchestration.wiring import check_reachable, collect_snapshots
 
 CALL_TIMEOUT_S = 15.0
-
-
-class NotRunning(FanoutError):
-    """No running jewelry-fanout system was found where we looked."""
 
 
 class SystemStatus(BaseModel):

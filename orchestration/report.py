@@ -12,8 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from actors.models import STAGES, OrderOutcome, OrderStatus, RejectedRecord, StageName, StageSnapshot
-from actors.intake.producer import LostOrder
+from actors.models import (
+    STAGES,
+    OrderOutcome,
+    OrderStatus,
+    RejectedRecord,
+    StageName,
+    StageSnapshot,
+)
+from actors.models.messages import LostOrder
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -12,16 +12,27 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from actors.dispatch.autoscaling import AutoscalingConfig
 from actors.dispatch.batching import BatchPolicy
+from actors.dispatch.retry import RetryPolicy
 from actors.errors import ConfigurationError
+from actors.intake.sources import SourceSpec
 from actors.ledger import LedgerSpec
 from actors.models import STAGES, StageName
-from actors.dispatch.retry import RetryPolicy
-from actors.intake.sources import SourceSpec
 from actors.stages import (
     STAGE_CONFIGS,
     DesignConfig,
@@ -32,7 +43,6 @@ from actors.stages import (
     QualityConfig,
     StageConfig,
 )
-
 
 # Stages that draw on the shared workshop (stock, certificates, numbers): without a ledger they
 # still need one store that all their replicas share (`stage_ledger_spec`).

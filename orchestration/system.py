@@ -18,23 +18,22 @@ from typing import Any
 import ray
 from loguru import logger
 
-from actors.dispatch.dispatcher import DispatcherStats
-from actors.errors import LedgerUnavailable, RunIncomplete, SystemStartError
+from actors.errors import LedgerUnavailable, ReplayRefused, RunIncomplete, SystemStartError
+from actors.intake.sources import SourceSpec
 from actors.ledger import SqlLedger, open_ledger
 from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
-from actors.intake.producer import LostOrder, ProducerProgress
-from actors.intake.sources import SourceSpec
+from actors.models.messages import DispatcherStats, LostOrder, ProducerProgress
 from orchestration.autoscaler import PoolAutoscaler
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary, RunTally
 from orchestration.settings import FanoutSettings
 from orchestration.wiring import (
     StagePools,
+    collect_snapshots,
     create_dispatcher,
     create_producer,
     create_replica,
     create_stage_pools,
-    collect_snapshots,
     kill_all,
     wait_until_ready,
 )
@@ -189,7 +188,12 @@ class FanoutSystem:
 
     def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
         """Complete a dead-lettered order by re-running its dead stage(s), or give it up (`abandon`)."""
-        return ray.get(self._dispatcher.replay.remote(order_id, stage, abandon))
+        try:
+            return ray.get(self._dispatcher.replay.remote(order_id, stage, abandon))
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, ReplayRefused):
+                raise error.cause from None  # the refusal itself, not Ray's wrapper and its traceback
+            raise
 
     def shutdown(self) -> None:
         self.autoscaler.stop()

@@ -18,11 +18,11 @@ from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.dispatch.dispatcher import Dispatcher
-from actors.errors import SystemStartError
-from actors.models import STAGES, StageName
-from actors.naming import NamedActor
+from actors.errors import SystemStartError, describe_error
 from actors.intake.producer import Producer
 from actors.intake.sources import SourceSpec
+from actors.models import STAGES, StageName
+from actors.naming import NamedActor
 from actors.stages import STAGE_CLASSES, ReplicaContext
 from orchestration.settings import FanoutSettings
 
@@ -188,7 +188,7 @@ def wait_until_ready(actors: dict[str, Any], timeout_s: float) -> None:
             try:
                 ray.get(ref)
             except Exception as error:  # noqa: BLE001 - reported below with the actor's name
-                failures.append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+                failures.append(f"{name}: {describe_error(error)}")
         waited += READY_POLL_S
     if failures:
         raise SystemStartError("actors failed to start: " + "; ".join(failures))

@@ -16,9 +16,6 @@ from contextlib import asynccontextmanager
 
 from actors.models import Priority
 
-RANK = {Priority.RUSH: 0, Priority.NORMAL: 1}
-
-
 class PriorityGate:
     def __init__(self, capacity: int) -> None:
         self._free = capacity
@@ -42,7 +39,7 @@ class PriorityGate:
             self._free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (RANK[priority], next(self._sequence), future))
+        heapq.heappush(self._waiters, (priority.rank, next(self._sequence), future))
         try:
             await future
         except asyncio.CancelledError:

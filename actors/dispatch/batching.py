@@ -30,7 +30,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.dispatch.admission import RANK
 from actors.models import JewelryOrder, StageResult, StageStatus
 
 # `loop.call_later(delay_s, callback, *args)`, returning something with `cancel()`.
@@ -101,7 +100,7 @@ class ReplicaBatcher:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StageResult] = loop.create_future()
-        heapq.heappush(self._waiting, (RANK[order.priority], next(self._sequence), order, future))
+        heapq.heappush(self._waiting, (order.priority.rank, next(self._sequence), order, future))
         if timeout_s is not None:
             timer = (self._call_later or loop.call_later)(timeout_s, _expire, future)
             future.add_done_callback(lambda _: timer.cancel())
@@ -126,7 +125,7 @@ class ReplicaBatcher:
     def _take(self, size: int) -> list[tuple[JewelryOrder, asyncio.Future[StageResult]]]:
         batch: list[tuple[JewelryOrder, asyncio.Future[StageResult]]] = []
         while self._waiting and len(batch) < size:
-            if batch and self._waiting[0][0] != RANK[batch[0][0].priority]:
+            if batch and self._waiting[0][0] != batch[0][0].priority.rank:
                 break  # one priority per batch
             _, _, order, future = heapq.heappop(self._waiting)
             if not future.done():

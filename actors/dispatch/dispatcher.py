@@ -24,13 +24,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
-from pydantic import BaseModel, ConfigDict
 
 from actors.dispatch.admission import PriorityGate
 from actors.dispatch.batching import BatchPolicy, ReplicaBatcher
-from actors.errors import LedgerUnavailable
+from actors.dispatch.pool import Replica, ReplicaPool
+from actors.dispatch.retry import RetryPolicy
+from actors.errors import LedgerUnavailable, ReplayRefused
 from actors.ledger import LedgerSpec, OutcomeGroupCommit, SqlLedger, open_ledger
-from actors.logs import configure_logging
 from actors.models import (
     STAGES,
     DeadLetter,
@@ -41,11 +41,10 @@ from actors.models import (
     StageResult,
     StageStatus,
 )
+from actors.models.messages import DispatcherStats, ReplicaLoad
 from actors.models.wire import Prepickled
 from actors.naming import resolve
-from actors.dispatch.pool import Replica, ReplicaLoad, ReplicaPool
-from actors.dispatch.retry import RetryPolicy
-from actors.runtime import limit_malloc_arenas, trim_free_memory
+from actors.runtime import prepare_process, trim_free_memory
 from actors.telemetry import DispatchMetrics
 
 # Errors that mean the replica itself is gone for good: a retry must go to another replica.
@@ -55,16 +54,6 @@ GAUGE_EVERY_S = 1.0
 # Every this many gauge ticks the Dispatcher hands freed heap pages back to the OS: the per-order
 # garbage of 100,000 orders otherwise stays in glibc's arenas as RSS (benchmarks/suite.py, memory).
 TRIM_EVERY_TICKS = 10
-
-
-class DispatcherStats(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    in_flight: int
-    waiting: int
-    orders_done: int
-    by_status: dict[str, int]
-    stages: dict[StageName, list[ReplicaLoad]]
 
 
 class Dispatcher:
@@ -78,9 +67,7 @@ class Dispatcher:
         ledger: LedgerSpec | None = None,
         batching: BatchPolicy | None = None,
     ) -> None:
-        limit_malloc_arenas()
-        if log_level:
-            configure_logging(log_level)
+        prepare_process(log_level)
         missing = set(STAGES) - set(pools)
         if missing:
             raise ValueError(f"the dispatcher needs a pool for every stage; missing {sorted(missing)}")
@@ -175,16 +162,16 @@ class Dispatcher:
         """Re-run the dead-lettered stage(s) of a parked order and fan in again with the results its
         other stages recorded; or, with `abandon`, give the order up and compensate it."""
         if self._ledger is None:
-            raise ValueError("replay needs the ledger the order was dead-lettered in")
+            raise ReplayRefused("replay needs the ledger the order was dead-lettered in")
         parked = self._ledger.outcome(order_id)
         if parked is None:
-            raise ValueError(f"order {order_id} is not in the ledger")
+            raise ReplayRefused(f"order {order_id} is not in the ledger")
         if parked.status is not OrderStatus.DEAD_LETTERED or parked.order is None:
-            raise ValueError(f"order {order_id} is {parked.status}, not dead-lettered: there is nothing to replay")
+            raise ReplayRefused(f"order {order_id} is {parked.status}, not dead-lettered: there is nothing to replay")
         dead = [s for s in parked.failed_stages if parked.results[s].status is StageStatus.ERROR]
         if stage is not None:
             if stage not in dead:
-                raise ValueError(f"order {order_id} has no dead letter for {stage}; dead-lettered: {', '.join(dead)}")
+                raise ReplayRefused(f"order {order_id} has no dead letter for {stage}; dead-lettered: {', '.join(dead)}")
             dead = [stage]
         order, results = parked.order, dict(parked.results)
         started_at = datetime.now(UTC)

@@ -11,25 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from actors.errors import MembershipError
 from actors.models import StageName
-
-
-class ReplicaLoad(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    replica: str
-    index: int  # its slot in the pool, from its name (stock shares and number ranges follow it)
-    node_id: str | None
-    ongoing: int
-    calls: int
-    errors: int
-    mean_latency_ms: float
-    alive: bool = True
-    draining: bool = False  # being scaled away: finishes what it has, takes nothing new
-    queued: int = 0  # orders waiting in the Dispatcher for this replica (see actors/dispatch/batching.py)
-    calls_in_flight: int = 0  # batch calls sent to it and not answered yet
+from actors.models.messages import ReplicaLoad
 
 
 @dataclass
@@ -72,7 +56,7 @@ class ReplicaPool:
         """A new actor under a dead replica's name: it takes calls again (its state is the ledger's)."""
         replica = self.named(name)
         if replica is None:
-            raise ValueError(f"{self.stage} has no replica named {name!r}")
+            raise MembershipError(f"{self.stage} has no replica named {name!r}")
         replica.handle, replica.alive, replica.node_id = handle, True, None
 
     def add(self, name: str, handle: Any) -> None:
@@ -88,9 +72,9 @@ class ReplicaPool:
         """Stop giving the replica new orders; `remove` it once its `ongoing` is back to zero."""
         replica = self.named(name)
         if replica is None:
-            raise ValueError(f"{self.stage} has no replica named {name!r}")
+            raise MembershipError(f"{self.stage} has no replica named {name!r}")
         if sum(1 for r in self._replicas if r.alive and not r.draining and r is not replica) == 0:
-            raise ValueError(f"{name} is the last live {self.stage} replica: a pool keeps at least one")
+            raise MembershipError(f"{name} is the last live {self.stage} replica: a pool keeps at least one")
         replica.draining = True
         return replica
 

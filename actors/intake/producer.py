@@ -25,18 +25,21 @@ from collections import deque
 from typing import Any
 
 from loguru import logger
-from pydantic import BaseModel, ConfigDict
 
-from actors.dispatch.admission import RANK
-from actors.errors import LedgerUnavailable
+from actors.errors import LedgerUnavailable, NotServing, describe_error
+from actors.intake.sources import (
+    Row,
+    SourceSpec,
+    count_records,
+    read_numbered_records,
+    record_from_row,
+)
 from actors.ledger import LedgerSpec, SqlLedger, open_ledger
-from actors.logs import configure_logging
 from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
+from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
 from actors.naming import resolve
-from actors.runtime import limit_malloc_arenas
-from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
+from actors.runtime import prepare_process
 from actors.telemetry import SourceMetrics
-
 
 # Calls to the Dispatcher under way at once. An order waits here only while all of them are out,
 # so at low load each goes alone and at once; under load the orders that arrived meanwhile go
@@ -52,44 +55,6 @@ DISPATCH_CALLS = 4
 WINDOW_PER_ADMITTED = 2
 
 
-class LostOrder(BaseModel):
-    """An accepted order whose Dispatcher call itself failed, so it is reported. Without a ledger its
-    fate is unknown: lost. With one it is `resumable`: unfinished, not lost, since an order without
-    a recorded outcome is done by the next run of the same command (and one whose commit's answer
-    was lost is answered from the ledger)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    order_id: str
-    reason: str
-    resumable: bool = False
-
-
-class SubmitReceipt(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    accepted: int
-    rejected: list[RejectedRecord]
-
-
-class ProducerProgress(BaseModel):
-    """What the driver collects on each poll, and where the run stands."""
-
-    model_config = ConfigDict(frozen=True)
-
-    outcomes: list[OrderOutcome]
-    rejects: list[RejectedRecord]
-    lost: list[LostOrder]
-    expected_records: int
-    read: int
-    accepted: int
-    in_flight: int
-    finished: bool
-    serving: bool = False
-    source_error: str | None = None
-    not_started: int | None = None  # records left unread by a stop (an interrupt); None: read to the end
-
-
 class Producer:
     def __init__(
         self,
@@ -101,9 +66,7 @@ class Producer:
         serve: bool = False,
         ledger: LedgerSpec | None = None,
     ) -> None:
-        limit_malloc_arenas()
-        if log_level:
-            configure_logging(log_level)
+        prepare_process(log_level)
         self._source = source
         self._dispatcher = resolve(dispatcher)
         window = WINDOW_PER_ADMITTED * max_in_flight
@@ -185,7 +148,7 @@ class Producer:
     async def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
         """Serve mode: validate further records and queue the good ones behind what is in flight."""
         if not self._serve or self._stop_requested:
-            raise RuntimeError("this producer is not taking submissions (not in serve mode, or stopping)")
+            raise NotServing("this producer is not taking submissions (not in serve mode, or stopping)")
         rejected: list[RejectedRecord] = []
         accepted = 0
         for row in rows:
@@ -200,7 +163,7 @@ class Producer:
                 rejected.append(record)
                 continue
             self._seen_ids.add(record.order_id)
-            heapq.heappush(self._submitted, (RANK[record.priority], next(self._sequence), record, known))
+            heapq.heappush(self._submitted, (record.priority.rank, next(self._sequence), record, known))
             accepted += 1
         self._expected += len(rows)
         self._read += len(rows)
@@ -295,7 +258,7 @@ class Producer:
             return
         await self._window.acquire()
         self._in_flight += 1
-        heapq.heappush(self._unsent, (RANK[order.priority], next(self._sequence), order))
+        heapq.heappush(self._unsent, (order.priority.rank, next(self._sequence), order))
         self._launch()
 
     def _launch(self) -> None:
@@ -317,10 +280,8 @@ class Producer:
             self._calls -= 1
         for order, answer in zip(orders, answers, strict=True):
             if isinstance(answer, BaseException):  # reported as lost; the run ends non-zero
-                if isinstance(cause := getattr(answer, "cause", None), BaseException):
-                    answer = cause  # what a failed Ray call wraps (a RayTaskError's own error)
                 self._outbox_space.release()
-                reason = f"{type(answer).__name__}: {str(answer).splitlines()[0] if str(answer) else ''}"
+                reason = describe_error(answer)
                 self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
                 self._lost.append(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledger is not None))
             else:

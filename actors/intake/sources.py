@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from actors.errors import SourceError
-from actors.models import FieldError, JewelryOrder, RejectedRecord
 from actors.intake.samples import generate_orders
+from actors.models import FieldError, JewelryOrder, RejectedRecord
 
 Record = JewelryOrder | RejectedRecord
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv")

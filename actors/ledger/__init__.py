@@ -7,12 +7,13 @@ ledger also holds the one workshop every replica shares (stock, certificates, nu
 actors/ledger/claims.py.
 """
 
-from actors.ledger.claims import Claim, ClaimRefused, PendingClaims, WorkshopView
+from actors.errors import ClaimRefused, DuplicateEffect, LedgerMismatch, Superseded
+from actors.ledger.claims import Claim, PendingClaims, WorkshopView
 from actors.ledger.group_commit import OutcomeGroupCommit
-from actors.ledger.journal import CANCELLED_BEFORE_RUN, DuplicateEffect, RecordedEffect, StageJournal, Superseded
+from actors.ledger.journal import CANCELLED_BEFORE_RUN, RecordedEffect, StageJournal
 from actors.ledger.memory import MemoryJournal
 from actors.ledger.spec import LedgerSpec, open_journal, open_ledger
-from actors.ledger.sql import LedgerMismatch, SqlLedger
+from actors.ledger.sql import SqlLedger
 from actors.ledger.sqlite import SqliteLedger
 
 __all__ = [

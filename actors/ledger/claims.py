@@ -24,16 +24,6 @@ class Claim:
     numbers: tuple[tuple[str, int], ...] = ()
 
 
-class ClaimRefused(Exception):
-    """The store cannot grant an order's claim (stock ran out, a certificate is held by another
-    order): the transaction is rolled back, and the replica decides again from the store's truth."""
-
-    def __init__(self, order_id: str, reason: str) -> None:
-        super().__init__(f"order {order_id}: {reason}")
-        self.order_id = order_id
-        self.reason = reason
-
-
 class WorkshopView(Protocol):
     """The shared workshop as a replica reads it while it decides."""
 

@@ -19,18 +19,6 @@ from actors.models import StageName, StageResult
 CANCELLED_BEFORE_RUN = "cancelled before this stage ran"
 
 
-class DuplicateEffect(Exception):
-    """Another replica recorded an effect for this (stage, order) first; its result stands."""
-
-
-class Superseded(Exception):
-    """A newer incarnation of this replica has taken over its checkpoint; this one must not write.
-
-    It happens when a replica is declared dead while its process still runs: the actors of a
-    SIGKILLed driver live on for a moment, and a resumed run starts the same replicas meanwhile.
-    """
-
-
 @dataclass(frozen=True)
 class RecordedEffect:
     stage: StageName

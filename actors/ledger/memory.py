@@ -12,8 +12,9 @@ import itertools
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from actors.ledger.claims import Claim, ClaimRefused
-from actors.ledger.journal import DuplicateEffect, RecordedEffect
+from actors.errors import ClaimRefused, DuplicateEffect
+from actors.ledger.claims import Claim
+from actors.ledger.journal import RecordedEffect
 from actors.models import StageName, StageResult, StageStatus
 
 

@@ -53,7 +53,9 @@ class LedgerSpec(BaseModel):
 
 def open_ledger(spec: LedgerSpec, create: bool = False) -> SqlLedger:
     if spec.url is not None:
-        from actors.ledger.postgres import PostgresLedger  # psycopg only where a cluster store is used
+        from actors.ledger.postgres import (
+            PostgresLedger,  # psycopg only where a cluster store is used
+        )
 
         return PostgresLedger(spec.url, create=create, stock_slots=spec.stock_slots, retry_s=spec.retry_s)
     from actors.ledger.sqlite import SqliteLedger

@@ -24,10 +24,17 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from actors.errors import FanoutError
-from actors.ledger.claims import Claim, ClaimRefused
-from actors.ledger.journal import DuplicateEffect, RecordedEffect, Superseded
-from actors.models import DeadLetter, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult
+from actors.errors import ClaimRefused, DuplicateEffect, LedgerMismatch, Superseded
+from actors.ledger.claims import Claim
+from actors.ledger.journal import RecordedEffect
+from actors.models import (
+    DeadLetter,
+    JewelryOrder,
+    OrderOutcome,
+    OrderStatus,
+    StageName,
+    StageResult,
+)
 
 SCHEMA_VERSION = "2"
 EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
@@ -35,10 +42,6 @@ EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
 # number. What a replica has not used of its block when it stops is a gap, never a reissue.
 NUMBER_BLOCK = 50
 T = TypeVar("T")
-
-
-class LedgerMismatch(FanoutError):
-    """The ledger was written by a run whose stages were set up differently."""
 
 
 class Cursor(Protocol):

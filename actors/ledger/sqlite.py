@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from actors.errors import FanoutError
-from actors.ledger.sql import Connection, LedgerMismatch, SqlLedger
+from actors.errors import FanoutError, LedgerMismatch
+from actors.ledger.sql import Connection, SqlLedger
 
 __all__ = ["LedgerMismatch", "SqliteLedger"]
 

@@ -50,6 +50,11 @@ class Priority(StrEnum):
     NORMAL = "normal"
     RUSH = "rush"
 
+    @property
+    def rank(self) -> int:
+        """Where the priority sorts in every queue an order meets: rush (0) before normal (1)."""
+        return 0 if self is Priority.RUSH else 1
+
 
 @dataclass(frozen=True)
 class MetalSpec:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from loguru import logger
@@ -34,7 +34,6 @@ from actors.ledger import (
     WorkshopView,
     open_journal,
 )
-from actors.logs import configure_logging
 from actors.models import (
     JewelryOrder,
     StageName,
@@ -43,8 +42,7 @@ from actors.models import (
     StageSnapshot,
     StageStatus,
 )
-from actors.runtime import current_node_id, limit_malloc_arenas
-
+from actors.runtime import current_node_id, prepare_process
 
 # Times a batch is decided again after the workshop refused one of its claims; each time reads the
 # workshop afresh, so a second refusal needs another replica to win the same last piece again.
@@ -83,9 +81,7 @@ class Stage(ABC, Generic[ConfigT]):
     name: ClassVar[StageName]
 
     def __init__(self, config: ConfigT, context: ReplicaContext) -> None:
-        limit_malloc_arenas()
-        if context.log_level:
-            configure_logging(context.log_level)
+        prepare_process(context.log_level)
         self.config = config
         self.context = context
         self.log = logger.bind(stage=self.name.value, replica=context.replica)

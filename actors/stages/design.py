@@ -15,7 +15,6 @@ import numpy as np
 from pydantic import Field
 
 from actors.errors import BusinessFailure
-from actors.stages.mesh import Mesh, cylinder, merge, prism, rotation_from_axes, torus
 from actors.models import DesignOutput, JewelryOrder, ProductType, StageName
 from actors.models.catalog import JADE_DENSITY_G_CM3, METALS, ring_inner_diameter_mm
 from actors.models.styles import (
@@ -34,6 +33,7 @@ from actors.models.styles import (
     resolve_style,
 )
 from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.mesh import Mesh, cylinder, merge, prism, rotation_from_axes, torus
 
 
 class DesignConfig(StageConfig):

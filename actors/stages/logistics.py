@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
+from actors.errors import NumbersExhausted
 from actors.ledger import Claim
 from actors.models import JewelryOrder, LogisticsOutput, StageName, StageOutput
 from actors.stages.base import ReplicaContext, Stage, StageConfig
@@ -73,7 +74,7 @@ class Logistics(Stage[LogisticsConfig]):
         premium = max(self.config.minimum_premium, order.declared_value * rate).quantize(CENT, ROUND_HALF_UP)
         number = self.workshop.next_number(TRACKING)
         if number >= S10_SERIALS:
-            raise RuntimeError(f"the workshop has used all {S10_SERIALS - 1} S10 tracking numbers")
+            raise NumbersExhausted(f"the workshop has used all {S10_SERIALS - 1} S10 tracking numbers")
         digits = f"{number:08d}"
         tracking = f"{self.config.service_indicator}{digits}{s10_check_digit(digits)}{self.config.origin_country}"
         eta = add_business_days(order.created_at.date(), self.config.workshop_lead_days + transit_days)

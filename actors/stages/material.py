@@ -14,13 +14,18 @@ from pydantic import Field
 
 from actors.errors import BusinessFailure
 from actors.ledger import Claim
-from actors.models import JewelryOrder, MaterialOutput, Reservation, StageName, StageOutput
+from actors.models import (
+    JewelryOrder,
+    MaterialOutput,
+    Reservation,
+    StageName,
+    StageOutput,
+)
 from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Gemstone
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig
 from actors.stages.stock_units import MILLI, human, unit_of
-
 
 
 def gem_lot(stone: Gemstone) -> str:

@@ -7,16 +7,20 @@ same serial. A serial is never handed out again: a voided one is recorded as voi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from pathlib import Path
-
 from actors.errors import BusinessFailure
 from actors.ledger import Claim
-
-from actors.models import JewelryOrder, PackagingOutput, ProductType, StageName, StageOutput
+from actors.models import (
+    JewelryOrder,
+    PackagingOutput,
+    ProductType,
+    StageName,
+    StageOutput,
+)
 from actors.models.catalog import METALS
 from actors.stages.base import ReplicaContext, Stage, StageConfig
 

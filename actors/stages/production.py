@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import Field
 
-from actors.models import BenchBooking, JewelryOrder, ProductionOutput, ProductType, StageName, StageOutput
+from actors.models import (
+    BenchBooking,
+    JewelryOrder,
+    ProductionOutput,
+    ProductType,
+    StageName,
+    StageOutput,
+)
 from actors.models.catalog import METALS
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig

@@ -19,14 +19,33 @@ from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from actors.errors import ConfigurationError, FanoutError, RunIncomplete, SourceError, SystemStartError
+from actors.errors import (
+    ConfigurationError,
+    FanoutError,
+    ReplayRefused,
+    RunIncomplete,
+    SourceError,
+    SystemStartError,
+)
 from actors.ledger import open_ledger
 from actors.logs import configure_logging
 from actors.models import STAGES, OrderStatus, StageName
 from actors.stages.stock_units import human, stored_quantity
-from orchestration.operate import NotRunning, connect_existing, stop_serving, submit_file, system_status
+from orchestration.operate import (
+    NotRunning,
+    connect_existing,
+    stop_serving,
+    submit_file,
+    system_status,
+)
 from orchestration.render import render_status, render_summary
 from orchestration.settings import FanoutSettings, deep_merge, load_settings
 from orchestration.system import FanoutSystem, RunResult
@@ -303,9 +322,8 @@ def _replay(args: argparse.Namespace, settings: FanoutSettings, err: Console) ->
     try:
         stage = StageName(args.stage) if args.stage else None
         outcome = system.replay(args.order_id, stage, args.abandon)
-    except Exception as error:  # noqa: BLE001 - the Dispatcher's ValueError arrives wrapped by Ray
-        cause = getattr(error, "cause", None) or error
-        err.print(f"[red]cannot replay {args.order_id}:[/red] {cause}")
+    except ReplayRefused as error:
+        err.print(f"[red]cannot replay {args.order_id}:[/red] {error}")
         return EXIT_USAGE
     finally:
         system.shutdown()

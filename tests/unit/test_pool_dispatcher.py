@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from actors.dispatch.dispatcher import Dispatcher
+from actors.errors import ReplayRefused
 from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.dispatch.retry import RetryPolicy
@@ -228,7 +229,7 @@ def test_an_abandoned_dead_letter_is_compensated(spec):
         dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES},
                                 retry_policies={s: RetryPolicy(attempts=1) for s in STAGES}, ledger=spec)
         parked = await dispatcher.process(make_order(0))
-        with pytest.raises(ValueError, match="no dead letter for material"):
+        with pytest.raises(ReplayRefused, match="no dead letter for material"):
             await dispatcher.replay(parked.order_id, StageName.MATERIAL)
         return await dispatcher.replay(parked.order_id, abandon=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.errors import RunIncomplete
-from actors.intake.producer import LostOrder
+from actors.models.messages import LostOrder
 from orchestration.report import RunTally
 from orchestration.system import RunResult
 

@@ -1,0 +1,92 @@
+"""The messages actors exchange about the work, as opposed to the work itself (orders, results).
+
+They live with the models rather than beside their senders so that a reader of a message (the
+driver's report, the supervisor, `status`) imports a type, never the actor that sends it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from actors.models.results import OrderOutcome, RejectedRecord, StageName
+
+
+class ReplicaLoad(BaseModel):
+    """One replica as one Dispatcher shard sees it: what it is doing and has done for that shard."""
+
+    model_config = ConfigDict(frozen=True)
+
+    replica: str
+    index: int  # its slot in the pool, from its name (`production-2`)
+    node_id: str | None
+    ongoing: int
+    calls: int
+    errors: int
+    mean_latency_ms: float
+    alive: bool = True
+    draining: bool = False  # being scaled away: finishes what it has, takes nothing new
+    queued: int = 0  # orders waiting in the shard for this replica (see actors/dispatch/batching.py)
+    calls_in_flight: int = 0  # batch calls sent to it and not answered yet
+
+
+class DispatcherStats(BaseModel):
+    """One Dispatcher shard's state: what `status`, the supervisor and the autoscaler read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shard: int = 0
+    in_flight: int
+    waiting: int
+    orders_done: int
+    by_status: dict[str, int]
+    stages: dict[StageName, list[ReplicaLoad]]
+    members_version: int = 0  # the latest member list the supervisor pushed that this shard applied
+
+
+class LostOrder(BaseModel):
+    """An accepted order whose Dispatcher call itself failed, so it is reported. Without a ledger its
+    fate is unknown: lost. With one it is `resumable`: unfinished, not lost, since an order without
+    a recorded outcome is done by the next run of the same command (and one whose commit's answer
+    was lost is answered from the ledger)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    reason: str
+    resumable: bool = False
+
+
+class SubmitReceipt(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    accepted: int
+    rejected: list[RejectedRecord]
+
+
+class ProducerProgress(BaseModel):
+    """What the driver collects on each poll, and where the run stands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    outcomes: list[OrderOutcome]
+    rejects: list[RejectedRecord]
+    lost: list[LostOrder]
+    expected_records: int
+    read: int
+    accepted: int
+    in_flight: int
+    finished: bool
+    serving: bool = False
+    source_error: str | None = None
+    not_started: int | None = None  # records left unread by a stop (an interrupt); None: read to the end
+
+
+class ScalingEvent(BaseModel):
+    """One decision of the supervisor to resize a pool."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at_s: float  # time.monotonic() of the decision
+    stage: StageName
+    replicas_before: int
+    replicas_after: int
