@@ -2,7 +2,7 @@
 
 Defined once here so that the Dispatcher, the Producer, the Grafana dashboard and the tests
 agree on names and tags. Outside Ray (unit tests) `ray.util.metrics` records nothing, so the
-actors use these unconditionally. Tags are bounded: stage, replica, status, field.
+actors use these unconditionally. Tags are bounded: stage, replica, status, field, shard.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class DispatchMetrics:
     """What the Dispatcher sees: orders, their latency, and every stage call it makes."""
 
     def __init__(self) -> None:
-        self.orders = Tally(Counter(ORDERS, description="Orders by terminal status", tag_keys=("status",)))
-        self.in_flight = Gauge(ORDERS_IN_FLIGHT, description="Orders admitted and not yet finished")
+        self.orders = Tally(Counter(ORDERS, description="Orders by terminal status", tag_keys=("status", "shard")))
+        self.in_flight = Gauge(ORDERS_IN_FLIGHT, description="Orders admitted and not yet finished, by Dispatcher shard",
+                               tag_keys=("shard",))
         self.order_latency = Histogram(
             ORDER_LATENCY, description="End-to-end order latency at the dispatcher (ms)", boundaries=LATENCY_BUCKETS_MS
         )

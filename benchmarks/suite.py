@@ -190,16 +190,16 @@ def autoscaling(bench: Bench, orders: int) -> None:
         start = min(o.started_at.timestamp() for o in result.outcomes)
         reached = next((t - start for i, t in enumerate(finished)
                         if t - 2 >= start and (i + 1 - bisect_left(finished, t - 2)) / 2 >= 0.9 * limit), None)
-        while system.replica_counts()[StageName.PRODUCTION] > AUTOSCALING.get("min_replicas", 1):
+        while system.status(snapshots=False).replica_counts()[StageName.PRODUCTION] > AUTOSCALING.get("min_replicas", 1):
             if time.monotonic() - load_stopped > 60:
                 break
             time.sleep(0.05)
         shrunk_s = time.monotonic() - load_stopped
-        grown_to = max((e.replicas_after for e in system.autoscaler.events), default=1)
+        grown_to = max((e.replicas_after for e in system.status(snapshots=False).scaling_events), default=1)
     finally:
         system.shutdown()
     bench.scenarios["autoscaling"].update({"grew_to": grown_to, "seconds_to_90pct": reached, "shrunk_after_s": shrunk_s,
-                                           "events": [e.model_dump(mode="json") for e in system.autoscaler.events]})
+                                           "events": [e.model_dump(mode="json") for e in system.status(snapshots=False).scaling_events]})
     bench.target("autoscaling: 90% of the max-replica limit within 30 s", reached if reached is not None else math.inf,
                  30.0, "30 s", "<= 1.0", reached is not None and reached <= 30, " s")
     delay = AUTOSCALING["downscale_delay_s"]

@@ -1,7 +1,7 @@
 """Talking to a system that is already running: `status`, `submit`, `stop`.
 
 A running system is found the way operators find it in the dashboard: by namespace and actor
-name (`dispatcher`, `producer`, `<stage>-<i>`), on the cluster in RAY_ADDRESS or, without it,
+name (`dispatcher-<i>`, `producer`, `<stage>-<i>`), on the cluster in RAY_ADDRESS or, without it,
 the most recent Ray started on this machine.
 """
 
@@ -12,24 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict
 
 from actors.errors import NotRunning, SourceError, SystemStartError
 from actors.intake.sources import SUPPORTED_SUFFIXES, read_rows
-from actors.models import StageName, StageSnapshot
-from actors.models.messages import DispatcherStats, SubmitReceipt
-from orchestration.wiring import check_reachable, collect_snapshots
+from actors.models.messages import DispatcherStats, SubmitReceipt, SystemStatus
+from orchestration.wiring import check_reachable, collect_snapshots, dispatcher_name
 
 CALL_TIMEOUT_S = 15.0
-
-
-class SystemStatus(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    namespace: str
-    dispatcher: DispatcherStats
-    producer: dict[str, Any] | None
-    snapshots: dict[StageName, list[StageSnapshot]]
 
 
 def connect_existing(namespace: str) -> str:
@@ -53,22 +42,27 @@ def _actor(name: str, namespace: str) -> Any:
 
 
 def system_status(namespace: str) -> SystemStatus:
-    dispatcher = _actor("dispatcher", namespace)
-    stats: DispatcherStats = ray.get(dispatcher.stats.remote(), timeout=CALL_TIMEOUT_S)
-    try:
-        producer = ray.get(_actor("producer", namespace).describe.remote(), timeout=CALL_TIMEOUT_S)
-    except NotRunning:
-        producer = None  # between runs of a long-lived system there is no producer
+    """The running system's shards (`dispatcher-0`, … as many as answer to their names), its
+    Producer if a run is going on, and every live replica's snapshot."""
+    shards = [_actor(dispatcher_name(0), namespace)]
+    while (more := _maybe_actor(dispatcher_name(len(shards)), namespace)) is not None:
+        shards.append(more)
+    stats: list[DispatcherStats] = ray.get([shard.stats.remote() for shard in shards], timeout=CALL_TIMEOUT_S)
+    producer = _maybe_actor("producer", namespace)  # between runs of a long-lived system there is none
+    described = ray.get(producer.describe.remote(), timeout=CALL_TIMEOUT_S) if producer is not None else None
     snapshots = {}
-    for stage, loads in stats.stages.items():
-        live = {}
-        for load in loads:
-            try:
-                live[load.replica] = ray.get_actor(load.replica, namespace=namespace)
-            except ValueError:
-                continue  # died for good: the dispatcher's load shows it as not alive
+    for stage, loads in stats[0].stages.items():
+        live = {load.replica: actor for load in loads
+                if (actor := _maybe_actor(load.replica, namespace)) is not None}  # one dead for good is skipped
         snapshots[stage] = collect_snapshots(live, timeout_s=CALL_TIMEOUT_S)
-    return SystemStatus(namespace=namespace, dispatcher=stats, producer=producer, snapshots=snapshots)
+    return SystemStatus(namespace=namespace, dispatchers=stats, producer=described, snapshots=snapshots)
+
+
+def _maybe_actor(name: str, namespace: str) -> Any:
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
 
 
 def submit_file(namespace: str, path: Path) -> SubmitReceipt:

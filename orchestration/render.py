@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from orchestration.operate import SystemStatus
+from actors.models import StageName
+from actors.models.messages import DispatcherStats, ReplicaLoad, SystemStatus
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary
 
@@ -61,18 +62,29 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
 
 
 def render_status(console: Console, status: SystemStatus) -> None:
-    stats = status.dispatcher
-    head = f"namespace {status.namespace}: {stats.in_flight} order(s) in flight, {stats.waiting} waiting, "
-    head += ", ".join(f"{count} {name}" for name, count in stats.by_status.items())
+    shards = status.dispatchers
+    by_status = {name: sum(shard.by_status.get(name, 0) for shard in shards) for name in shards[0].by_status}
+    head = (f"namespace {status.namespace}: {sum(s.in_flight for s in shards)} order(s) in flight, "
+            f"{sum(s.waiting for s in shards)} waiting, ")
+    head += ", ".join(f"{count} {name}" for name, count in by_status.items())
     if status.producer:
         p = status.producer
         head += f"\nproducer: {p['read']}/{p['expected_records']} record(s) read from {p['source']}, "
         head += f"{p['accepted']} accepted" + (", serving" if p["serving"] else "")
     console.print(head)
-    table = Table(title="Replicas", title_justify="left")
+    if len(shards) > 1:
+        table = Table(title="Dispatcher shards", title_justify="left")
+        for column in ("shard", "in flight", "waiting", "done", "members"):
+            table.add_column(column, justify="left" if column == "shard" else "right")
+        for shard in shards:
+            table.add_row(f"dispatcher-{shard.shard}", str(shard.in_flight), str(shard.waiting),
+                          str(shard.orders_done), f"v{shard.members_version}")
+        console.print(table)
+    table = Table(title="Replicas" + (" (calls summed over the shards)" if len(shards) > 1 else ""),
+                  title_justify="left")
     for column in ("replica", "node", "orders (waiting)", "calls", "errors", "mean ms", "ok", "declined", "replays"):
         table.add_column(column, justify="left" if column in ("replica", "node") else "right")
-    for stage, loads in stats.stages.items():
+    for stage, loads in merged_loads(shards).items():
         snapshots = {snap.replica: snap for snap in status.snapshots.get(stage, [])}
         for load in loads:
             snap = snapshots.get(load.replica)
@@ -83,3 +95,25 @@ def render_status(console: Console, status: SystemStatus) -> None:
                 str(snap.business_failures if snap else "-"), str(snap.replays if snap else "-"),
             )
     console.print(table)
+
+
+def merged_loads(shards: list[DispatcherStats]) -> dict[StageName, list[ReplicaLoad]]:
+    """Each replica's load over every shard: counts summed, latency weighted by calls, dead if any
+    shard found it dead."""
+    merged: dict[StageName, dict[str, ReplicaLoad]] = {}
+    for shard in shards:
+        for stage, loads in shard.stages.items():
+            into = merged.setdefault(stage, {})
+            for load in loads:
+                have = into.get(load.replica)
+                if have is None:
+                    into[load.replica] = load
+                    continue
+                calls = have.calls + load.calls
+                latency = (have.mean_latency_ms * have.calls + load.mean_latency_ms * load.calls) / calls if calls else 0.0
+                into[load.replica] = have.model_copy(update={
+                    "ongoing": have.ongoing + load.ongoing, "calls": calls, "errors": have.errors + load.errors,
+                    "queued": have.queued + load.queued, "calls_in_flight": have.calls_in_flight + load.calls_in_flight,
+                    "mean_latency_ms": round(latency, 3), "alive": have.alive and load.alive,
+                    "node_id": have.node_id or load.node_id})
+    return {stage: list(loads.values()) for stage, loads in merged.items()}

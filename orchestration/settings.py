@@ -89,11 +89,13 @@ LogisticsSettings = _stage_settings(LogisticsConfig)
 
 
 class ControlActorSettings(BaseModel):
-    """Placement of the Producer and the Dispatcher."""
+    """The control plane: placement of the Producer and the Dispatchers, and how many Dispatchers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_cpus: float = Field(default=0.1, ge=0)
+    dispatchers: int = Field(default=1, ge=1, le=64,
+                             description="Dispatcher shards; an order goes to one by a stable hash of its id")
     outbox_limit: int = Field(default=10_000, ge=1, description="finished outcomes the driver has not collected")
 
 

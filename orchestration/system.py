@@ -1,9 +1,10 @@
 """`FanoutSystem`: the one object the CLI, tests and notebooks use to run the workshop.
 
-It starts the stage pools and the Dispatcher once, then runs any number of sources through
-them (`run`), reads their state (`snapshots`, `dispatcher_stats`) and stops them (`shutdown`),
-so that nobody outside this module juggles actor handles or object refs. While a run goes, it
-also replaces stage replicas that died for good, from the driver, which owns them.
+`start` creates the stage pools (through the supervisor, which owns them from then on) and the
+Dispatcher shards; `run` feeds a source through them until every accepted order has its outcome;
+`submit` hands records to a serving run; `drain` stops admitting; `status` reads the shards, the
+Producer and the replicas; `replay` completes a dead letter; `shutdown` stops everything. Nobody
+outside this module juggles actor handles or object refs.
 """
 
 from __future__ import annotations
@@ -18,29 +19,27 @@ from typing import Any
 import ray
 from loguru import logger
 
-from actors.errors import LedgerUnavailable, ReplayRefused, RunIncomplete, SystemStartError
-from actors.intake.sources import SourceSpec
+from actors.dispatch.sharding import shard_of
+from actors.errors import LedgerUnavailable, NotServing, ReplayRefused, RunIncomplete
+from actors.intake.sources import Row, SourceSpec
 from actors.ledger import SqlLedger, open_ledger
-from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
-from actors.models.messages import DispatcherStats, LostOrder, ProducerProgress
-from orchestration.autoscaler import PoolAutoscaler
+from actors.models import OrderOutcome, RejectedRecord, StageName
+from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt, SystemStatus
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary, RunTally
 from orchestration.settings import FanoutSettings
+from orchestration.supervisor import PoolSupervisor
 from orchestration.wiring import (
-    StagePools,
     collect_snapshots,
-    create_dispatcher,
+    create_dispatchers,
     create_producer,
-    create_replica,
-    create_stage_pools,
+    dispatcher_name,
     kill_all,
     wait_until_ready,
 )
 
 POLL_BATCH = 2000
 POLL_WAIT_S = 0.25
-SUPERVISE_EVERY_S = 1.0
 
 ProgressCallback = Callable[[ProducerProgress, RunTally], None]
 
@@ -74,22 +73,19 @@ class RunResult(_Collected):
 
 class FanoutSystem:
     def __init__(
-        self, settings: FanoutSettings, pools: StagePools, dispatcher: Any, ledger: SqlLedger | None = None
+        self, settings: FanoutSettings, supervisor: PoolSupervisor, dispatchers: list[Any], ledger: SqlLedger | None
     ) -> None:
         self.settings = settings
-        self.ledger = ledger
-        self._pools = pools
-        self._dispatcher = dispatcher
+        self._ledger = ledger
+        self._supervisor = supervisor
+        self._dispatchers = dispatchers
+        self._producer: Any = None  # the run in progress's, for `submit` and `status`
         self._stop_admitting = threading.Event()
-        self._artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
-        self._last_supervised = 0.0
-        self._pools_lock = threading.Lock()  # the autoscaler's thread changes the pools
-        self.autoscaler = PoolAutoscaler(settings, pools, dispatcher, self._artifacts_dir, self._pools_lock)
         self.log = logger.bind(stage="system")
 
     @classmethod
     def start(cls, settings: FanoutSettings) -> FanoutSystem:
-        """Create every stage replica and the Dispatcher, and wait until all are running."""
+        """Create every stage replica and the Dispatcher shards, and wait until all are running."""
         artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
         for warning in settings.timeout_warnings():
             logger.bind(stage="system").warning(warning)
@@ -100,15 +96,18 @@ class FanoutSystem:
             logger.bind(stage="system").info("ledger {}: {}", spec, ledger.outcome_counts() or "new")
         else:
             _new_scratch_workshop(settings)
-        pools = create_stage_pools(settings, artifacts_dir)
-        dispatcher = create_dispatcher(settings, pools)
-        system = cls(settings, pools, dispatcher, ledger)
+        supervisor = PoolSupervisor(settings, artifacts_dir)
+        replicas = supervisor.create_pools()
+        dispatchers = create_dispatchers(settings, supervisor.member_names())
+        system = cls(settings, supervisor, dispatchers, ledger)
         try:
-            wait_until_ready({**pools.all(), "dispatcher": dispatcher}, settings.actor_start_timeout_s)
+            shards = {dispatcher_name(i): handle for i, handle in enumerate(dispatchers)}
+            wait_until_ready({**replicas, **shards}, settings.actor_start_timeout_s)
+            supervisor.attach(dispatchers)
         except Exception:
             system.shutdown()
             raise
-        system.autoscaler.start()
+        supervisor.start()
         return system
 
     def run(
@@ -120,7 +119,7 @@ class FanoutSystem:
         serve: bool = False,
     ) -> RunResult:
         """Feed a source through the system until every accepted order has its outcome; with
-        `serve`, keep taking submissions after the source is read, until `stop_admitting`."""
+        `serve`, keep taking submissions after the source is read, until `drain`."""
         source = source or self.settings.source()
         source.check_readable()
         files = RunFiles.open(out_dir) if out_dir is not None else None
@@ -132,6 +131,7 @@ class FanoutSystem:
         try:
             # A new worker process per run: its start-up is not order flow, so the clock starts after.
             wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)
+            self._producer = producer
             started = time.perf_counter()
             ray.get(producer.start.remote())
             while True:
@@ -140,7 +140,6 @@ class FanoutSystem:
                     stop_sent = True
                 progress: ProducerProgress = ray.get(producer.poll.remote(POLL_BATCH, POLL_WAIT_S))
                 self._collect(progress, tally, collected, files, keep_outcomes, seen)
-                self._supervise()
                 if on_progress is not None:
                     on_progress(progress, tally)
                 if progress.finished:
@@ -148,86 +147,73 @@ class FanoutSystem:
                     break
             wall_s = time.perf_counter() - started
         finally:
+            self._producer = None
             self._stop_admitting.clear()  # the next run starts admitting
             kill_all({"producer": producer})
             if files is not None:
                 files.close()
-                if self.ledger is not None:
+                if self._ledger is not None:
                     # The ledger is the record: outcomes of earlier runs, and those a crash kept from the file.
                     try:
-                        files.replace_outcomes(self.ledger.outcome_lines())
+                        files.replace_outcomes(self._ledger.outcome_lines())
                     except LedgerUnavailable as error:  # the store's retries are spent
                         self.log.warning("outcomes.jsonl keeps this run's outcomes only: {}", error)
-        with self._pools_lock:
-            replicas = {stage: len(self._pools.replicas[stage]) for stage in STAGES}
-        summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), replicas, self.snapshots(),
-                                not_started)
+        status = self.status()
+        summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), status.replica_counts(),
+                                status.snapshots, not_started)
         if files is not None:
             files.write_summary(summary)
         return RunResult(**vars(collected), summary=summary, files=files)
 
-    def stop_admitting(self) -> None:
-        """Ask the run to admit no more orders (Ctrl-C, SIGTERM): a serving run stops serving, a run
-        reading its source stops reading. What is already accepted still gets its outcome. Only sets
-        a flag, so a signal handler may call it: the run's loop tells the Producer at its next poll."""
+    def submit(self, rows: list[Row], source: str = "submitted") -> SubmitReceipt:
+        """Hand records to the serving run in progress (`run(serve=True)` on another thread); they
+        are checked like its own source's, and the receipt names each reject."""
+        producer = self._producer
+        if producer is None:
+            raise NotServing("no run is in progress: start one with run(serve=True)")
+        try:
+            return ray.get(producer.submit.remote(rows, source))
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, NotServing):
+                raise error.cause from None  # stopping: the refusal itself, not Ray's wrapper
+            raise
+
+    def drain(self) -> None:
+        """Admit no more orders (Ctrl-C, SIGTERM): a serving run stops serving, a run reading its
+        source stops reading. What is already accepted still gets its outcome. Only sets a flag, so
+        a signal handler may call it: the run's loop tells the Producer at its next poll."""
         self._stop_admitting.set()
 
-    def snapshots(self) -> dict[StageName, list[StageSnapshot]]:
-        """Every live replica's snapshot, by stage."""
-        with self._pools_lock:
-            pools = {stage: dict(pool) for stage, pool in self._pools.replicas.items()}
-        return {stage: collect_snapshots(pool) for stage, pool in pools.items()}
-
-    def replica_counts(self) -> dict[StageName, int]:
-        """Replicas taking orders now, by stage (an autoscaled pool changes while the system runs)."""
-        return {stage: sum(1 for load in loads if load.alive and not load.draining)
-                for stage, loads in self.dispatcher_stats().stages.items()}
-
-    def dispatcher_stats(self) -> DispatcherStats:
-        return ray.get(self._dispatcher.stats.remote())
+    def status(self, snapshots: bool = True) -> SystemStatus:
+        """Every shard's stats; with `snapshots`, every live replica's snapshot as well."""
+        shards = ray.get([shard.stats.remote() for shard in self._dispatchers])
+        producer = self._producer
+        described = None
+        if producer is not None:
+            try:
+                described = ray.get(producer.describe.remote(), timeout=15)
+            except Exception:  # noqa: BLE001 - the run just ended: there is no producer to describe
+                described = None
+        taken = {stage: collect_snapshots(self._supervisor.replicas(stage)) for stage in StageName} if snapshots else {}
+        return SystemStatus(namespace=self.settings.namespace, dispatchers=shards, producer=described,
+                            snapshots=taken, scaling_events=list(self._supervisor.events))
 
     def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
         """Complete a dead-lettered order by re-running its dead stage(s), or give it up (`abandon`)."""
+        shard = self._dispatchers[shard_of(order_id, len(self._dispatchers))]
         try:
-            return ray.get(self._dispatcher.replay.remote(order_id, stage, abandon))
+            return ray.get(shard.replay.remote(order_id, stage, abandon))
         except ray.exceptions.RayTaskError as error:
             if isinstance(error.cause, ReplayRefused):
                 raise error.cause from None  # the refusal itself, not Ray's wrapper and its traceback
             raise
 
     def shutdown(self) -> None:
-        self.autoscaler.stop()
-        with self._pools_lock:
-            kill_all({"dispatcher": self._dispatcher, **self._pools.all()})
-        if self.ledger is not None:
-            self.ledger.close()
-
-    def _supervise(self) -> None:
-        """Replace replicas the Dispatcher found dead for good (restarts exhausted, node lost).
-
-        The replacement takes the dead one's name and index, so it restores the same checkpoint.
-        If the name is still taken (the dead actor not yet gone, or already replaced before a
-        Dispatcher restart), the actor under that name is handed over instead.
-        """
-        now = time.monotonic()
-        if self.ledger is None or now - self._last_supervised < SUPERVISE_EVERY_S:
-            return
-        self._last_supervised = now
-        for stage, loads in self.dispatcher_stats().stages.items():
-            for load in loads:
-                if load.alive:
-                    continue
-                try:
-                    handle = create_replica(self.settings, stage, load.index, self._artifacts_dir)
-                    self.log.warning("{} died for good; started a replacement", load.replica)
-                except SystemStartError:  # the name is taken: use whoever holds it
-                    try:
-                        handle = ray.get_actor(load.replica, namespace=self.settings.namespace)
-                    except ValueError:
-                        continue  # between death and release of the name: next round
-                with self._pools_lock:
-                    self._pools.replicas[stage][load.replica] = handle
-                ray.get(self._dispatcher.replace_replica.remote(stage, load.replica, handle))
+        self._supervisor.stop()
+        kill_all({dispatcher_name(i): handle for i, handle in enumerate(self._dispatchers)})
+        self._supervisor.stop_replicas()
+        if self._ledger is not None:
+            self._ledger.close()
 
     @staticmethod
     def _collect(
@@ -238,8 +224,7 @@ class FanoutSystem:
         # each order counts once.
         fresh = [outcome for outcome in progress.outcomes if outcome.order_id not in seen]
         seen.update(outcome.order_id for outcome in fresh)
-        progress = progress.model_copy(update={"outcomes": fresh})
-        for outcome in progress.outcomes:
+        for outcome in fresh:
             tally.add_outcome(outcome)
         for reject in progress.rejects:
             tally.add_reject(reject)
@@ -247,10 +232,10 @@ class FanoutSystem:
             tally.add_lost(lost)
         collected.lost.extend(progress.lost)
         if keep:
-            collected.outcomes.extend(progress.outcomes)
+            collected.outcomes.extend(fresh)
             collected.rejects.extend(progress.rejects)
         if files is not None:
-            files.write(progress.outcomes, progress.rejects)
+            files.write(fresh, progress.rejects)
 
 
 def _new_scratch_workshop(settings: FanoutSettings) -> None:

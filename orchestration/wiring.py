@@ -1,7 +1,8 @@
 """Where plain classes become Ray actors: names, namespaces, resources, scheduling.
 
-Stage replicas are created here, by the driver, and handed to the Dispatcher; the Dispatcher
-does not own them (an actor dies with its owner), so one can die without taking the others with it.
+Stage replicas are created here, by the driver (for the supervisor, which decides when), and
+handed to the Dispatchers; a Dispatcher does not own them (an actor dies with its owner), so one
+can die without taking the others with it.
 With a ledger every actor restarts after a crash (see `_restart_options`).
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +66,6 @@ def replica_name(stage: StageName, index: int) -> str:
     return f"{stage.value}-{index}"
 
 
-@dataclass
-class StagePools:
-    """The replicas of every stage, by stage and by actor name."""
-
-    replicas: dict[StageName, dict[str, Any]] = field(default_factory=dict)
-
-    def all(self) -> dict[str, Any]:
-        return {name: handle for pool in self.replicas.values() for name, handle in pool.items()}
-
-
 def _restart_options(settings: FanoutSettings) -> dict[str, Any]:
     """With a ledger an actor can die and come back: its state and every answer it gave are in the
     ledger, so Ray may restart it and re-send the calls it had (at-least-once, made exactly-once by
@@ -114,38 +104,34 @@ def create_replica(settings: FanoutSettings, stage: StageName, index: int, artif
     return _create(actor_class, options, settings.stage_config(stage), context)
 
 
-def create_stage_pools(settings: FanoutSettings, artifacts_dir: Path | None) -> StagePools:
-    pools = StagePools()
-    for stage in STAGES:
-        pools.replicas[stage] = {
-            replica_name(stage, index): create_replica(settings, stage, index, artifacts_dir)
-            for index in range(settings.pool(stage).replicas)
-        }
-    return pools
+def dispatcher_name(shard: int) -> str:
+    return f"dispatcher-{shard}"
 
 
-def create_dispatcher(settings: FanoutSettings, pools: StagePools) -> Any:
+def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[str]]) -> list[Any]:
+    """The Dispatcher shards, `dispatcher-0` … They are given the replicas by name, which a restarted
+    shard resolves again; the supervisor then pushes the member lists as they are now."""
     timeouts = {stage: settings.pool(stage).timeout_s for stage in STAGES}
     retries = {stage: settings.pool(stage).retry for stage in STAGES}
-    options = {
-        "name": "dispatcher",
-        "namespace": settings.namespace,
-        "num_cpus": settings.control.num_cpus,
-        # Async actor: enough concurrent calls for every admitted order plus control calls.
-        "max_concurrency": max(1000, settings.max_in_flight + 100),
-        **_restart_options(settings),
-    }
-    by_name = {stage: {name: NamedActor(name, settings.namespace) for name in replicas}
-               for stage, replicas in pools.replicas.items()}
-    return _create(
-        ray.remote(Dispatcher), options, by_name, timeouts, settings.max_in_flight, settings.log_level, retries,
-        settings.ledger_spec(), settings.batching,
-    )
+    by_name = {stage: {name: NamedActor(name, settings.namespace) for name in names} for stage, names in members.items()}
+    shards = []
+    for shard in range(settings.control.dispatchers):
+        options = {
+            "name": dispatcher_name(shard),
+            "namespace": settings.namespace,
+            "num_cpus": settings.control.num_cpus,
+            # Async actor: enough concurrent calls for every admitted order plus control calls.
+            "max_concurrency": max(1000, settings.max_in_flight + 100),
+            **_restart_options(settings),
+        }
+        shards.append(_create(ray.remote(Dispatcher), options, by_name, timeouts, settings.max_in_flight,
+                              settings.log_level, retries, settings.ledger_spec(), settings.batching, shard))
+    return shards
 
 
 def create_producer(settings: FanoutSettings, source: SourceSpec, serve: bool = False) -> Any:
     """The Producer runs on the driver's node, where the input file named on the command line is; it
-    finds the Dispatcher by name."""
+    finds the Dispatcher shards by name."""
     options = {
         "name": "producer",
         "namespace": settings.namespace,
@@ -153,9 +139,10 @@ def create_producer(settings: FanoutSettings, source: SourceSpec, serve: bool = 
         "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         **_restart_options(settings),
     }
+    shards = [NamedActor(dispatcher_name(shard), settings.namespace) for shard in range(settings.control.dispatchers)]
     return _create(
-        ray.remote(Producer), options, source, NamedActor("dispatcher", settings.namespace), settings.max_in_flight,
-        settings.control.outbox_limit, settings.log_level, serve, settings.ledger_spec(),
+        ray.remote(Producer), options, source, shards, settings.max_in_flight, settings.control.outbox_limit,
+        settings.log_level, serve, settings.ledger_spec(),
     )
 
 

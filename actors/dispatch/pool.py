@@ -1,19 +1,24 @@
-"""A stage's replicas as the Dispatcher sees them: pick the least loaded, count what each does.
+"""A stage's replicas as one Dispatcher shard sees them: pick the least loaded, count what each does.
 
 Ray's `ActorPool` allows one call per actor and blocks on results, which would serialise a
 stage; here any number of calls can be outstanding on a replica and the next call goes to the
 replica with the fewest outstanding (ties to the one that has done the least), so a slow replica
 stops receiving work instead of collecting a queue.
+
+Who the members are is not decided here: the supervisor owns membership and pushes versioned
+lists (`apply`). The pool only stops routing to a replica it found dead (`mark_dead`) until a list
+names a new actor for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from actors.errors import MembershipError
 from actors.models import StageName
-from actors.models.messages import ReplicaLoad
+from actors.models.messages import PoolMember, PoolMembers, ReplicaLoad
 
 
 @dataclass
@@ -31,10 +36,9 @@ class Replica:
 
 
 class ReplicaPool:
-    def __init__(self, stage: StageName, replicas: dict[str, Any]) -> None:
-        if not replicas:
-            raise ValueError(f"stage {stage} needs at least one replica")
+    def __init__(self, stage: StageName, replicas: Mapping[str, Any]) -> None:
         self.stage = stage
+        self.version = 0
         self._replicas = [Replica(name, handle, _index(name, i)) for i, (name, handle) in enumerate(replicas.items())]
 
     def __len__(self) -> int:
@@ -48,38 +52,31 @@ class ReplicaPool:
     def alive(self) -> int:
         return sum(r.alive for r in self._replicas)
 
+    def apply(self, members: PoolMembers) -> bool:
+        """Take the supervisor's member list if it is newer than the last one; True if it was.
+
+        A member the pool knows keeps its counters; one under a new actor (a replacement) takes calls
+        again; one no longer listed leaves (the supervisor lists a replica as draining, and drops it
+        only once every shard has drained it)."""
+        if members.version <= self.version:
+            return False
+        known = {r.name: r for r in self._replicas}
+        self._replicas = [self._member(known.get(member.name), member) for member in members.members]
+        self.version = members.version
+        return True
+
+    @staticmethod
+    def _member(replica: Replica | None, member: PoolMember) -> Replica:
+        if replica is None:
+            return Replica(member.name, member.handle, member.index, draining=member.draining)
+        if not _same_actor(replica.handle, member.handle):
+            replica.handle, replica.alive, replica.node_id = member.handle, True, None
+        replica.draining = member.draining
+        return replica
+
     def mark_dead(self, replica: Replica) -> None:
         """A replica that died for good gets no more calls (ActorPool keeps routing to it, #50313)."""
         replica.alive = False
-
-    def replace(self, name: str, handle: Any) -> None:
-        """A new actor under a dead replica's name: it takes calls again (its state is the ledger's)."""
-        replica = self.named(name)
-        if replica is None:
-            raise MembershipError(f"{self.stage} has no replica named {name!r}")
-        replica.handle, replica.alive, replica.node_id = handle, True, None
-
-    def add(self, name: str, handle: Any) -> None:
-        """A replica the pool scaled up to; a name it already has takes calls again under `handle`."""
-        replica = self.named(name)
-        if replica is None:
-            self._replicas.append(Replica(name, handle, _index(name, len(self._replicas))))
-        else:
-            replica.draining = False
-            self.replace(name, handle)
-
-    def drain(self, name: str) -> Replica:
-        """Stop giving the replica new orders; `remove` it once its `ongoing` is back to zero."""
-        replica = self.named(name)
-        if replica is None:
-            raise MembershipError(f"{self.stage} has no replica named {name!r}")
-        if sum(1 for r in self._replicas if r.alive and not r.draining and r is not replica) == 0:
-            raise MembershipError(f"{name} is the last live {self.stage} replica: a pool keeps at least one")
-        replica.draining = True
-        return replica
-
-    def remove(self, name: str) -> None:
-        self._replicas = [r for r in self._replicas if r.name != name]
 
     def named(self, name: str) -> Replica | None:
         return next((r for r in self._replicas if r.name == name), None)
@@ -87,6 +84,8 @@ class ReplicaPool:
     def acquire(self, avoid: Replica | None = None) -> Replica:
         """The least-loaded live replica (other than `avoid`), counted against it until `release`.
         With no live replica left it still returns one, whose call fails fast as an error result."""
+        if not self._replicas:
+            raise MembershipError(f"{self.stage} has no replicas yet: the supervisor has not pushed its members")
         live = ([r for r in self._replicas if r.alive and not r.draining]
                 or [r for r in self._replicas if r.alive] or self._replicas)
         candidates = [r for r in live if r is not avoid] or live
@@ -117,6 +116,12 @@ class ReplicaPool:
             )
             for r in self._replicas
         ]
+
+
+def _same_actor(old: Any, new: Any) -> bool:
+    """Whether two handles reach the same actor (a handle pushed again is a new object)."""
+    old_id, new_id = getattr(old, "_actor_id", None), getattr(new, "_actor_id", None)
+    return old is new if old_id is None or new_id is None else old_id == new_id
 
 
 def _index(name: str, default: int) -> int:

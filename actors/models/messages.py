@@ -6,9 +6,35 @@ driver's report, the supervisor, `status`) imports a type, never the actor that 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
-from actors.models.results import OrderOutcome, RejectedRecord, StageName
+from actors.models.results import OrderOutcome, RejectedRecord, StageName, StageSnapshot
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """One replica of a stage, as the supervisor tells the Dispatchers about it: its name, its slot,
+    the actor now under that name (a replacement has the same name and a new handle), and whether
+    it is being drained (it finishes what it has and takes nothing new)."""
+
+    name: str
+    index: int
+    handle: Any
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class PoolMembers:
+    """Every replica of one stage, as of `version`: the supervisor's one truth about the pool, pushed
+    to every Dispatcher shard. A shard applies a list only if it is newer than the one it has, so a
+    late push never undoes a later one, and a restarted shard (version 0) is brought up to date."""
+
+    stage: StageName
+    version: int
+    members: tuple[PoolMember, ...]
 
 
 class ReplicaLoad(BaseModel):
@@ -90,3 +116,25 @@ class ScalingEvent(BaseModel):
     stage: StageName
     replicas_before: int
     replicas_after: int
+
+
+class SystemStatus(BaseModel):
+    """A running system as `status` shows it: every Dispatcher shard, the Producer of the run in
+    progress (None between runs), every live replica's snapshot, and the pools' scaling decisions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    dispatchers: list[DispatcherStats]
+    producer: dict[str, object] | None
+    snapshots: dict[StageName, list[StageSnapshot]]
+    scaling_events: list[ScalingEvent] = []
+
+    @property
+    def orders_done(self) -> int:
+        return sum(shard.orders_done for shard in self.dispatchers)
+
+    def replica_counts(self) -> dict[StageName, int]:
+        """Replicas taking orders now, by stage, as the first shard sees them."""
+        return {stage: sum(1 for load in loads if load.alive and not load.draining)
+                for stage, loads in self.dispatchers[0].stages.items()}

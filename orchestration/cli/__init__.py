@@ -287,7 +287,7 @@ def _stop_admitting_on_interrupt(system: FanoutSystem, err: Console) -> None:
             raise KeyboardInterrupt
         err.print(f"[yellow]{signal.Signals(signum).name}:[/yellow] admitting no more orders; those in flight "
                   f"conclude (Ctrl-C again to leave at once)")
-        system.stop_admitting()
+        system.drain()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_interrupt)

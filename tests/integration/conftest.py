@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from orchestration.settings import FanoutSettings, load_settings
+from actors.ledger import open_ledger
 from orchestration.system import FanoutSystem
 
 
@@ -60,6 +61,21 @@ def start_system(ray_session, settings_for):
     yield start
     for system in started:
         system.shutdown()
+
+
+@pytest.fixture
+def ledger_of():
+    """The ledger of a started system, opened as any reader would (from its settings), for audits."""
+    opened = []
+
+    def open_for(system: FanoutSystem) -> Any:
+        ledger = open_ledger(system.settings.ledger_spec())
+        opened.append(ledger)
+        return ledger
+
+    yield open_for
+    for ledger in opened:
+        ledger.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

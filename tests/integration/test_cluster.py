@@ -211,7 +211,7 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, tmp_pa
     def status_shows(predicate):
         return lambda: (current := status()) and predicate(current) and current
 
-    first = wait_until(status_shows(lambda s: s["dispatcher"]["orders_done"] >= 40), timeout_s=120, interval_s=3,
+    first = wait_until(status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 40), timeout_s=120, interval_s=3,
                        what="40 orders done")
     assert first["producer"]["serving"] and set(first["snapshots"]) == {
         "material", "design", "production", "quality", "packaging", "logistics"}
@@ -220,7 +220,7 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, tmp_pa
     listed = cluster._ray("list", "actors", "--format", "json", "--limit", "200",
                           env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
     names = {a["name"] for a in json.loads(listed) if a.get("ray_namespace") == namespace and a["state"] == "ALIVE"}
-    ours = ["producer", "dispatcher", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
+    ours = ["producer", "dispatcher-0", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
             "logistics-0"]
     assert set(ours) <= names
     # The same, as an operator sees it: the dashboard in Chromium, logged in through its token dialog.
@@ -255,7 +255,7 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, tmp_pa
 
     submitted = cluster.cli("submit", "--input", "examples/orders.csv", "--set", f"namespace={namespace}")
     assert submitted.returncode == 0 and "4 accepted, 1 rejected" in submitted.stderr, submitted.stderr
-    wait_until(status_shows(lambda s: s["dispatcher"]["orders_done"] >= 44), timeout_s=120, interval_s=3,
+    wait_until(status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 44), timeout_s=120, interval_s=3,
                what="44 orders done")
     assert cluster.cli("stop", "--set", f"namespace={namespace}").returncode == 0
     assert cluster.wait_for_job(job_id) == "SUCCEEDED"

@@ -11,7 +11,7 @@ import ray
 
 from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
-from actors.intake.producer import WINDOW_PER_ADMITTED
+from actors.intake.sender import WINDOW_PER_ADMITTED
 from actors.intake.sources import SourceSpec
 from actors.stages.logistics import is_valid_tracking_number
 from orchestration.output import read_outcomes
@@ -43,7 +43,7 @@ def test_200_orders_complete_with_each_stage_called_once_per_order(start_system)
             assert stage_result.node_id == node and stage_result.replica == f"{stage}-0"
             assert outcome.started_at <= stage_result.started_at <= stage_result.finished_at <= outcome.finished_at
             assert isinstance(stage_result.started_at, datetime)
-    for stage, snapshots in system.snapshots().items():
+    for stage, snapshots in system.status().snapshots.items():
         (snapshot,) = snapshots
         assert (snapshot.calls, snapshot.ok, snapshot.replays) == (200, 200, 0), stage
     # Many orders were in the workshop at once, not one after another.
@@ -51,7 +51,7 @@ def test_200_orders_complete_with_each_stage_called_once_per_order(start_system)
     # Artifacts beside the outcomes: a mesh per distinct design, a certificate per order.
     out = result.files.directory
     assert len(list((out / "certificates").glob("*.txt"))) == 200
-    assert len(list((out / "designs").glob("*.stl"))) == system.snapshots()[StageName.DESIGN][0].state["designs_cached"]
+    assert len(list((out / "designs").glob("*.stl"))) == system.status().snapshots[StageName.DESIGN][0].state["designs_cached"]
 
 
 def test_bad_records_are_rejected_with_line_and_field_and_the_good_ones_complete(start_system, tmp_path):
@@ -85,7 +85,7 @@ def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them
         assert all(r.status is StageStatus.OK and r.output is not None for r in siblings)
         assert set(outcome.compensations) == {StageName.MATERIAL, StageName.PRODUCTION, StageName.PACKAGING,
                                               StageName.LOGISTICS}
-    snapshots = system.snapshots()
+    snapshots = system.status().snapshots
     ledger = open_ledger(system.settings.ledger_spec())
     assert ledger.inventory() == ledger.stock_changes() and ledger.certificates_held() == {}  # all given back
     (packaging,) = snapshots[StageName.PACKAGING]
@@ -119,7 +119,7 @@ def test_retries_rescue_timed_out_calls_without_repeating_their_work(start_syste
     assert result.summary.completed == 4
     production = [o.results[StageName.PRODUCTION] for o in result.outcomes]
     assert all(r.attempts > 1 for r in production)
-    (snapshot,) = system.snapshots()[StageName.PRODUCTION]
+    (snapshot,) = system.status().snapshots[StageName.PRODUCTION]
     assert snapshot.ok == 4 and snapshot.state["orders_scheduled"] == 4  # the work was done once per order
     assert snapshot.replays >= 1
 
@@ -130,7 +130,7 @@ def test_three_replicas_of_a_stage_share_its_calls(start_system):
     calls = Counter(o.results[StageName.PRODUCTION].replica for o in result.outcomes)
     assert set(calls) == {"production-0", "production-1", "production-2"}
     assert min(calls.values()) >= 30  # least-loaded routing keeps them near 50 each
-    snapshot_calls = {s.replica: s.calls for s in system.snapshots()[StageName.PRODUCTION]}
+    snapshot_calls = {s.replica: s.calls for s in system.status().snapshots[StageName.PRODUCTION]}
     assert snapshot_calls == dict(calls)
 
 
@@ -174,7 +174,7 @@ def test_replicas_are_workers_of_one_workshop_so_scaling_changes_no_answer(start
 def test_serials_and_tracking_numbers_are_unique_across_a_run_and_the_actors_are_named(start_system):
     system = start_system(packaging={"replicas": 2}, logistics={"replicas": 2}, design={"replicas": 2})
     namespace = system.settings.namespace
-    for name in ("dispatcher", "material-0", "design-0", "design-1", "production-0", "quality-0",
+    for name in ("dispatcher-0", "material-0", "design-0", "design-1", "production-0", "quality-0",
                  "packaging-0", "packaging-1", "logistics-0", "logistics-1"):
         assert ray.get_actor(name, namespace=namespace) is not None
     result = system.run(SourceSpec(count=400), keep_outcomes=True)
@@ -185,7 +185,7 @@ def test_serials_and_tracking_numbers_are_unique_across_a_run_and_the_actors_are
     assert all(is_valid_tracking_number(t) for t in tracking)
     assert len({o.results[StageName.PACKAGING].replica for o in result.outcomes}) == 2  # both replicas issued some
     system.shutdown()  # and the names are gone with the actors (the run's Producer went at its end)
-    for name in ("producer", "dispatcher", "design-1", "logistics-1"):
+    for name in ("producer", "dispatcher-0", "design-1", "logistics-1"):
         with pytest.raises(ValueError):
             ray.get_actor(name, namespace=namespace)
 
@@ -212,7 +212,7 @@ def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_s
     assert killed_at and result.summary.completed == 400 and result.summary.lost == 0
     late = [o.results[StageName.LOGISTICS] for o in result.outcomes if o.finished_at > killed_at[0]]
     assert any(r.attempts > 1 for r in late)  # the call that found the replica dead was retried on the other
-    loads = {load.replica: load for load in system.dispatcher_stats().stages[StageName.LOGISTICS]}
+    loads = {load.replica: load for load in system.status(snapshots=False).dispatchers[0].stages[StageName.LOGISTICS]}
     tracking = [o.results[StageName.LOGISTICS].output.tracking_number for o in result.outcomes]
     assert len(set(tracking)) == 400
     if not ledger:
@@ -233,7 +233,7 @@ def test_pending_calls_stay_bounded_when_a_stage_saturates(start_system):
     # all, and never more than `max_outstanding` batch calls waiting at the replica.
     system = start_system(time_scale=0.01, max_in_flight=40, batching={"max_batch": 8, "max_outstanding": 2})
     samples = []
-    result = system.run(SourceSpec(count=300), on_progress=lambda *_: samples.append(system.dispatcher_stats()))
+    result = system.run(SourceSpec(count=300), on_progress=lambda *_: samples.append(system.status(snapshots=False).dispatchers[0]))
     assert result.summary.completed == 300 and len(samples) > 10
     for stats in samples:
         assert stats.in_flight <= 40 and stats.in_flight + stats.waiting <= WINDOW_PER_ADMITTED * 40

@@ -67,7 +67,7 @@ def audit(system, ledger: SqlLedger, expected_orders: int) -> dict[str, int]:
         assert stocked[lot] == left[lot] + held[lot], lot
     certified = {c for o in completed for c in o.results[StageName.MATERIAL].output.certificates_verified}
     assert set(ledger.certificates_held()) == certified
-    snapshots = system.snapshots()
+    snapshots = system.status().snapshots
 
     # One effect per (stage, order): the ledger's key, and every replica's counters agree with it.
     for stage in STAGES:
@@ -162,7 +162,7 @@ class DatabaseDisruptor(threading.Thread):
             self.terminated += int(found.strip() or 0)
 
 
-def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(start_system, store, request):
+def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(ledger_of, start_system, store, request):
     """On each store; on PostgreSQL the database is disrupted too: its connections are terminated
     every few seconds and the server crashes and restarts once, while replicas are being killed."""
     replicas = {stage: 1 for stage in STAGES} | {StageName.MATERIAL: 2, StageName.PRODUCTION: 2, StageName.PACKAGING: 2}
@@ -188,7 +188,7 @@ def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(sta
     if disruptor is not None:
         assert disruptor.restarts == 1 and disruptor.terminated >= 10, (disruptor.restarts, disruptor.terminated)
     assert result.summary.lost == 0 and len(result.outcomes) == orders
-    counts = audit(system, system.ledger, orders)
+    counts = audit(system, ledger_of(system), orders)
     kills = sum(killer.kills.values())
     # Kills kept coming throughout: about one a second here alone, fewer when restarts queue on a loaded machine.
     assert kills >= max(20, elapsed / 4), (kills, elapsed, killer.kills)
@@ -201,7 +201,7 @@ def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(sta
                 f", {disruptor.terminated} connections terminated, 1 server restart" if disruptor else "")
 
 
-def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_orders_loses_nothing(
+def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_orders_loses_nothing(ledger_of,
         start_system, postgres_server, postgres_url):
     """Each restart is a crash (`pg_ctl stop -m immediate`: no checkpoint, recovery on start) while
     every actor has transactions in flight: they are retried within the budget, the ones whose commit
@@ -221,19 +221,24 @@ def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_order
     elapsed = time.perf_counter() - started
     assert len(restarts) == 3, restarts
     assert (result.summary.lost, result.summary.unfinished) == (0, 0) and len(result.outcomes) == orders
-    counts = audit(system, system.ledger, orders)
+    counts = audit(system, ledger_of(system), orders)
     assert counts["failed"] > 0  # QC rejects were compensated across the crashes too
     logger.info("postgresql restarts: {} orders, server crashed at {}, lost 0, duplicated {}, {:.1f} s",
                 orders, restarts, counts["duplicated"], elapsed)
 
 
-def test_killing_the_dispatcher_and_the_producer_mid_run_still_accounts_for_every_order_once(start_system, store):
-    """The control plane's two actors, killed during one run: the Dispatcher twice (its restart
-    resumes the orders in flight from the ledger) and the Producer once (its restart re-reads the
-    source; what it had already handed over is counted once)."""
-    system = start_system(time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger=store)
+def test_killing_a_dispatcher_shard_and_the_producer_mid_run_still_accounts_for_every_order_once(
+        ledger_of, start_system, store):
+    """The control plane's actors, killed during one run: a Dispatcher shard twice (its restart
+    resumes its orders in flight from the ledger) and the Producer once (its restart re-reads the
+    source; what it had already handed over is counted once). On SQLite the run has two shards and
+    `dispatcher-0` is the one killed while `dispatcher-1` keeps going; on PostgreSQL it has one,
+    so that both counts are covered without a third run."""
+    shards = 2 if not store else 1
+    system = start_system(time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger=store,
+                          control={"dispatchers": shards})
     namespace = system.settings.namespace
-    plan = [(300, "dispatcher"), (600, "producer"), (900, "dispatcher")]
+    plan = [(300, "dispatcher-0"), (600, "producer"), (900, "dispatcher-0")]
     kills = []
 
     def kill_on_plan(progress, tally):
@@ -245,10 +250,12 @@ def test_killing_the_dispatcher_and_the_producer_mid_run_still_accounts_for_ever
     assert len(kills) == len(plan), kills
     ids = [o.order_id for o in result.outcomes]
     assert result.summary.lost == 0 and len(ids) == len(set(ids)) == 1200  # the re-reads were counted once
-    audit(system, system.ledger, 1200)
+    audit(system, ledger_of(system), 1200)
+    done = [shard.orders_done for shard in system.status(snapshots=False).dispatchers]
+    assert len(done) == shards and all(count > 0 for count in done), done  # every shard did its share
 
 
-def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(
+def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(ledger_of,
         start_system, postgres_server, postgres_url):
     """PostgreSQL crashes mid-run and stays down for longer than the store's retry budget (3 s here, 60 s by
     default). The run ends rather than hangs, says why, and loses nothing: each order has a committed
@@ -279,12 +286,12 @@ def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and
         first.raise_if_incomplete()
     told = {o.order_id for o in first.outcomes}
     assert 100 <= len(told) < orders and told.isdisjoint(o.order_id for o in first.lost)
-    assert set(system.ledger.outcomes(sorted(told))) == told  # every answer given was committed first
+    assert set(ledger_of(system).outcomes(sorted(told))) == told  # every answer given was committed first
 
     second = system.run(SourceSpec(count=orders), keep_outcomes=True)
     assert (second.summary.lost, second.summary.unfinished, second.source_error) == (0, 0, None), second.lost[:3]
     assert len(second.outcomes) == orders and second.summary.from_ledger == len(told)
-    audit(system, system.ledger, orders)
+    audit(system, ledger_of(system), orders)
 
 
 def _driver(out: Path, namespace: str, orders: int) -> subprocess.Popen:
@@ -295,7 +302,7 @@ def _driver(out: Path, namespace: str, orders: int) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(start_system, tmp_path):
+def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(ledger_of, start_system, tmp_path):
     out, orders = tmp_path / "run", 800
     driver = _driver(out, f"crash-{os.getpid()}", orders)
     ledger_path = out / "ledger.sqlite3"
@@ -323,7 +330,7 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(start_sys
     # Orders in flight at the crash were finished from what their stages had recorded.
     resumed = [o for o in fresh if o.order_id in set(in_flight)]
     assert all(o.results[StageName.MATERIAL].replayed for o in resumed)
-    audit(system, system.ledger, orders)  # nothing missing
+    audit(system, ledger_of(system), orders)  # nothing missing
     assert len(read_outcomes(out / "outcomes.jsonl")) == orders
     logger.info("driver SIGKILL: {} done before, {} in flight resumed from recorded effects, {} new",
                 len(finished_before), len(resumed), len(fresh) - len(resumed))
@@ -412,7 +419,7 @@ def _ids(ledger: SqliteLedger) -> list[str]:
     return [row[0] for row in ledger._db.execute("SELECT order_id FROM outcomes")]
 
 
-def test_replay_of_a_dead_lettered_stage_completes_its_order(start_system, tmp_path, settings_for):
+def test_replay_of_a_dead_lettered_stage_completes_its_order(ledger_of, start_system, tmp_path, settings_for):
     # Logistics is down: every call errors (a timeout, no retries), so every order is dead-lettered.
     down = {"duration_s": 1.0, "timeout_s": 0.2, "retry": {"attempts": 1}}
     system = start_system(time_scale=1.0, logistics=down, quality={"duration_s": 0}, material={"duration_s": 0},
@@ -421,7 +428,7 @@ def test_replay_of_a_dead_lettered_stage_completes_its_order(start_system, tmp_p
     assert result.summary.dead_lettered == 3
     parked = result.outcomes[0]
     assert parked.status is OrderStatus.DEAD_LETTERED and parked.compensations == {}
-    assert [d.stage for d in system.ledger.dead_letters(parked.order_id)] == [StageName.LOGISTICS]
+    assert [d.stage for d in ledger_of(system).dead_letters(parked.order_id)] == [StageName.LOGISTICS]
     out = system.settings.out_dir
     system.shutdown()
 

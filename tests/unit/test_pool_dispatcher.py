@@ -286,7 +286,8 @@ def _drain(producer) -> tuple[list, list]:
 
 def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_rush_first():
     from actors.models import Priority
-    from actors.intake.producer import DISPATCH_CALLS, WINDOW_PER_ADMITTED, Producer
+    from actors.intake.producer import Producer
+    from actors.intake.sender import DISPATCH_CALLS, WINDOW_PER_ADMITTED
     from actors.intake.samples import generate_orders
     from actors.intake.sources import SourceSpec
 
@@ -360,7 +361,7 @@ def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concl
 
 
 def test_stage_calls_are_named_by_stage_and_batch_size_in_powers_of_two():
-    from actors.dispatch.dispatcher import task_name
+    from actors.dispatch.client import task_name
 
     assert [task_name(StageName.MATERIAL, n) for n in (1, 2, 3, 4, 7, 8, 127, 128)] == [
         "material[1]", "material[2-3]", "material[2-3]", "material[4-7]", "material[4-7]", "material[8-15]",
@@ -373,16 +374,21 @@ def test_stage_calls_are_named_by_stage_and_batch_size_in_powers_of_two():
 def test_a_late_death_of_the_replaced_actor_does_not_mark_its_replacement_dead():
     from types import SimpleNamespace
 
-    from ray.exceptions import RayActorError
+    from ray.exceptions import ActorUnavailableError, RayActorError
 
-    from actors.dispatch.dispatcher import _about_current
+    from actors.dispatch.attempt import is_replica_dead
+    from actors.models.messages import PoolMember, PoolMembers
 
     def handle(actor_id: str):
         return SimpleNamespace(_actor_id=SimpleNamespace(hex=lambda: actor_id))
 
     pool = ReplicaPool("logistics", {"logistics-0": handle("aa"), "logistics-1": handle("bb")})
     replica = pool.named("logistics-1")
-    assert _about_current(RayActorError(actor_id="bb"), replica)  # the actor it points to died
-    pool.replace("logistics-1", handle("cc"))
-    assert not _about_current(RayActorError(actor_id="bb"), replica)  # a call to the old one, failing late
-    assert _about_current(RayActorError(actor_id="cc"), replica)
+    assert is_replica_dead(RayActorError(actor_id="bb"), replica)  # the actor it points to died
+    assert pool.apply(PoolMembers("logistics", 1, (PoolMember("logistics-0", 0, pool.named("logistics-0").handle),
+                                                   PoolMember("logistics-1", 1, handle("cc")))))
+    assert not is_replica_dead(RayActorError(actor_id="bb"), replica)  # a call to the old one, failing late
+    assert is_replica_dead(RayActorError(actor_id="cc"), replica)
+    # by type, not by name: restarting is not dead, and an error merely named like a death is not one
+    assert not is_replica_dead(ActorUnavailableError("restarting", None), replica)
+    assert not is_replica_dead(RuntimeError("ActorDiedError"), replica)

@@ -1,0 +1,69 @@
+"""The orders a Dispatcher shard is working on: one run per order id, and their admission.
+
+An order sent again while it runs (a restarted Producer re-sends what it cannot know finished, and
+Ray re-sends a batch to a restarted shard) joins the run in flight instead of running twice. Each
+run waits at the priority gate (rush first) until one of `capacity` places frees up; `stats` counts
+in flight only the admitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+
+from actors.dispatch.admission import PriorityGate
+from actors.models import JewelryOrder, OrderOutcome
+
+
+class OrdersInFlight:
+    def __init__(self, capacity: int) -> None:
+        self._gate = PriorityGate(capacity)
+        self._runs: dict[str, asyncio.Future[OrderOutcome]] = {}
+        self.waiting = 0  # registered, not admitted yet
+
+    @property
+    def admitted(self) -> int:
+        return len(self._runs) - self.waiting
+
+    def joined(self, order_id: str) -> Awaitable[OrderOutcome] | None:
+        """The outcome of the order's run in flight, if it has one."""
+        running = self._runs.get(order_id)
+        return asyncio.shield(running) if running is not None else None
+
+    def register(self, order_id: str) -> None:
+        """A run of the order starts: from now on a repeat joins it (see `joined`)."""
+        self._runs[order_id] = asyncio.get_running_loop().create_future()
+        self.waiting += 1
+
+    @asynccontextmanager
+    async def admission(self, order: JewelryOrder) -> AsyncIterator[None]:
+        try:
+            await self._gate.acquire(order.priority)
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._gate.release()
+
+    def settle(self, order_id: str, answer: OrderOutcome | BaseException) -> bool:
+        """The run is over: its joiners get `answer`. True if no order is in flight any more."""
+        future = self._runs.pop(order_id)
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+            future.exception()  # retrieved: only joiners, if any, need it
+        else:
+            future.set_result(answer)
+        return not self._runs
+
+    async def concluded(self) -> None:
+        """Return once every order in flight now has its outcome (or error)."""
+        await asyncio.gather(*(asyncio.shield(f) for f in self._runs.values()), return_exceptions=True)
+
+
+def answered(outcome: OrderOutcome) -> Awaitable[OrderOutcome]:
+    """An outcome known already (the ledger's), as the awaitable a run would give."""
+    future: asyncio.Future[OrderOutcome] = asyncio.get_running_loop().create_future()
+    future.set_result(outcome)
+    return future

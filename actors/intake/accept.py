@@ -1,0 +1,52 @@
+"""The one rule by which a record becomes an accepted order, whatever its source (a file, generated
+orders, or records submitted to a serving run).
+
+A record is accepted when it is a valid order whose id this run has not accepted already, and
+which the ledger does not know with other details. An id the ledger knows with the same details is
+accepted together with its recorded outcome: the run answers it from the ledger (that is how a run
+resumes) instead of doing it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.ledger import SqlLedger
+from actors.models import FieldError, JewelryOrder, OrderOutcome, RejectedRecord
+
+
+@dataclass(frozen=True)
+class Accepted:
+    order: JewelryOrder
+    recorded: OrderOutcome | None  # its outcome in the ledger, if it has one already
+
+
+class Acceptance:
+    def __init__(self, ledger: SqlLedger | None) -> None:
+        self._ledger = ledger
+        self._seen: dict[str, str] = {}  # accepted order id -> where it was first accepted
+
+    def accept(
+        self, record: JewelryOrder | RejectedRecord, source: str, line: int, raw: object = None
+    ) -> Accepted | RejectedRecord:
+        """The accepted order, or the record rejected with the field and the reason. May raise
+        `LedgerUnavailable` (the store's retries spent): nothing is decided about the record then."""
+        if isinstance(record, RejectedRecord):
+            return record
+        first = self._seen.get(record.order_id)
+        if first is not None:
+            return _rejected(record, source, line, raw, f"already accepted in this run ({first})")
+        recorded = self._ledger.outcome(record.order_id) if self._ledger is not None else None
+        if recorded is not None and recorded.order is not None and recorded.order != record:
+            return _rejected(record, source, line, raw,
+                             f"the ledger already has order {record.order_id} with other details ({recorded.status}); "
+                             f"use a new order id, or a new ledger (--out/--ledger)")
+        self._seen[record.order_id] = f"{source} line {line}"
+        return Accepted(record, recorded)
+
+
+def _rejected(order: JewelryOrder, source: str, line: int, raw: object, reason: str) -> RejectedRecord:
+    """Kept whole: the record as it came (`raw`), or else the order as parsed."""
+    return RejectedRecord(source=source, line=line, order_id=order.order_id,
+                          raw=raw if raw is not None else order.model_dump(mode="json"),
+                          errors=(FieldError(field="order_id", reason=reason),))
