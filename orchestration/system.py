@@ -31,6 +31,7 @@ from orchestration.settings import FanoutSettings
 from orchestration.supervisor import PoolSupervisor
 from orchestration.wiring import (
     collect_snapshots,
+    connect_ray,
     create_dispatchers,
     create_producer,
     dispatcher_name,
@@ -83,9 +84,16 @@ class FanoutSystem:
         self._stop_admitting = threading.Event()
         self.log = logger.bind(stage="system")
 
+    @staticmethod
+    def connect(settings: FanoutSettings) -> str:
+        """Join the cluster in RAY_ADDRESS, or start the embedded local Ray; says which it did."""
+        return connect_ray(settings)
+
     @classmethod
     def start(cls, settings: FanoutSettings) -> FanoutSystem:
-        """Create every stage replica and the Dispatcher shards, and wait until all are running."""
+        """Create every stage replica and the Dispatcher shards, and wait until all are running (on
+        the Ray this process is connected to, or else on one `connect` finds or starts)."""
+        cls.connect(settings)
         artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
         for warning in settings.timeout_warnings():
             logger.bind(stage="system").warning(warning)

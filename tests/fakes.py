@@ -3,7 +3,8 @@
 Each looks like the thing it replaces from the caller's side: `LocalHandle` like a stage actor's
 handle, `DispatcherHandle` like the Dispatcher's, `FakeReplica` like the send function a batcher is
 given, `FakeClock` like the clock a stage paces itself by, `FakeTimers` like the event loop's
-`call_later` that a batcher's timeouts use. Time moves only when a test says so.
+`call_later` that a batcher's timeouts use, `DeadHandle` like the handle of an actor gone for good.
+Time moves only when a test says so.
 """
 
 from __future__ import annotations
@@ -165,3 +166,25 @@ class _Timer:
     def fire(self) -> None:
         if not self.cancelled:
             self._callback(*self._args)
+
+
+class DeadHandle:
+    """Looks like the handle of an actor that died for good: every call fails with Ray's own
+    `ActorDiedError`, as a call to it would."""
+
+    def __init__(self) -> None:
+        self.process_batch = self
+        self.calls = 0
+
+    def options(self, **_: Any) -> DeadHandle:
+        return self
+
+    def remote(self, orders: list[Any]) -> Any:
+        from ray.exceptions import ActorDiedError
+
+        self.calls += len(orders)
+
+        async def call() -> Any:
+            raise ActorDiedError()
+
+        return call()

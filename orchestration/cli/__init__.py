@@ -49,7 +49,7 @@ from orchestration.operate import (
 from orchestration.render import render_status, render_summary
 from orchestration.settings import FanoutSettings, deep_merge, load_settings
 from orchestration.system import FanoutSystem, RunResult
-from orchestration.wiring import connect_ray
+
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_START, EXIT_DEAD_LETTERS = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process ended by Ctrl-C
@@ -296,7 +296,7 @@ def _stop_admitting_on_interrupt(system: FanoutSystem, err: Console) -> None:
 def _start(settings: FanoutSettings, err: Console) -> FanoutSystem | int:
     """A started system, or the exit code that says why there is none."""
     try:
-        where = connect_ray(settings)
+        where = FanoutSystem.connect(settings)
         err.print(f"jewelry-fanout on {where}, namespace [bold]{settings.namespace}[/bold]")
         return FanoutSystem.start(settings)
     except SystemStartError as error:

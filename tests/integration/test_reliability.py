@@ -31,7 +31,6 @@ from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.intake.sources import SourceSpec
 from orchestration import cli
 from orchestration.output import read_outcomes
-from orchestration.wiring import replica_name
 from tests.postgres_server import PostgresServer
 from tests.support import wait_until
 
@@ -114,7 +113,7 @@ class Killer(threading.Thread):
                  seed: int = 7) -> None:
         super().__init__(daemon=True)
         self.max_down = max_down
-        self.names = [replica_name(stage, i) for stage, n in replicas.items() for i in range(n)]
+        self.names = [f"{stage}-{i}" for stage, n in replicas.items() for i in range(n)]
         self.namespace, self.every_s, self.rng = namespace, every_s, random.Random(seed)
         # An actor keeps its id across restarts; ids tell our replicas from other namespaces' namesakes.
         self.ids = {ray.get_actor(name, namespace=namespace)._actor_id.hex(): name for name in self.names}
