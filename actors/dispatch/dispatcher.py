@@ -12,6 +12,7 @@ repeat from the ledger; an order whose stage kept erroring is parked as a dead l
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -61,10 +62,9 @@ class Dispatcher:
         }
         self._orders = OrdersInFlight(max_in_flight)
         self._ledger: SqlLedger | None = open_ledger(ledger) if ledger is not None else None
-        self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger is not None else None
+        self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger else None
         self._gauges: asyncio.Task | None = None
-        self._call_order = list(STAGES)  # the slowest stage first: it decides when the order is done
-        self._by_status = {status.value: 0 for status in OrderStatus}
+        self._call_order, self._by_status = list(STAGES), {status.value: 0 for status in OrderStatus}
         self.log.info("ready: {}", ", ".join(f"{s}×{len(c.pool)}" for s, c in self._clients.items()))
 
     async def process(self, order: JewelryOrder) -> OrderOutcome:
@@ -191,7 +191,8 @@ class Dispatcher:
         return DispatcherStats(shard=self.shard, in_flight=self._orders.admitted, waiting=self._orders.waiting,
                                orders_done=sum(self._by_status.values()), by_status=dict(self._by_status),
                                stages={stage: client.loads() for stage, client in self._clients.items()},
-                               members_version=min(client.pool.version for client in self._clients.values()))
+                               members_version=min(client.pool.version for client in self._clients.values()),
+                               cpu_s=time.process_time())
 
     def _refresh_call_order(self) -> None:
         """The slowest stage first, by the replicas' measured time per order: each `.remote()` costs

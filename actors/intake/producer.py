@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -87,7 +88,8 @@ class Producer:
         """Where the source stands, for `status`; unlike `poll` it collects nothing."""
         return {"source": self._source.label, "expected_records": self._expected, "read": self._read,
                 "accepted": self._accepted, "in_flight": self._sender.in_flight,
-                "outcomes_waiting_for_driver": len(self._outbox.outcomes), "serving": self._serving}
+                "outcomes_waiting_for_driver": len(self._outbox.outcomes), "serving": self._serving,
+                "cpu_s": time.process_time()}
 
     async def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
         """Serve mode: take further records; the accepted ones queue behind what is in flight."""

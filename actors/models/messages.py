@@ -67,6 +67,7 @@ class DispatcherStats(BaseModel):
     by_status: dict[str, int]
     stages: dict[StageName, list[ReplicaLoad]]
     members_version: int = 0  # the latest member list the supervisor pushed that this shard applied
+    cpu_s: float = 0.0  # the shard's process CPU time so far (all its threads): its cost per order, measured
 
 
 class LostOrder(BaseModel):

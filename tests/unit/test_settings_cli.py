@@ -156,3 +156,9 @@ def test_a_ledger_is_bound_to_business_settings_not_to_replica_counts_or_stock(s
                 .stage_setup())
     with pytest.raises(LedgerMismatch, match="quality"):
         ledger.bind(load_settings({"quality": {"defect_rate": 0.5}}).stage_setup())
+
+
+def test_dispatchers_flag_sets_the_number_of_shards():
+    settings = load_settings(overrides_from(build_parser().parse_args(["run", "--dispatchers", "3"])))
+    assert settings.control.dispatchers == 3
+    assert load_settings().control.dispatchers == 1

@@ -1,0 +1,76 @@
+"""`jewelry-fanout replay` and `restock`: act on a run's ledger."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+
+from actors.errors import FanoutError, ReplayRefused
+from actors.ledger import open_ledger
+from actors.models import OrderStatus, StageName
+from actors.stages.stock_units import human, stored_quantity
+from orchestration.cli.exit_codes import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_USAGE
+from orchestration.cli.run import start_system
+from orchestration.settings import FanoutSettings
+
+
+def replay_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
+    """Start the workshop on the run's ledger (replicas come back with their state) and replay one order."""
+    if not settings.ledger.enabled:
+        err.print("[red]replay needs a ledger[/red]")
+        return EXIT_USAGE
+    spec = settings.ledger_spec()
+    if spec.path is not None and not spec.path.exists():
+        err.print(f"[red]ledger:[/red] {spec.path} does not exist; pass --out DIR or --ledger PATH of the run")
+        return EXIT_USAGE
+    system = start_system(settings, err)
+    if isinstance(system, int):
+        return system
+    try:
+        stage = StageName(args.stage) if args.stage else None
+        outcome = system.replay(args.order_id, stage, args.abandon)
+    except ReplayRefused as error:
+        err.print(f"[red]cannot replay {args.order_id}:[/red] {error}")
+        return EXIT_USAGE
+    finally:
+        system.shutdown()
+    if args.json:
+        sys.stdout.write(outcome.model_dump_json() + "\n")
+    else:
+        err.print(f"{outcome.order_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+        for stage_name, done in outcome.compensations.items():
+            err.print(f"  compensated {stage_name}: {done}")
+    return EXIT_DEAD_LETTERS if outcome.status is OrderStatus.DEAD_LETTERED else EXIT_OK
+
+
+def restock_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
+    """Add to the workshop's stock in its ledger, without Ray: a running system sees it at its next order."""
+    spec = settings.ledger_spec()
+    if spec is None:
+        err.print("[red]restock needs a ledger[/red] (a run without one starts from its settings' stock)")
+        return EXIT_USAGE
+    try:
+        changes = [(lot, stored_quantity(lot, amount)) for lot, _, amount in (a.partition("=") for a in args.lots)]
+        ledger = open_ledger(spec)
+    except ValueError as error:
+        err.print(f"[red]restock:[/red] {error}")
+        return EXIT_USAGE
+    except (FileNotFoundError, FanoutError) as error:
+        err.print(f"[red]ledger:[/red] {error}")
+        return EXIT_USAGE
+    try:
+        for lot, quantity in changes:
+            now = ledger.restock(lot, quantity, args.reason)
+            err.print(f"{lot}: +{human(lot, quantity)}, now {human(lot, now)}")
+        stock = ledger.inventory()
+    finally:
+        ledger.close()
+    if args.json:
+        sys.stdout.write(json.dumps(stock) + "\n")
+    elif not changes:
+        for lot, quantity in stock.items():
+            sys.stdout.write(f"{lot:<24} {human(lot, quantity):>16}\n")
+    return EXIT_OK
