@@ -33,13 +33,12 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas in this process; True if the cap was set.
 
     glibc gives each thread that allocates its own arena, up to 8 per core. In an actor's many
-    core-worker threads, freed memory stayed spread over them and the Dispatcher's RSS crept up by
-    about 1 KB per order with no Python object behind it. Set in the constructor, the cap binds only
-    arenas made after it (0.65 KB per order remained over 40,000 orders); with `trim_free_memory`
-    every 10 s as well, the Dispatcher grew 17 MB over 100,000 orders. Not `MALLOC_ARENA_MAX` in a
-    runtime_env, which binds from process start: an actor with its own runtime_env cannot use Ray's
-    prestarted workers, so each restart waited for a fresh process, and with a replica killed every
-    0.3 s the kill test never finished.
+    core-worker threads, freed memory stays spread over them, and a long-lived actor's RSS creeps up
+    with no Python object behind it. Set in the constructor, the cap binds only arenas made after
+    it, so `trim_free_memory` runs every few seconds as well (the memory benchmark holds both to
+    account). Not `MALLOC_ARENA_MAX` in a runtime_env, which binds from process start: an actor
+    with its own runtime_env cannot use Ray's prestarted workers, so every restart would wait for a
+    fresh process.
     """
     libc = _glibc()
     return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, arenas))

@@ -39,9 +39,9 @@ CallLater = Callable[..., Any]
 class BatchPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # At zero wait a call's fixed cost is most of a stage's CPU per order, so the cap is high: with
-    # 400 orders in flight, 32 capped batches at 29 orders (954 and 901/s in two runs) and 128 let
-    # them reach ~50 (1,086 and 1,163/s). With real durations `max_batch_s` is the bound that acts.
+    # At zero wait a call's fixed cost is most of a stage's CPU per order, so the cap is high enough
+    # never to be what limits a batch (see the README's performance notes); with real durations
+    # `max_batch_s` is the bound that acts.
     max_batch: int = Field(default=128, ge=1, description="orders per call at most; 1 turns batching off")
     max_outstanding: int = Field(default=2, ge=1, description="calls in flight per replica at most")
     max_batch_s: float = Field(default=0.2, gt=0, description="estimated work per call at most, in seconds")
@@ -95,8 +95,8 @@ class ReplicaBatcher:
 
         A future rather than a coroutine, and the timeout a timer rather than `asyncio.wait_for`: the
         Dispatcher sends an order's six calls and awaits their futures in one coroutine instead of a
-        task per call (as `gather` and `wait_for` make), which took its CPU per order at zero wait
-        from 0.80 to 0.71 ms. Cancelling the future takes a waiting order out of the queue.
+        task per call (as `gather` and `wait_for` make): a task per call is a measurable share of its
+        CPU per order at zero wait. Cancelling the future takes a waiting order out of the queue.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StageResult] = loop.create_future()

@@ -7,8 +7,8 @@ next free call. Each call costs the shard ~0.8 ms of CPU however many orders it 
 answers when the last of them is done, so a few calls keep it busy while one waits for a slow order.
 
 A shard has at most `WINDOW_PER_ADMITTED × max_in_flight` of the Producer's orders at once. A call's
-finished orders hold their places until the call answers: with a window of `max_in_flight`, only
-43 of 100 orders were admitted on average at zero wait. The extra places wait at the shard's
+finished orders hold their places until the call answers, so a window of just `max_in_flight`
+leaves the shard's admission well under full at zero wait. The extra places wait at the shard's
 admission gate, ready to go in (rush first) as soon as an order finishes.
 """
 
