@@ -1,14 +1,17 @@
-"""The human summary of a run: one table of outcomes, one of stages, and where the files are."""
+"""The human views: a run's summary, a running system's status, one order's trace."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from rich.console import Console
 from rich.table import Table
 
-from actors.models import StageName
+from actors.models import StageName, StageStatus
 from actors.models.messages import DispatcherStats, ReplicaLoad, SystemStatus
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary
+from orchestration.trace import OrderTrace
 
 
 def render_summary(console: Console, summary: RunSummary, files: RunFiles | None) -> None:
@@ -117,3 +120,38 @@ def merged_loads(shards: list[DispatcherStats]) -> dict[StageName, list[ReplicaL
                     "mean_latency_ms": round(latency, 3), "alive": have.alive and load.alive,
                     "node_id": have.node_id or load.node_id})
     return {stage: list(loads.values()) for stage, loads in merged.items()}
+
+
+LANE_WIDTH = 50
+
+
+def render_trace(console: Console, trace: OrderTrace) -> None:
+    """The six stages as lanes on one time axis, admission to conclusion, then the order's events."""
+    t0, span_s = trace.admitted_at, max((trace.concluded_at - trace.admitted_at).total_seconds(), 1e-6)
+
+    def at(moment: datetime) -> float:
+        return (moment - t0).total_seconds() * 1000
+
+    console.print(f"[bold]{trace.order_id}[/bold]: {trace.status}" + (f" ({trace.reason})" if trace.reason else "")
+                  + f", {trace.latency_ms:.1f} ms from admission to conclusion")
+    table = Table(title=f"stage calls on one time axis: 0 to {span_s * 1000:.1f} ms", title_justify="left")
+    for column in ("stage", "replica", "node", "attempts", "start ms", "end ms"):
+        table.add_column(column, justify="right" if column in ("attempts", "start ms", "end ms") else "left", no_wrap=True)
+    table.add_column("lane", no_wrap=True, min_width=LANE_WIDTH)
+    table.add_column("result")
+    for call in trace.calls:
+        first = int(LANE_WIDTH * at(call.started_at) / 1000 / span_s)
+        last = max(first + 1, round(LANE_WIDTH * at(call.finished_at) / 1000 / span_s))
+        lane = "·" * first + "█" * (last - first) + "·" * max(0, LANE_WIDTH - last)
+        style = "green" if call.status is StageStatus.OK else "yellow" if call.status is StageStatus.BUSINESS_FAILURE else "red"
+        result = call.status.value + (f": {call.reason}" if call.reason else "") + (" (replayed)" if call.replayed else "")
+        table.add_row(call.stage.value, call.replica, call.node_id[:10], str(call.attempts), f"{at(call.started_at):.1f}",
+                      f"{at(call.finished_at):.1f}", f"[{style}]{lane[:LANE_WIDTH]}[/{style}]", result)
+    console.print(table)
+    if trace.all_six_overlap_ms > 0:
+        console.print(f"the six stages overlapped: all six were running at once for {trace.all_six_overlap_ms:.1f} ms")
+    else:
+        plural = "s were" if trace.peak_concurrent != 1 else " was"
+        console.print(f"at most {trace.peak_concurrent} stage call{plural} running at once")
+    for event in trace.events:
+        console.print(f"  {at(event.at):>9.1f} ms  {event.what}")

@@ -188,3 +188,18 @@ class DeadHandle:
             raise ActorDiedError()
 
         return call()
+
+
+def local_stage_handles(ledger: Any = None, gates: dict[str, asyncio.Event] | None = None) -> dict[Any, dict[str, Any]]:
+    """One real replica of every stage (time scale 0, on `ledger` if given) behind a `LocalHandle`:
+    the pools a plain Dispatcher is given in unit tests."""
+    from actors.models import STAGES
+    from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
+
+    gates = gates or {}
+    return {
+        stage: {f"{stage}-0": LocalHandle(
+            STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0, ledger=ledger)),
+            gates.get(stage))}
+        for stage in STAGES
+    }

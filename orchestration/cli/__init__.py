@@ -2,7 +2,7 @@
 
 Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost, the source
 stopped early, or unfinished because the ledger was unreachable: the same command finishes them);
-2 bad arguments, settings, input file or ledger; 3 the actors could not start, or (for status,
+2 bad arguments, settings, input file or ledger (for trace: an order id it does not hold); 3 the actors could not start, or (for status,
 submit, stop) no running system was found; 4 the run finished but some orders are
 dead-lettered and wait for `replay` (for `replay`: the order is still dead-lettered); 130 the run
 was interrupted (Ctrl-C or SIGTERM) before it had read its source: the same command resumes it.
@@ -17,7 +17,11 @@ from pydantic import ValidationError
 from actors.errors import ConfigurationError
 from actors.logs import configure_logging
 from orchestration.cli.exit_codes import EXIT_OK, EXIT_USAGE
-from orchestration.cli.ledger_commands import replay_command, restock_command
+from orchestration.cli.ledger_commands import (
+    replay_command,
+    restock_command,
+    trace_command,
+)
 from orchestration.cli.parser import _replicas, build_parser, overrides_from
 from orchestration.cli.remote import operate_command
 from orchestration.cli.run import run_command
@@ -46,4 +50,6 @@ def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) 
         return replay_command(args, settings, err)
     if args.command == "restock":
         return restock_command(args, settings, err)
+    if args.command == "trace":
+        return trace_command(args, settings, err)
     return operate_command(args, settings, err)

@@ -1,4 +1,4 @@
-"""`jewelry-fanout replay` and `restock`: act on a run's ledger."""
+"""`jewelry-fanout replay`, `restock` and `trace`: act on a run's ledger, or read one order's story in it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from actors.models import OrderStatus, StageName
 from actors.stages.stock_units import human, stored_quantity
 from orchestration.cli.exit_codes import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_USAGE
 from orchestration.cli.run import start_system
+from orchestration.cli.terminal import stdout_console
+from orchestration.render import render_trace
 from orchestration.settings import FanoutSettings
+from orchestration.trace import UnknownOrder, trace_order
 
 
 def replay_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
@@ -73,4 +76,32 @@ def restock_command(args: argparse.Namespace, settings: FanoutSettings, err: Con
     elif not changes:
         for lot, quantity in stock.items():
             sys.stdout.write(f"{lot:<24} {human(lot, quantity):>16}\n")
+    return EXIT_OK
+
+
+def trace_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
+    """Read one order's story from the ledger, without Ray: lanes on a time axis, or `--json`."""
+    spec = settings.ledger_spec()
+    if spec is None:
+        err.print("[red]trace needs a ledger[/red]: a run without one keeps no story to tell")
+        return EXIT_USAGE
+    if spec.path is not None and not spec.path.exists():
+        err.print(f"[red]ledger:[/red] {spec.path} does not exist; pass --out DIR or --ledger PATH of the run")
+        return EXIT_USAGE
+    try:
+        ledger = open_ledger(spec)
+    except (FileNotFoundError, FanoutError) as error:
+        err.print(f"[red]ledger:[/red] {error}")
+        return EXIT_USAGE
+    try:
+        trace = trace_order(ledger, args.order_id)
+    except UnknownOrder as error:
+        err.print(f"[red]unknown order:[/red] {error} ({spec})")
+        return EXIT_USAGE
+    finally:
+        ledger.close()
+    if args.json:
+        sys.stdout.write(trace.model_dump_json() + "\n")
+    else:
+        render_trace(stdout_console(), trace)
     return EXIT_OK

@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     _ledger_options(replay)
     _common(replay)
 
+    trace = commands.add_parser("trace", help="one order's story from the ledger: its six stage calls on one time "
+                                "axis, retries, compensations, dead letter, replay and outcome")
+    trace.add_argument("order_id", metavar="ORDER_ID")
+    trace.add_argument("--out", type=Path, metavar="DIR", help="the run's output directory (holds its ledger)")
+    trace.add_argument("--json", action="store_true", help="print the trace as one JSON object")
+    _ledger_options(trace)
+    _common(trace)
+
     status = commands.add_parser("status", help="in-flight orders, replicas, queues and stage state of a running system")
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     _common(status)

@@ -33,6 +33,15 @@ def test_run_200_orders_as_json_on_the_embedded_ray(tmp_path):
     assert len(read_outcomes(out / "outcomes.jsonl")) == 200
     assert (out / "rejects.jsonl").read_text() == ""
     assert json.loads((out / "summary.json").read_text())["completed"] == 200
+    # and one order's story, read back from the run's ledger: its six calls ran side by side on Ray
+    proc = _run_cli("trace", "J2025001", "--out", str(out), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trace = json.loads(proc.stdout)
+    assert trace["status"] == "completed" and len(trace["calls"]) == 6 and trace["peak_concurrent"] >= 2
+    assert all(not call["node_id"].startswith("local-") for call in trace["calls"])  # real Ray nodes
+    proc = _run_cli("trace", "J2025001", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0 and "stage calls on one time axis" in proc.stdout
+    assert _run_cli("trace", "J1999999", "--out", str(out), cwd=tmp_path).returncode == 2
 
 
 def test_a_bad_argument_exits_non_zero_with_the_reason(tmp_path):

@@ -26,4 +26,5 @@ def test_every_cell_runs_headless(ray_session, tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     figures = {p.name for p in (tmp_path / "out" / "figures").glob("*.png")}
-    assert figures == {"timeline.png", "throughput.png", "stage_latency.png", "replica_load.png", "design_ring.png"}
+    assert figures == {"timeline.png", "order_trace.png", "throughput.png", "stage_latency.png", "replica_load.png",
+                       "design_ring.png"}

@@ -12,7 +12,7 @@ from actors.dispatch.retry import RetryPolicy
 from actors.dispatch.pool import ReplicaPool
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
-from tests.fakes import DispatcherHandle, LocalHandle
+from tests.fakes import DispatcherHandle, LocalHandle, local_stage_handles
 
 
 def _handles(gates=None):
@@ -188,22 +188,12 @@ def test_a_dead_replica_gets_no_more_calls():
     assert [load.alive for load in pool.loads()] == [dead.name != "design-0", dead.name != "design-1"]
 
 
-def _ledgered_handles(spec, gates=None):
-    gates = gates or {}
-    return {
-        stage: {f"{stage}-0": LocalHandle(
-            STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0, ledger=spec)),
-            gates.get(stage))}
-        for stage in STAGES
-    }
-
-
 def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes_it(spec):
     once = {s: RetryPolicy(attempts=2, base_delay_s=0, max_delay_s=0) for s in STAGES}
 
     async def scenario():
         closed = asyncio.Event()
-        handles = _ledgered_handles(spec, {"logistics": closed})
+        handles = local_stage_handles(spec, {"logistics": closed})
         dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES}, retry_policies=once, ledger=spec)
         parked = await dispatcher.process(make_order(0))
         closed.set()  # the carrier's system is back
@@ -225,7 +215,7 @@ def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes
 
 def test_an_abandoned_dead_letter_is_compensated(spec):
     async def scenario():
-        handles = _ledgered_handles(spec, {"design": asyncio.Event()})
+        handles = local_stage_handles(spec, {"design": asyncio.Event()})
         dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES},
                                 retry_policies={s: RetryPolicy(attempts=1) for s in STAGES}, ledger=spec)
         parked = await dispatcher.process(make_order(0))
@@ -240,7 +230,7 @@ def test_an_abandoned_dead_letter_is_compensated(spec):
 
 def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec):
     async def scenario():
-        handles = _ledgered_handles(spec)
+        handles = local_stage_handles(spec)
         first = await Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec).process(make_order(0))
         again = await Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec).process(make_order(0))
         return first, again, {h[f"{s}-0"].calls for s, h in handles.items()}
@@ -253,7 +243,7 @@ def test_a_resent_batch_is_answered_from_the_ledger_and_by_joining_what_is_in_fl
     """One ledger query serves a whole batch; the order still running is joined, not run twice."""
     async def scenario():
         gate = asyncio.Event()
-        handles = _ledgered_handles(spec, {"design": gate})
+        handles = local_stage_handles(spec, {"design": gate})
         dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec)
         gate.set()
         finished = await dispatcher.process(make_order(0))
