@@ -212,11 +212,12 @@ def autoscaling(bench: Bench, orders: int) -> None:
                 break
             time.sleep(0.05)
         shrunk_s = time.monotonic() - load_stopped
-        grown_to = max((e.replicas_after for e in system.status(snapshots=False).scaling_events), default=1)
+        events = system.status(snapshots=False).scaling_events
     finally:
         system.shutdown()
+    grown_to = max((e.replicas_after for e in events), default=1)
     bench.scenarios["autoscaling"].update({"grew_to": grown_to, "seconds_to_90pct": reached, "shrunk_after_s": shrunk_s,
-                                           "events": [e.model_dump(mode="json") for e in system.status(snapshots=False).scaling_events]})
+                                           "events": [e.model_dump(mode="json") for e in events]})
     bench.target("autoscaling: 90% of the max-replica limit within 30 s", reached if reached is not None else math.inf,
                  30.0, "30 s", "<= 1.0", reached is not None and reached <= 30, " s")
     delay = AUTOSCALING["downscale_delay_s"]

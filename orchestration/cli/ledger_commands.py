@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 
 from actors.errors import FanoutError, ReplayRefused
-from actors.ledger import open_ledger
+from actors.ledger import LedgerSpec, open_ledger
 from actors.models import OrderStatus, StageName
 from actors.stages.stock_units import human, stored_quantity
 from orchestration.cli.exit_codes import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_USAGE
@@ -22,12 +22,7 @@ from orchestration.trace import UnknownOrder, trace_order
 
 def replay_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
     """Start the workshop on the run's ledger (replicas come back with their state) and replay one order."""
-    if not settings.ledger.enabled:
-        err.print("[red]replay needs a ledger[/red]")
-        return EXIT_USAGE
-    spec = settings.ledger_spec()
-    if spec.path is not None and not spec.path.exists():
-        err.print(f"[red]ledger:[/red] {spec.path} does not exist; pass --out DIR or --ledger PATH of the run")
+    if _run_ledger(settings, err, "replay needs a ledger") is None:
         return EXIT_USAGE
     system = start_system(settings, err)
     if isinstance(system, int):
@@ -81,12 +76,7 @@ def restock_command(args: argparse.Namespace, settings: FanoutSettings, err: Con
 
 def trace_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
     """Read one order's story from the ledger, without Ray: lanes on a time axis, or `--json`."""
-    spec = settings.ledger_spec()
-    if spec is None:
-        err.print("[red]trace needs a ledger[/red]: a run without one keeps no story to tell")
-        return EXIT_USAGE
-    if spec.path is not None and not spec.path.exists():
-        err.print(f"[red]ledger:[/red] {spec.path} does not exist; pass --out DIR or --ledger PATH of the run")
+    if (spec := _run_ledger(settings, err, "trace needs a ledger: a run without one keeps no story")) is None:
         return EXIT_USAGE
     try:
         ledger = open_ledger(spec)
@@ -105,3 +95,15 @@ def trace_command(args: argparse.Namespace, settings: FanoutSettings, err: Conso
     else:
         render_trace(stdout_console(), trace)
     return EXIT_OK
+
+
+def _run_ledger(settings: FanoutSettings, err: Console, without: str) -> LedgerSpec | None:
+    """The ledger of the run the command is about, if there is one where the settings point."""
+    spec = settings.ledger_spec()
+    if spec is None:
+        err.print(f"[red]{without}[/red]")
+        return None
+    if spec.path is not None and not spec.path.exists():
+        err.print(f"[red]ledger:[/red] {spec.path} does not exist; pass --out DIR or --ledger PATH of the run")
+        return None
+    return spec
