@@ -150,7 +150,7 @@ class PoolSupervisor:
         if desired > len(serving):
             self._grow(stage, desired - len(serving))
         else:
-            self._drain(stage, sorted(serving, key=lambda m: m.index)[len(serving) - desired:])
+            self._drain(stage, highest_slots(serving, len(serving) - desired))
             self._finish_drains(timeout_s=TICK_S)  # an idle replica drains at once: stop it now
 
     def _grow(self, stage: StageName, count: int) -> None:
@@ -212,3 +212,9 @@ class PoolSupervisor:
             ray.get(shard.apply_members.remote(lists), timeout=CALL_TIMEOUT_S)
         except Exception as error:  # noqa: BLE001 - a shard that missed it is behind: pushed again on a tick
             self.log.warning("could not push members v{}: {}", self._version, describe_error(error))
+
+
+def highest_slots(members: list[PoolMember], count: int) -> list[PoolMember]:
+    """The `count` members a pool scaled down by `count` lets go: the highest slots, so that the
+    pool stays packed into its lowest slots (a replica scaled up later takes the lowest free one)."""
+    return sorted(members, key=lambda member: member.index)[len(members) - count:] if count > 0 else []

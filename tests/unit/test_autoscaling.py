@@ -99,3 +99,13 @@ def test_wanting_both_ways_in_turn_restarts_the_delay():
 def test_min_above_max_is_refused_with_both_numbers():
     with pytest.raises(ValidationError, match=r"min_replicas \(3\) is above max_replicas \(2\)"):
         AutoscalingConfig(min_replicas=3, max_replicas=2)
+
+
+def test_a_pool_scaled_down_lets_go_of_its_highest_slots_as_many_as_asked():
+    from actors.models.messages import PoolMember
+    from orchestration.supervisor import highest_slots
+
+    serving = [PoolMember(f"production-{i}", i, handle=None) for i in (2, 0, 1)]
+    assert [m.index for m in highest_slots(serving, 2)] == [1, 2]  # 3 -> 1: two go, not one
+    assert [m.index for m in highest_slots(serving, 1)] == [2]
+    assert highest_slots(serving, 0) == []
