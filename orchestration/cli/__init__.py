@@ -16,7 +16,14 @@ from pydantic import ValidationError
 
 from actors.errors import ConfigurationError
 from actors.logs import configure_logging
-from orchestration.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from orchestration.cli.exit_codes import (
+    EXIT_DEAD_LETTERS,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_START,
+    EXIT_USAGE,
+)
 from orchestration.cli.ledger_commands import (
     replay_command,
     restock_command,
@@ -28,7 +35,10 @@ from orchestration.cli.run import run_command
 from orchestration.cli.terminal import stderr_console
 from orchestration.settings import FanoutSettings, load_settings
 
-__all__ = ["_replicas", "build_parser", "main", "overrides_from"]
+__all__ = [  # the exit codes are part of the command's contract (see above)
+    "EXIT_DEAD_LETTERS", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_START", "EXIT_USAGE", "_replicas",
+    "build_parser", "main", "overrides_from",
+]
 
 
 def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) -> int:
