@@ -35,10 +35,10 @@ def connect_existing(namespace: str) -> str:
 
 
 def _actor(name: str, namespace: str) -> Any:
-    try:
-        return ray.get_actor(name, namespace=namespace)
-    except ValueError as error:
-        raise NotRunning(f"no actor {name!r} in namespace {namespace!r}: is a run going on there?") from error
+    actor = _maybe_actor(name, namespace)
+    if actor is None:
+        raise NotRunning(f"no actor {name!r} in namespace {namespace!r}: is a run going on there?")
+    return actor
 
 
 def system_status(namespace: str) -> SystemStatus:

@@ -20,7 +20,7 @@ import ray
 from loguru import logger
 
 from actors.dispatch.sharding import shard_of
-from actors.errors import LedgerUnavailable, NotServing, ReplayRefused, RunIncomplete
+from actors.errors import FanoutError, LedgerUnavailable, NotServing, ReplayRefused, RunIncomplete
 from actors.intake.sources import Row, SourceSpec
 from actors.ledger import SqlLedger, open_ledger
 from actors.models import OrderOutcome, RejectedRecord, StageName
@@ -179,12 +179,7 @@ class FanoutSystem:
         producer = self._producer
         if producer is None:
             raise NotServing("no run is in progress: start one with run(serve=True)")
-        try:
-            return ray.get(producer.submit.remote(rows, source))
-        except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, NotServing):
-                raise error.cause from None  # stopping: the refusal itself, not Ray's wrapper
-            raise
+        return _get_refusing(producer.submit.remote(rows, source), NotServing)
 
     def drain(self) -> None:
         """Admit no more orders (Ctrl-C, SIGTERM): a serving run stops serving, a run reading its
@@ -209,12 +204,7 @@ class FanoutSystem:
     def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
         """Complete a dead-lettered order by re-running its dead stage(s), or give it up (`abandon`)."""
         shard = self._dispatchers[shard_of(order_id, len(self._dispatchers))]
-        try:
-            return ray.get(shard.replay.remote(order_id, stage, abandon))
-        except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, ReplayRefused):
-                raise error.cause from None  # the refusal itself, not Ray's wrapper and its traceback
-            raise
+        return _get_refusing(shard.replay.remote(order_id, stage, abandon), ReplayRefused)
 
     def shutdown(self) -> None:
         self._supervisor.stop()
@@ -244,6 +234,17 @@ class FanoutSystem:
             collected.rejects.extend(progress.rejects)
         if files is not None:
             files.write(fresh, progress.rejects)
+
+
+def _get_refusing(ref: Any, refusal: type[FanoutError]) -> Any:
+    """`ray.get`, with a refusal the actor raised re-raised as itself: the caller (the CLI) catches
+    our error and prints its message, not Ray's wrapper and the actor's traceback."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, refusal):
+            raise error.cause from None
+        raise
 
 
 def _new_scratch_workshop(settings: FanoutSettings) -> None:
