@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 from orchestration.output import read_outcomes
 
@@ -33,11 +34,16 @@ def test_run_200_orders_as_json_on_the_embedded_ray(tmp_path):
     assert len(read_outcomes(out / "outcomes.jsonl")) == 200
     assert (out / "rejects.jsonl").read_text() == ""
     assert json.loads((out / "summary.json").read_text())["completed"] == 200
-    # and one order's story, read back from the run's ledger: its six calls ran side by side on Ray
+    # and one order's story, read back from the run's ledger: six calls, each where and when it ran on
+    # Ray. (At this time scale a call lasts 1-4 ms, less than the spread of the six sends to cold
+    # actors, so whether two overlapped is chance here; test_fanout asserts the overlap where it is not.)
     proc = _run_cli("trace", "J2025001", "--out", str(out), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trace = json.loads(proc.stdout)
-    assert trace["status"] == "completed" and len(trace["calls"]) == 6 and trace["peak_concurrent"] >= 2
+    assert trace["status"] == "completed" and sorted(c["stage"] for c in trace["calls"]) == sorted(summary["stages"])
+    at = datetime.fromisoformat
+    assert all(at(trace["admitted_at"]) <= at(c["started_at"]) <= at(c["finished_at"]) <= at(trace["concluded_at"])
+               for c in trace["calls"])
     assert all(not call["node_id"].startswith("local-") for call in trace["calls"])  # real Ray nodes
     proc = _run_cli("trace", "J2025001", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0 and "stage calls on one time axis" in proc.stdout

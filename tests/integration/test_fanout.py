@@ -15,6 +15,7 @@ from actors.intake.sender import WINDOW_PER_ADMITTED
 from actors.intake.sources import SourceSpec
 from actors.stages.logistics import is_valid_tracking_number
 from orchestration.output import read_outcomes
+from orchestration.trace import trace_outcome
 from tests.conftest import order_dict
 
 
@@ -122,6 +123,11 @@ def test_retries_rescue_timed_out_calls_without_repeating_their_work(start_syste
     (snapshot,) = system.status().snapshots[StageName.PRODUCTION]
     assert snapshot.ok == 4 and snapshot.state["orders_scheduled"] == 4  # the work was done once per order
     assert snapshot.replays >= 1
+    # The six stages of an order work at the same time: here a call takes 100-400 ms and the six are
+    # sent within a few, so every order's trace shows calls side by side, and the first order all six.
+    traces = [trace_outcome(outcome) for outcome in result.outcomes]
+    assert all(trace.peak_concurrent >= 2 for trace in traces), [t.peak_concurrent for t in traces]
+    assert max(trace.all_six_overlap_ms for trace in traces) > 0
 
 
 def test_three_replicas_of_a_stage_share_its_calls(start_system):
