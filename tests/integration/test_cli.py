@@ -35,8 +35,9 @@ def test_run_200_orders_as_json_on_the_embedded_ray(tmp_path):
     assert (out / "rejects.jsonl").read_text() == ""
     assert json.loads((out / "summary.json").read_text())["completed"] == 200
     # and one order's story, read back from the run's ledger: six calls, each where and when it ran on
-    # Ray. (At this time scale a call lasts 1-4 ms, less than the spread of the six sends to cold
-    # actors, so whether two overlapped is chance here; test_fanout asserts the overlap where it is not.)
+    # Ray. (Here a call lasts 1-4 ms, and an order's six calls wait behind other orders in six queues
+    # of different speeds, so whether two of them overlapped is chance; test_fanout asserts the overlap
+    # where it is not.)
     proc = _run_cli("trace", "J2025001", "--out", str(out), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trace = json.loads(proc.stdout)
