@@ -177,6 +177,34 @@ def test_replicas_are_workers_of_one_workshop_so_scaling_changes_no_answer(start
     assert ledger.certificates_held() == {"GIA 2141438167": sold[0]} and ledger.inventory()["jade/A"] == 0
 
 
+def test_one_two_or_four_material_replicas_complete_the_same_orders(start_system, tmp_path):
+    """How many replicas a stage has changes how fast the workshop goes, never what it answers: the
+    same 36 orders give the same completed set with material x1, x2 and x4. Grade A jade is stocked to
+    the piece and every piece sells; grade B is not stocked and every B order fails out of stock; QC
+    rejects the same orders each time (its verdict is a function of the order id)."""
+    orders = [order_dict(1, order_id=f"J2028{i:03d}", jade_grade=grade)
+              for i, grade in enumerate(["A"] * 12 + ["B"] * 12 + ["C"] * 12)]
+    path = tmp_path / "jade.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in orders), encoding="utf-8")
+    completed, replicas_used = {}, {}
+    for replicas in (1, 2, 4):
+        system = start_system(material={"replicas": replicas, "jade_pieces": {"A": 12, "B": 0, "C": 12}},
+                              quality={"defect_rate": 0.2}, out_dir=str(tmp_path / f"material-x{replicas}"))
+        result = system.run(SourceSpec(path=path), keep_outcomes=True)
+        assert result.summary.orders_total == 36 and result.summary.lost == result.summary.from_ledger == 0
+        completed[replicas] = {o.order_id for o in result.outcomes if o.status is OrderStatus.COMPLETED}
+        replicas_used[replicas] = {o.results[StageName.MATERIAL].replica for o in result.outcomes}
+        for outcome in result.outcomes:
+            if outcome.order.jade_grade == "B":  # out of stock in the whole workshop, and only then
+                assert outcome.results[StageName.MATERIAL].status is StageStatus.BUSINESS_FAILURE, outcome.order_id
+            else:
+                assert outcome.results[StageName.MATERIAL].status is StageStatus.OK, outcome.order_id
+        system.shutdown()
+    assert completed[1] == completed[2] == completed[4]
+    assert 0 < len(completed[1]) < 24  # QC rejected some of the 24 stocked orders, and the rest completed
+    assert len(replicas_used[4]) >= 3  # the orders really were shared out
+
+
 def test_serials_and_tracking_numbers_are_unique_across_a_run_and_the_actors_are_named(start_system):
     system = start_system(packaging={"replicas": 2}, logistics={"replicas": 2}, design={"replicas": 2})
     namespace = system.settings.namespace
