@@ -14,10 +14,10 @@ from tests.malformed import order_file_lines
 @settings(max_examples=1, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(lines=order_file_lines(count=1200))
-def test_a_run_over_malformed_records_reports_every_one_and_completes_the_rest(start_system, tmp_path, lines):
+def test_a_run_over_malformed_records_reports_every_one_and_completes_the_rest(start_system, store, tmp_path, lines):
     path = tmp_path / "hostile.jsonl"
     path.write_text("\n".join(line.replace("\n", " ") for line in lines) + "\n", encoding="utf-8")
-    system = start_system()
+    system = start_system(ledger=store)
     result = system.run(SourceSpec(path=path), out_dir=tmp_path / "out")
     outcomes = read_outcomes(result.files.outcomes_path)
     rejects = [json.loads(line) for line in result.files.rejects_path.read_text(encoding="utf-8").splitlines()]
