@@ -245,8 +245,9 @@ def test_killing_a_dispatcher_shard_and_the_producer_mid_run_still_accounts_for_
 
     def kill_on_plan(progress, tally):
         if len(kills) < len(plan) and tally.terminal >= plan[len(kills)][0]:
-            actor = ray.get_actor(plan[len(kills)][1], namespace=namespace)
-            if plan[len(kills)][1].startswith("dispatcher-"):
+            name = plan[len(kills)][1]
+            actor = ray.get_actor(name, namespace=namespace)
+            if name.startswith("dispatcher-"):
                 stats = ray.get(actor.stats.remote())
                 done_before_kills[stats.shard] += stats.orders_done
             ray.kill(actor, no_restart=False)
@@ -395,7 +396,8 @@ def _wait_for_outcomes(driver: subprocess.Popen, location: str, count: int, when
     def enough() -> bool:
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         try:
-            return _ledger_counts(location)[0] >= count
+            with closing(_open(location)) as ledger:
+                return sum(ledger.outcome_counts().values()) >= count
         except (FileNotFoundError, sqlite3.OperationalError, psycopg.errors.UndefinedTable):
             return False  # not created yet, or its tables not yet
 
