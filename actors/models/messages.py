@@ -63,7 +63,7 @@ class DispatcherStats(BaseModel):
     shard: int = 0
     in_flight: int
     waiting: int
-    orders_done: int
+    orders_done: int  # concluded by this incarnation: a restarted shard counts from 0 (the ledger has every outcome)
     by_status: dict[str, int]
     stages: dict[StageName, list[ReplicaLoad]]
     members_version: int = 0  # the latest member list the supervisor pushed that this shard applied
