@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -33,6 +34,9 @@ from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
 from actors.naming import resolve
 from actors.runtime import prepare_process
 from actors.telemetry import SourceMetrics
+
+T = TypeVar("T")
+LOOK_AHEAD = 64  # records read ahead of acceptance, so that the ledger is asked about them in one query
 
 
 class Producer:
@@ -96,9 +100,11 @@ class Producer:
         if self._submissions is None or self._stop_requested:
             raise NotServing("this producer is not taking submissions (not in serve mode, or stopping)")
         rejected: list[RejectedRecord] = []
-        for line, raw, problem in rows:
+        records = [(line, raw, record_from_row((line, raw, problem), source)) for line, raw, problem in rows]
+        self._acceptance.look_ahead(record for *_, record in records)
+        for line, raw, record in records:
             self._expected += 1
-            verdict = self._take(record_from_row((line, raw, problem), source), source, line, raw)
+            verdict = self._take(record, source, line, raw)
             if isinstance(verdict, Accepted):
                 self._submissions.put(verdict)
             else:
@@ -140,16 +146,19 @@ class Producer:
             self._outbox.news.set()
 
     async def _feed_source(self, records: Iterable[tuple[int, JewelryOrder | RejectedRecord]]) -> None:
-        for line, record in records:
-            if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
-                self._not_started = self._expected - self._read
-                self.log.info("stopped reading at record {}: {} record(s) not started", self._read, self._not_started)
-                return
-            verdict = self._take(record, self._source.label, line)
-            if isinstance(verdict, Accepted):
-                await self._send(verdict)
-            else:
-                await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
+        for chunk in chunked(records, LOOK_AHEAD):
+            self._acceptance.look_ahead(record for _, record in chunk)
+            for line, record in chunk:
+                if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
+                    self._not_started = self._expected - self._read
+                    self.log.info("stopped reading at record {}: {} record(s) not started", self._read,
+                                  self._not_started)
+                    return
+                verdict = self._take(record, self._source.label, line)
+                if isinstance(verdict, Accepted):
+                    await self._send(verdict)
+                else:
+                    await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
         self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
 
     def _take(self, record: JewelryOrder | RejectedRecord, source: str, line: int, raw: object = None,
@@ -182,3 +191,10 @@ class Producer:
         reason = describe_error(answer)  # reported as lost; the run ends non-zero
         self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
         self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledgered))
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last one shorter), read lazily."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk

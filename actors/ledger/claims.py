@@ -2,7 +2,7 @@
 
 Replicas of a stage are workers in one workshop, not partitions of it: stock, the certificate
 register and the number counters live in the store, and an effect's claim on them commits in the
-same transaction as the effect. A replica decides from what the store says now (`WorkshopView`);
+same transaction as the effect. A replica decides from what the store says (`WorkshopView`);
 the commit is the arbiter. If another replica took the last piece meanwhile, the commit refuses
 (`ClaimRefused`), nothing of the batch is committed, and the replica decides again.
 """
@@ -27,8 +27,9 @@ class Claim:
 class WorkshopView(Protocol):
     """The shared workshop as a replica reads it while it decides."""
 
-    def available(self, lots: Collection[str]) -> dict[str, int]:
-        """Quantity of each lot left in the whole workshop (0 for a lot never stocked), read at once."""
+    def shortages(self, needs: Mapping[str, int]) -> dict[str, int]:
+        """The lots of `needs` that the whole workshop cannot cover now, each with what it holds (0 for
+        a lot never stocked); empty when every need can be met."""
 
     def holder(self, certificate: str) -> str | None:
         """The live order holding a certificate, anywhere in the workshop."""
@@ -37,8 +38,17 @@ class WorkshopView(Protocol):
         """A number of the sequence that no replica, restart or machine has issued or will issue."""
 
 
-class WorkshopStore(WorkshopView, Protocol):
-    """What a store keeps of the workshop beyond a view: stock set-up, restocking, the audit."""
+class WorkshopStore(Protocol):
+    """The workshop as a store keeps it: what a view reads, stock set-up, restocking, the audit."""
+
+    def available(self, lots: Collection[str]) -> dict[str, int]:
+        """Quantity of each lot left in the whole workshop (0 for a lot never stocked), read at once."""
+
+    def holder(self, certificate: str) -> str | None:
+        """The live order holding a certificate, anywhere in the workshop."""
+
+    def next_number(self, sequence: str) -> int:
+        """A number of the sequence that no replica, restart or machine has issued or will issue."""
 
     def seed_stock(self, stock: Mapping[str, int]) -> None:
         """Put lots never stocked before into the workshop (stock is set up once per ledger)."""
@@ -54,11 +64,19 @@ class WorkshopStore(WorkshopView, Protocol):
 
 
 class PendingClaims:
-    """A view that counts what earlier orders of the same, not yet committed, batch claimed, so that
-    a batch never promises one piece twice."""
+    """The view a replica decides a batch through: it counts what earlier orders of the same, not yet
+    committed, batch claimed, so that a batch never promises one piece twice.
 
-    def __init__(self, store: WorkshopView) -> None:
+    Stock is read once per batch (the whole inventory, one query), not once per order: at zero wait
+    that read was a round trip per order on PostgreSQL. A snapshot can only be stale in two ways. It
+    may show stock another replica has taken since: the commit refuses that claim, and the replica
+    decides again. Or it may miss stock given back or added since, so a shortage is never declared
+    from it: the lots short in the snapshot are read again, and only what is short now is reported.
+    """
+
+    def __init__(self, store: WorkshopStore) -> None:
         self._store = store
+        self._stock: dict[str, int] | None = None  # the batch's snapshot, read on first use
         self._taken: dict[str, int] = {}
         self._held: dict[str, str] = {}
 
@@ -69,11 +87,23 @@ class PendingClaims:
             self._held[certificate] = order_id
 
     def clear(self) -> None:
+        """Forget the batch: its claims and its snapshot (the next batch reads the store again)."""
+        self._stock = None
         self._taken.clear()
         self._held.clear()
 
-    def available(self, lots: Collection[str]) -> dict[str, int]:
-        return {lot: left - self._taken.get(lot, 0) for lot, left in self._store.available(lots).items()}
+    def shortages(self, needs: Mapping[str, int]) -> dict[str, int]:
+        if self._stock is None:
+            self._stock = self._store.inventory()
+        short = self._short(needs, self._stock)
+        if short:
+            self._stock.update(self._store.available(short))
+            short = self._short(needs, self._stock)
+        return short
+
+    def _short(self, needs: Mapping[str, int], stock: Mapping[str, int]) -> dict[str, int]:
+        left = {lot: stock.get(lot, 0) - self._taken.get(lot, 0) for lot in needs}
+        return {lot: left[lot] for lot, quantity in needs.items() if left[lot] < quantity}
 
     def holder(self, certificate: str) -> str | None:
         return self._held.get(certificate) or self._store.holder(certificate)

@@ -99,9 +99,10 @@ class _Translated:
     def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor:
         return self._conn.execute(_pg(sql), params)
 
-    def executemany(self, sql: str, rows: list[Any]) -> None:
-        with self._conn.cursor() as cursor:
-            cursor.executemany(_pg(sql), rows)
+    def executemany(self, sql: str, rows: list[Any]) -> psycopg.Cursor:
+        cursor = self._conn.cursor()  # psycopg sends the rows in one pipeline: one round trip
+        cursor.executemany(_pg(sql), rows)
+        return cursor
 
 
 _TRANSLATED: dict[str, str] = {}

@@ -84,9 +84,8 @@ class MaterialVerification(Stage[MaterialConfig]):
             holder = self.workshop.holder(str(certificate))
             if holder is not None and holder != order.order_id:
                 raise BusinessFailure(f"certificate {certificate} already reserved by order {holder}")
-        left = self.workshop.available(needs)
-        shortages = [f"{key} needs {human(key, qty)}, {human(key, left[key])} left"
-                     for key, qty in needs.items() if left[key] < qty]
+        short = self.workshop.shortages(needs)
+        shortages = [f"{key} needs {human(key, needs[key])}, {human(key, left)} left" for key, left in short.items()]
         if shortages:
             raise BusinessFailure("out of stock: " + "; ".join(shortages))
         self._orders_reserved += 1

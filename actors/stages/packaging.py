@@ -65,7 +65,7 @@ class Packaging(Stage[PackagingConfig]):
     def handle(self, order: JewelryOrder) -> PackagingOutput:
         product = order.product_type
         box = _box_lot(product)
-        if self.workshop.available([box])[box] <= 0:
+        if self.workshop.shortages({box: 1}):
             raise BusinessFailure(f"out of stock: no {BOXES[product]} left in the workshop")
         serial = f"{self.config.serial_prefix}-{self.workshop.next_number(SERIALS):08d}"
         path = self.artifact_path("certificates", f"{serial}.txt") if self.config.write_certificates else None

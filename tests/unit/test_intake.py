@@ -37,6 +37,18 @@ def test_the_ledger_answers_a_known_order_and_refuses_a_used_id_with_other_detai
     assert isinstance(known, Accepted) and known.recorded is not None and known.recorded.status is OrderStatus.FAILED
     other = Acceptance(ledger).accept(make_order(0, customer="Someone Else"), "orders.jsonl", 1)
     assert isinstance(other, RejectedRecord) and "other details" in other.errors[0].reason
+
+    # Looking ahead asks the ledger once for the records to come, and gives the same verdicts.
+    records = [make_order(0, customer="Someone Else"), make_order(1), order, make_order(1)]
+    one_by_one = Acceptance(ledger)
+    expected = [one_by_one.accept(r, "orders.jsonl", n) for n, r in enumerate(records, 1)]
+    ahead, queries = Acceptance(ledger), []
+    ledger.outcomes = lambda ids, read=ledger.outcomes: (queries.append(list(ids)), read(ids))[1]
+    ledger.outcome = None  # no read per record
+    ahead.look_ahead(records)
+    assert [ahead.accept(r, "orders.jsonl", n) for n, r in enumerate(records, 1)] == expected
+    assert queries == [[o.order_id for o in records]]
+    assert [type(v).__name__ for v in expected] == ["RejectedRecord", "Accepted", "Accepted", "RejectedRecord"]
     ledger.close()
 
 

@@ -176,6 +176,71 @@ def test_a_batch_reads_its_recorded_effects_in_one_read(spec, ring, necklace, ja
     assert [r.replayed for r in again] == [True, False, True] and again[0].model_copy(update={"replayed": False}) == first[1]
 
 
+def _racing(first, second, order):
+    """Make `second` process `order` just before `first` commits its next batch (once)."""
+    record, raced = first.store.record_effects, []
+
+    def second_first(*args, **kwargs):
+        if not raced:
+            raced.append(second.process(order))
+        return record(*args, **kwargs)
+
+    first.store.record_effects = second_first
+    return raced
+
+
+def test_a_batch_whose_stock_went_meanwhile_is_refused_whole_and_decided_again(spec):
+    """Replica a decides four jade orders from its snapshot (6 pieces), replica b takes four before a
+    commits: a's batch is refused whole (its takes are summed per row, spread over 4 rows on
+    PostgreSQL), and decided again order by order from the store: 2 sell, 2 are out of stock."""
+    spec = spec.model_copy(update={"stock_slots": 4})
+    jade = {"jade_pieces": {"A": 6, "B": 0, "C": 0}}
+    a, b = (_replica(StageName.MATERIAL, spec, index=i, count=2, **jade) for i in range(2))
+    raced = _racing(a, b, make_order(1, order_id="J2025700"))
+    b.process_batch([make_order(1, order_id=f"J202570{i}") for i in range(1, 4)])  # b: 3 now, 1 racing
+    late = a.process_batch([make_order(1, order_id=f"J202571{i}") for i in range(4)])
+    assert raced[0].status is StageStatus.OK
+    assert [r.status for r in late].count(StageStatus.OK) == 2
+    assert all("jade/A needs 1 pcs, 0 pcs left" in r.reason for r in late if r.status is not StageStatus.OK)
+    ledger = open_ledger(spec)
+    assert ledger.inventory()["jade/A"] == 0 and ledger.stock_changes()["jade/A"] == 6
+    ok = [e for e in ledger.effects_of(StageName.MATERIAL) if e.result.status is StageStatus.OK]
+    assert len(ok) == 6 and len(ledger.effects_of(StageName.MATERIAL)) == 8
+
+
+def test_a_certificate_taken_meanwhile_refuses_the_batch_and_the_order_is_declined_naming_the_holder(spec):
+    a, b = (_replica(StageName.MATERIAL, spec, index=i, count=2) for i in range(2))
+    raced = _racing(a, b, make_order(0, order_id="J2025800"))
+    late = a.process_batch([make_order(0, order_id="J2025801"), make_order(1, order_id="J2025802")])
+    assert raced[0].status is StageStatus.OK
+    assert late[0].status is StageStatus.BUSINESS_FAILURE
+    assert "GIA 2141438167 already reserved by order J2025800" in late[0].reason
+    assert late[1].status is StageStatus.OK
+    assert open_ledger(spec).certificates_held() == {"GIA 2141438167": "J2025800"}
+
+
+def test_the_stock_is_read_once_per_batch_but_a_shortage_only_from_the_store_now(spec, monkeypatch):
+    """A batch decides from one read of the stock, not one per order; a shortage in that snapshot is
+    read again before an order is declined, so a piece delivered after the snapshot is sold."""
+    material = _replica(StageName.MATERIAL, spec, jade_pieces={"A": 0, "B": 0, "C": 0})
+    elsewhere = open_ledger(spec)  # an operator's restock, through a connection of its own
+    snapshots, rereads = [], []
+    inventory, available = material.store.inventory, material.store.available
+
+    def snapshot() -> dict[str, int]:
+        snapshots.append(dict(found := inventory()))
+        elsewhere.restock("jade/A", 1, "delivered after the snapshot")
+        return found
+
+    monkeypatch.setattr(material.store, "inventory", snapshot)
+    monkeypatch.setattr(material.store, "available", lambda lots: (rereads.append(list(lots)), available(lots))[1])
+    results = material.process_batch([make_order(1, order_id=f"J202590{i}") for i in range(3)])
+    assert len(snapshots) == 1 and snapshots[0]["jade/A"] == 0  # one read for the batch
+    assert [r.status for r in results] == [StageStatus.OK, StageStatus.BUSINESS_FAILURE, StageStatus.BUSINESS_FAILURE]
+    assert rereads == [["jade/A"]] * 3  # each shortage the snapshot showed was read again
+    assert elsewhere.inventory()["jade/A"] == 0
+
+
 def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec):
     ledger = open_ledger(spec)
     ledger.bind({"material": {"replicas": 1}})
