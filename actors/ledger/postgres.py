@@ -12,11 +12,12 @@ ledger; nothing is applied twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -25,7 +26,9 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from actors.errors import LedgerUnavailable
+from actors.ledger.claims import Claim
 from actors.ledger.sql import Connection, SqlLedger
+from actors.models import StageName
 
 T = TypeVar("T")
 RETRY_FIRST_S, RETRY_MAX_S = 0.005, 1.0
@@ -82,6 +85,63 @@ CREATE TABLE IF NOT EXISTS voided_numbers (
     sequence TEXT NOT NULL, number BIGINT NOT NULL, order_id TEXT NOT NULL, voided_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (sequence, number)
 )
+"""
+
+
+# A stage batch in one statement, so one round trip and one server-side execution instead of a dozen:
+# the checkpoint written as the claimed incarnation, the effects, the batch's takes (rows locked in
+# (lot, slot) order, like the general path, so two batches never deadlock) and its certificate holds.
+# Any surprise makes the last line divide by zero, and the statement, its own transaction, leaves
+# nothing behind; so do a duplicate effect and a take below zero (the CHECK). The general transaction
+# then runs and says which it was.
+_FENCED_EFFECTS = """
+WITH fenced AS (
+    UPDATE checkpoints SET state = %(state)s, updated_at = %(now)s
+    WHERE replica = %(replica)s AND generation = %(generation)s RETURNING 1
+), recorded AS (
+    INSERT INTO effects (stage, order_id, replica, status, result, recorded_at)
+    SELECT %(stage)s, e.order_id, e.replica, e.status, e.result, %(now)s
+    FROM unnest(%(order_ids)b::text[], %(replicas)b::text[], %(statuses)b::text[], %(results)b::text[])
+        AS e(order_id, replica, status, result)
+    RETURNING 1
+)"""
+_CLAIMS = """, locked AS (
+    SELECT i.lot, i.slot, t.quantity
+    FROM inventory i JOIN unnest(%(lots)b::text[], %(slots)b::int[], %(quantities)b::bigint[]) AS t(lot, slot, quantity)
+        ON i.lot = t.lot AND i.slot = t.slot
+    ORDER BY i.lot, i.slot FOR UPDATE OF i
+), taken AS (
+    UPDATE inventory i SET quantity = i.quantity - l.quantity FROM locked l
+    WHERE i.lot = l.lot AND i.slot = l.slot RETURNING 1
+), held AS (
+    INSERT INTO certificate_holds
+    SELECT h.certificate, h.order_id, %(now)s
+    FROM unnest(%(certificates)b::text[], %(holders)b::text[]) AS h(certificate, order_id)
+    ON CONFLICT DO NOTHING RETURNING 1
+)"""
+_ALL_WRITTEN = """
+SELECT 1 / ((SELECT count(*) FROM fenced) = 1 AND (SELECT count(*) FROM recorded) = %(effects)s{claims})::int"""
+EFFECTS_AT_ONCE = _FENCED_EFFECTS + _ALL_WRITTEN.format(claims="")
+EFFECTS_AND_CLAIMS_AT_ONCE = _FENCED_EFFECTS + _CLAIMS + _ALL_WRITTEN.format(
+    claims=" AND (SELECT count(*) FROM taken) = %(takes)s AND (SELECT count(*) FROM held) = %(holds)s")
+
+# The Dispatcher's group of outcomes in one statement, as the general path writes them: only a
+# dead-lettered outcome is replaced, and a terminal one resolves the order's open dead letters.
+OUTCOMES_AT_ONCE = """
+WITH concluded AS (
+    SELECT * FROM unnest(%(order_ids)b::text[], %(statuses)b::text[], %(outcomes)b::text[]) AS o(order_id, status, outcome)
+), written AS (
+    INSERT INTO outcomes (order_id, status, outcome, recorded_at)
+    SELECT order_id, status, outcome, %(now)s FROM concluded
+    ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, outcome = excluded.outcome,
+        recorded_at = excluded.recorded_at WHERE outcomes.status = 'dead_lettered'
+    RETURNING 1
+), resolved AS (
+    UPDATE dead_letters d SET resolved_at = %(now)s, resolution = 'order ' || c.status FROM concluded c
+    WHERE d.order_id = c.order_id AND c.status <> 'dead_lettered' AND d.resolved_at IS NULL
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM resolved)
 """
 
 
@@ -185,6 +245,40 @@ class PostgresLedger(SqlLedger):
                                   attempt, delay * 1000)
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay, attempt = min(delay * 2, RETRY_MAX_S), attempt + 1
+
+    def _record_at_once(self, replica: str, stage: StageName, rows: list[tuple[Any, ...]], checkpoint: dict[str, Any],
+                        claims: Mapping[str, Claim], now: float) -> bool:
+        generation = self._generation.get(replica)
+        if generation is None:
+            return False
+        wanted, _ = self._takes(claims)
+        holds = [(certificate, order_id) for order_id, claim in claims.items() for certificate in claim.holds]
+        params: dict[str, Any] = {
+            "state": json.dumps(checkpoint), "now": now, "replica": replica, "generation": generation,
+            "stage": stage.value, "order_ids": [r[1] for r in rows], "replicas": [r[2] for r in rows],
+            "statuses": [r[3] for r in rows], "results": [r[4] for r in rows], "effects": len(rows),
+        }
+        statement = EFFECTS_AT_ONCE
+        if wanted or holds:
+            statement = EFFECTS_AND_CLAIMS_AT_ONCE
+            params.update({
+                "lots": [lot for lot, _ in wanted], "slots": [slot for _, slot in wanted],
+                "quantities": list(wanted.values()), "takes": len(wanted),
+                "certificates": [c for c, _ in holds], "holders": [o for _, o in holds], "holds": len(holds),
+            })
+        try:
+            self._retrying(lambda conn: conn.execute(statement, params))
+        except (errors.DivisionByZero, errors.UniqueViolation, errors.CheckViolation, errors.CardinalityViolation):
+            return False
+        return True
+
+    def _outcomes_at_once(self, rows: list[tuple[str, str, str, float]], now: float) -> bool:
+        if len({row[0] for row in rows}) < len(rows):
+            return False  # one order twice: one statement cannot write a row twice
+        params = {"order_ids": [r[0] for r in rows], "statuses": [r[1] for r in rows],
+                  "outcomes": [r[2] for r in rows], "now": now}
+        self._retrying(lambda conn: conn.execute(OUTCOMES_AT_ONCE, params))
+        return True
 
     def _is_duplicate(self, error: Exception) -> bool:
         return isinstance(error, errors.UniqueViolation)

@@ -158,6 +158,8 @@ class SqlLedger(ABC):
     ) -> None:
         now = time.time()
         rows = [(r.stage.value, r.order_id, r.replica, r.status.value, r.model_dump_json(), now) for r in results]
+        if self._record_at_once(replica, stage, rows, checkpoint, claims or {}, now):
+            return
 
         def body(db: Connection) -> None:
             try:
@@ -174,6 +176,13 @@ class SqlLedger(ABC):
             self._put_checkpoint(db, replica, stage, checkpoint)
 
         self._write(body)
+
+    def _record_at_once(self, replica: str, stage: StageName, rows: list[tuple[Any, ...]], checkpoint: dict[str, Any],
+                        claims: Mapping[str, Claim], now: float) -> bool:
+        """A store's shortcut for `record_effects`: write the batch in one statement when nothing about
+        it is unusual, and say whether it did; when it did not, the general transaction runs and says
+        why (an effect recorded already, a claim refused, a newer incarnation)."""
+        return False
 
     def record_compensation(
         self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any],
@@ -267,15 +276,8 @@ class SqlLedger(ABC):
         batch of fifty orders of one lot is one update, not fifty round trips with the row locked;
         rows are locked in (lot, slot) order, so two batches never deadlock. The certificates go in
         with one statement; fewer rows than certificates means one is held by another order."""
-        wanted: dict[tuple[str, int], int] = {}
-        takers: dict[str, list[str]] = {}  # lot -> the batch's orders taking from it (named in a refusal)
-        for order_id, claim in claims.items():
-            for lot, quantity in claim.takes.items():
-                if quantity:
-                    key = (lot, self._slot(order_id))
-                    wanted[key] = wanted.get(key, 0) + quantity
-                    takers.setdefault(lot, []).append(order_id)
-        for (lot, slot), quantity in sorted(wanted.items()):
+        wanted, takers = self._takes(claims)
+        for (lot, slot), quantity in wanted.items():
             self._take(db, takers[lot], lot, slot, quantity)
         holds = [(certificate, order_id, now) for order_id, claim in claims.items() for certificate in claim.holds]
         if holds and db.executemany("INSERT INTO certificate_holds VALUES (?,?,?) ON CONFLICT DO NOTHING",
@@ -284,6 +286,19 @@ class SqlLedger(ABC):
                                    f"({_marks(len(holds))})", [c for c, _, _ in holds]).fetchall())
             order_id, certificate = next((o, c) for c, o, _ in holds if held.get(c) not in (None, o))
             raise ClaimRefused(order_id, f"certificate {certificate} is held by order {held[certificate]}")
+
+    def _takes(self, claims: Mapping[str, Claim]) -> tuple[dict[tuple[str, int], int], dict[str, list[str]]]:
+        """A batch's takes summed per (lot, slot), in lock order; and per lot, the orders taking from it
+        (named in a refusal)."""
+        wanted: dict[tuple[str, int], int] = {}
+        takers: dict[str, list[str]] = {}
+        for order_id, claim in claims.items():
+            for lot, quantity in claim.takes.items():
+                if quantity:
+                    key = (lot, self._slot(order_id))
+                    wanted[key] = wanted.get(key, 0) + quantity
+                    takers.setdefault(lot, []).append(order_id)
+        return dict(sorted(wanted.items())), takers
 
     def _take(self, db: Connection, takers: list[str], lot: str, slot: int, quantity: int) -> None:
         """Take from one slot what the batch's orders of that slot need; if it is short, take it from
@@ -366,6 +381,8 @@ class SqlLedger(ABC):
                     if o.status is not OrderStatus.DEAD_LETTERED]
         letters = [(letter.order_id, letter.stage.value, letter.error, letter.attempts, letter.order.model_dump_json(),
                     letter.recorded_at.timestamp()) for _, dead_letters in outcomes for letter in dead_letters]
+        if not letters and self._outcomes_at_once(rows, now):
+            return
 
         def body(db: Connection) -> None:
             db.executemany(
@@ -383,6 +400,10 @@ class SqlLedger(ABC):
                                "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", letters)
 
         self._write(body)
+
+    def _outcomes_at_once(self, rows: list[tuple[str, str, str, float]], now: float) -> bool:
+        """A store's shortcut for `record_outcomes` without dead letters, like `_record_at_once`."""
+        return False
 
     def dead_letters(self, order_id: str | None = None, open_only: bool = True) -> list[DeadLetter]:
         query = "SELECT order_id, stage, error, attempts, order_json, recorded_at, resolved_at, resolution FROM dead_letters"

@@ -241,6 +241,50 @@ def test_the_stock_is_read_once_per_batch_but_a_shortage_only_from_the_store_now
     assert elsewhere.inventory()["jade/A"] == 0
 
 
+@pytest.mark.parametrize("slots", [1, 4])
+def test_on_postgresql_a_batch_is_one_statement_and_writes_what_the_general_transaction_writes(
+        postgres_server, monkeypatch, slots):
+    """The one-statement shortcut (`_record_at_once`, `_outcomes_at_once`) against the general
+    transaction, on the same orders: the same effects, stock, certificates, checkpoints, outcomes and
+    dead-letter resolutions. Scarce stock, so some orders decline; a certified stone sold twice."""
+    from actors.ledger.postgres import PostgresLedger
+
+    orders = list(generate_orders(40, seed=9)) + [make_order(0, order_id=f"J202599{i}") for i in range(2)]
+    now = datetime.now(UTC)
+    at_once, outcomes_at_once = PostgresLedger._record_at_once, PostgresLedger._outcomes_at_once
+
+    def workshop(shortcut: bool) -> dict[str, Any]:
+        spec = LedgerSpec(url=postgres_server.new_database(), stock_slots=slots)
+        open_ledger(spec, create=True).close()
+        taken: list[bool] = []
+        monkeypatch.setattr(PostgresLedger, "_record_at_once", lambda self, *a: shortcut and (
+            taken.append(done := at_once(self, *a)) or done))
+        monkeypatch.setattr(PostgresLedger, "_outcomes_at_once", lambda self, *a: shortcut and outcomes_at_once(self, *a))
+        stages = {s: _replica(s, spec, **({"stock_multiplier": 0.05} if s is StageName.MATERIAL else {})) for s in STAGES}
+        results = {s: [r for i in range(0, len(orders), 7) for r in stages[s].process_batch(orders[i:i + 7])]
+                   for s in STAGES}
+        ledger = open_ledger(spec)
+        parked = [DeadLetter(order_id=orders[0].order_id, stage=StageName.LOGISTICS, error="down", attempts=3,
+                             order=orders[0], recorded_at=now)]
+        concluded = [OrderOutcome.from_results(o, [results[s][n] for s in STAGES], now, now) for n, o in enumerate(orders)]
+        ledger.record_outcomes([(concluded[0].model_copy(update={"status": OrderStatus.DEAD_LETTERED}), parked)])
+        ledger.record_outcomes([(outcome, []) for outcome in concluded])
+        if shortcut:
+            assert taken and all(taken[:3])  # the ordinary batches went in one statement each
+        effects = {(s, e.order_id): (e.result.status, e.result.output, e.compensated) for s in STAGES
+                   for e in ledger.effects_of(s)}
+        return {"effects": effects, "inventory": ledger.inventory(), "held": ledger.certificates_held(),
+                "checkpoints": {s: {k: v for k, v in ledger.checkpoint_of(f"{s.value}-0").items() if k != "busy_s"}
+                                for s in STAGES},
+                "outcomes": ledger.outcome_counts(),
+                "letters": [(d.order_id, d.resolution) for d in ledger.dead_letters(open_only=False)]}
+
+    general, shortcut = workshop(False), workshop(True)
+    statuses = [status for status, _, _ in general["effects"].values()]
+    assert StageStatus.OK in statuses and StageStatus.BUSINESS_FAILURE in statuses
+    assert shortcut == general
+
+
 def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec):
     ledger = open_ledger(spec)
     ledger.bind({"material": {"replicas": 1}})
