@@ -18,6 +18,7 @@ runs. Each tick it reads every shard's stats, and
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import ray
 from loguru import logger
 
 from actors.dispatch.autoscaling import AutoscalingPolicy
+from actors.dispatch.pool import same_actor
 from actors.errors import SystemStartError, describe_error
 from actors.models import STAGES, StageName
 from actors.models.messages import DispatcherStats, PoolMember, PoolMembers, ScalingEvent
@@ -34,6 +36,7 @@ from orchestration.settings import FanoutSettings
 from orchestration.wiring import create_replica, replica_name, wait_until_ready
 
 TICK_S = 0.25  # each tick asks every shard for its stats: one small call each
+PING_S = 2.0  # how long a replica the shards took for dead has to answer before it is taken to be
 CALL_TIMEOUT_S = 10.0  # a shard that does not answer (restarting) is skipped for the tick
 
 
@@ -134,8 +137,20 @@ class PoolSupervisor:
                     if load.alive or member is None or shard_stats.members_version < self._replaced.get(key, 0):
                         continue
                     self.log.warning("{} died for good; starting a replacement", load.replica)
-                    self._join(stage, member.index, self._start_replica(stage, member.index))
-                    self._replaced[key] = self._publish()
+                    if self._replace(stage, member):
+                        self._replaced[key] = self._publish()
+
+    def _replace(self, stage: StageName, member: PoolMember) -> bool:
+        """Put a new actor in the member's slot, listed under the next epoch. If the name still
+        holds the same actor, that actor is either dead and not yet released by Ray (try again next
+        tick) or alive, and a shard took it for dead: listed again, the shards call it again. (Listing
+        it as it was had the shard report it dead again, and the supervisor replaced it every tick.)"""
+        handle = self._start_replica(stage, member.index)
+        if same_actor(handle, member.handle) and not _answers(handle):
+            self.log.info("{}: the name still holds the dead actor; replacing it on a later tick", member.name)
+            return False
+        self._join(stage, member.index, handle, epoch=member.epoch + 1)
+        return True
 
     def _autoscale(self, now: float, stage: StageName, policy: AutoscalingPolicy, stats: Any) -> None:
         serving = [m for m in self._members[stage].values() if not m.draining]
@@ -168,7 +183,7 @@ class PoolSupervisor:
         with them: its orders in flight concluded, its calls to them answered."""
         with self._lock:
             for member in leaving:
-                self._members[stage][member.name] = PoolMember(member.name, member.index, member.handle, draining=True)
+                self._members[stage][member.name] = dataclasses.replace(member, draining=True)
         self._publish()
         for member in leaving:
             self._drains[(stage, member.name)] = [shard.drained.remote(stage, member.name) for shard in self._shards]
@@ -194,9 +209,10 @@ class PoolSupervisor:
         except SystemStartError:
             return ray.get_actor(replica_name(stage, index), namespace=self._settings.namespace)
 
-    def _join(self, stage: StageName, index: int, handle: Any) -> None:
+    def _join(self, stage: StageName, index: int, handle: Any, epoch: int = 0) -> None:
         with self._lock:
-            self._members[stage][replica_name(stage, index)] = PoolMember(replica_name(stage, index), index, handle)
+            self._members[stage][replica_name(stage, index)] = PoolMember(replica_name(stage, index), index, handle,
+                                                                          epoch=epoch)
 
     def _publish(self) -> int:
         """A new version of every member list, pushed to every shard; the version."""
@@ -218,3 +234,12 @@ def highest_slots(members: list[PoolMember], count: int) -> list[PoolMember]:
     """The `count` members a pool scaled down by `count` lets go: the highest slots, so that the
     pool stays packed into its lowest slots (a replica scaled up later takes the lowest free one)."""
     return sorted(members, key=lambda member: member.index)[len(members) - count:] if count > 0 else []
+
+
+def _answers(handle: Any) -> bool:
+    """Whether the actor answers a call within PING_S."""
+    try:
+        ray.get(handle.__ray_ready__.remote(), timeout=PING_S)
+        return True
+    except Exception:  # noqa: BLE001 - dead, or not answering: either way not a live member now
+        return False

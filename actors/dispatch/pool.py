@@ -33,6 +33,7 @@ class Replica:
     latency_s: float = 0.0
     alive: bool = True
     draining: bool = False
+    epoch: int = 0  # the supervisor's replacements in the slot (`PoolMember.epoch`)
 
 
 class ReplicaPool:
@@ -68,10 +69,10 @@ class ReplicaPool:
     @staticmethod
     def _member(replica: Replica | None, member: PoolMember) -> Replica:
         if replica is None:
-            return Replica(member.name, member.handle, member.index, draining=member.draining)
-        if not _same_actor(replica.handle, member.handle):
+            return Replica(member.name, member.handle, member.index, draining=member.draining, epoch=member.epoch)
+        if not same_actor(replica.handle, member.handle) or replica.epoch != member.epoch:
             replica.handle, replica.alive, replica.node_id = member.handle, True, None
-        replica.draining = member.draining
+        replica.draining, replica.epoch = member.draining, member.epoch
         return replica
 
     def mark_dead(self, replica: Replica) -> None:
@@ -118,7 +119,7 @@ class ReplicaPool:
         ]
 
 
-def _same_actor(old: Any, new: Any) -> bool:
+def same_actor(old: Any, new: Any) -> bool:
     """Whether two handles reach the same actor (a handle pushed again is a new object)."""
     old_id, new_id = getattr(old, "_actor_id", None), getattr(new, "_actor_id", None)
     return old is new if old_id is None or new_id is None else old_id == new_id

@@ -18,12 +18,16 @@ from actors.models.results import OrderOutcome, RejectedRecord, StageName, Stage
 class PoolMember:
     """One replica of a stage, as the supervisor tells the Dispatchers about it: its name, its slot,
     the actor now under that name (a replacement has the same name and a new handle), and whether
-    it is being drained (it finishes what it has and takes nothing new)."""
+    it is being drained (it finishes what it has and takes nothing new). `epoch` counts the
+    supervisor's replacements in the slot: a shard that found the member dead takes calls to it again
+    when the epoch moves, even when the actor is the same one (a shard that took a live replacement
+    for dead is told so)."""
 
     name: str
     index: int
     handle: Any
     draining: bool = False
+    epoch: int = 0
 
 
 @dataclass(frozen=True)

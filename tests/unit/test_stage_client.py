@@ -53,6 +53,19 @@ def test_a_replacement_in_the_list_revives_a_dead_replica_and_a_dropped_one_leav
     assert [load.replica for load in pool.loads()] == ["quality-1"]
 
 
+def test_the_same_actor_relisted_under_a_new_epoch_takes_calls_again():
+    """A shard that took a live replacement for dead reported it dead on every tick, and the supervisor,
+    finding the name held by that same live actor, listed it again unchanged, every tick, for good.
+    Now a re-listing says so with the slot's next epoch, and the shard calls the actor again."""
+    pool = ReplicaPool(QUALITY, {"quality-0": "a", "quality-1": "b"})
+    pool.apply(_members(1, PoolMember("quality-0", 0, "a"), PoolMember("quality-1", 1, "b2", epoch=1)))
+    pool.mark_dead(pool.named("quality-1"))  # e.g. a late failure of a call the old actor had
+    pool.apply(_members(2, PoolMember("quality-0", 0, "a"), PoolMember("quality-1", 1, "b2", epoch=1)))
+    assert not pool.named("quality-1").alive  # the same listing again: still dead
+    pool.apply(_members(3, PoolMember("quality-0", 0, "a"), PoolMember("quality-1", 1, "b2", epoch=2)))
+    assert pool.named("quality-1").alive and pool.named("quality-1").handle == "b2"
+
+
 def test_an_empty_pool_says_so():
     with pytest.raises(MembershipError, match="no replicas yet"):
         ReplicaPool(QUALITY, {}).acquire()
