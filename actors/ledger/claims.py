@@ -47,6 +47,9 @@ class WorkshopStore(Protocol):
     def holder(self, certificate: str) -> str | None:
         """The live order holding a certificate, anywhere in the workshop."""
 
+    def holders(self, certificates: Collection[str]) -> dict[str, str]:
+        """`holder` for several certificates in one read: the held ones, with their orders."""
+
     def next_number(self, sequence: str) -> int:
         """A number of the sequence that no replica, restart or machine has issued or will issue."""
 
@@ -79,6 +82,14 @@ class PendingClaims:
         self._stock: dict[str, int] | None = None  # the batch's snapshot, read on first use
         self._taken: dict[str, int] = {}
         self._held: dict[str, str] = {}
+        self._free: set[str] = set()  # certificates no order held when the batch began
+
+    def look_up(self, certificates: Collection[str]) -> None:
+        """Read whether the batch's certificates are held, in one read, not one per order. A
+        certificate free then is taken to be free (the commit arbitrates, as for stock); one held
+        then is asked about again when an order needs it, so an order is never declined from it."""
+        wanted = set(certificates)
+        self._free = wanted - set(self._store.holders(wanted)) if wanted else set()
 
     def add(self, order_id: str, claim: Claim) -> None:
         for lot, quantity in claim.takes.items():
@@ -91,6 +102,7 @@ class PendingClaims:
         self._stock = None
         self._taken.clear()
         self._held.clear()
+        self._free.clear()
 
     def shortages(self, needs: Mapping[str, int]) -> dict[str, int]:
         if self._stock is None:
@@ -106,7 +118,9 @@ class PendingClaims:
         return {lot: left[lot] for lot, quantity in needs.items() if left[lot] < quantity}
 
     def holder(self, certificate: str) -> str | None:
-        return self._held.get(certificate) or self._store.holder(certificate)
+        if (held := self._held.get(certificate)) is not None:
+            return held
+        return None if certificate in self._free else self._store.holder(certificate)
 
     def next_number(self, sequence: str) -> int:
         return self._store.next_number(sequence)

@@ -84,6 +84,9 @@ class MemoryJournal:
     def holder(self, certificate: str) -> str | None:
         return self._holds.get(certificate)
 
+    def holders(self, certificates: Collection[str]) -> dict[str, str]:
+        return {c: self._holds[c] for c in certificates if c in self._holds}
+
     def next_number(self, sequence: str) -> int:
         return next(self._counters.setdefault(sequence, itertools.count(1)))
 

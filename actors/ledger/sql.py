@@ -232,6 +232,13 @@ class SqlLedger(ABC):
         rows = self._read("SELECT order_id FROM certificate_holds WHERE certificate = ?", (certificate,))
         return rows[0][0] if rows else None
 
+    def holders(self, certificates: Collection[str]) -> dict[str, str]:
+        wanted = list(certificates)
+        if not wanted:
+            return {}
+        return dict(self._read(f"SELECT certificate, order_id FROM certificate_holds WHERE certificate IN "
+                               f"({_marks(len(wanted))})", wanted))
+
     def next_number(self, sequence: str) -> int:
         with self._blocks_lock:
             start, end = self._blocks.get(sequence, (0, 0))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -136,6 +136,11 @@ class Stage(ABC, Generic[ConfigT]):
         """Lots this stage draws from, with what the workshop starts with (once per ledger)."""
         return {}
 
+    def certificates(self, order: JewelryOrder) -> Collection[str]:
+        """The certificates deciding this order asks the workshop about (`holder`): looked up for
+        the whole batch in one read."""
+        return ()
+
     def claim(self, output: StageOutput) -> Claim | None:
         """What an effect takes from the shared workshop (committed with it, given back by its
         compensation); a function of the recorded output, so that it holds after a restart too."""
@@ -227,6 +232,7 @@ class Stage(ABC, Generic[ConfigT]):
             # One read for the batch's recorded effects, not one per order (on PostgreSQL each read is a
             # round trip). One recorded after this read by another replica is caught at the commit.
             known = self._journal.effects(self.name, [order.order_id for order in orders])
+            self._pending.look_up([c for o in orders if o.order_id not in known for c in self.certificates(o)])
             for order in orders:
                 if order.order_id in answers:
                     continue  # the same order twice in one batch: one answer

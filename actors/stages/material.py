@@ -75,6 +75,9 @@ class MaterialVerification(Stage[MaterialConfig]):
         stock.update({f"jade/{grade}": round(pieces * scale) for grade, pieces in self.config.jade_pieces.items()})
         return stock
 
+    def certificates(self, order: JewelryOrder) -> list[str]:
+        return [str(g.certificate) for g in order.gemstones if g.certificate is not None]
+
     def handle(self, order: JewelryOrder) -> MaterialOutput:
         needs = self._requirements(order)
         certificates = [g.certificate for g in order.gemstones if g.certificate is not None]

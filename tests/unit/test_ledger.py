@@ -241,6 +241,25 @@ def test_the_stock_is_read_once_per_batch_but_a_shortage_only_from_the_store_now
     assert elsewhere.inventory()["jade/A"] == 0
 
 
+def test_a_batch_looks_up_its_certificates_in_one_read_and_declines_only_from_a_fresh_one(spec, monkeypatch):
+    def certified(order_id: str, number: str):
+        stone = {"kind": "diamond", "carat": 0.5, "colour": "G", "clarity": "VS1",
+                 "certificate": {"lab": "GIA", "number": number}}
+        return make_order(0, order_id=order_id, gemstones=[stone])
+
+    material, other = (_replica(StageName.MATERIAL, spec, index=i, count=2) for i in range(2))
+    assert other.process(certified("J2025960", "1000000001")).status is StageStatus.OK
+    store, reads = material.store, {"holders": 0, "holder": 0}
+    holders, holder = store.holders, store.holder
+    monkeypatch.setattr(store, "holders", lambda c: (reads.__setitem__("holders", reads["holders"] + 1), holders(c))[1])
+    monkeypatch.setattr(store, "holder", lambda c: (reads.__setitem__("holder", reads["holder"] + 1), holder(c))[1])
+    batch = [certified(f"J202597{i}", f"100000001{i}") for i in range(5)] + [certified("J2025979", "1000000001")]
+    results = material.process_batch(batch)
+    assert [r.status for r in results] == [StageStatus.OK] * 5 + [StageStatus.BUSINESS_FAILURE]
+    assert "GIA 1000000001 already reserved by order J2025960" in results[-1].reason
+    assert reads == {"holders": 1, "holder": 1}  # one read for the batch; the held one read again, fresh
+
+
 @pytest.mark.parametrize("slots", [1, 4])
 def test_on_postgresql_a_batch_is_one_statement_and_writes_what_the_general_transaction_writes(
         postgres_server, monkeypatch, slots):
