@@ -66,9 +66,9 @@ class ReplicaBatcher:
     """Queues one replica's orders and sends them in batches; `submit` gives the future of one order's result."""
 
     def __init__(
-        self, send: Callable[[list[JewelryOrder]], Any], policy: BatchPolicy, call_later: CallLater | None = None
+        self, send: Callable[[list[JewelryOrder], bool], Any], policy: BatchPolicy, call_later: CallLater | None = None
     ) -> None:
-        self._send = send  # sends a batch to the replica; returns an awaitable of its results
+        self._send = send  # sends a batch (and whether it queues behind another); an awaitable of its results
         self._policy = policy
         # Where timeout timers come from: the running loop's `call_later`, or a test's fake timers.
         self._call_later = call_later
@@ -117,7 +117,8 @@ class ReplicaBatcher:
                 return
             self._outstanding += 1
             try:
-                sent = self._send([order for order, _ in batch])  # sent now, not on the next loop turn
+                # Sent now, not on the next loop turn; saying whether it queues behind a call still running.
+                sent = self._send([order for order, _ in batch], self._outstanding > 1)
             except Exception as error:  # noqa: BLE001 - answered as the call's error, below
                 sent = _failed(error)
             asyncio.get_running_loop().create_task(self._settle(batch, sent))

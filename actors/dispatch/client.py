@@ -172,10 +172,10 @@ class StageClient:
         if batcher is None:
             tags = {"stage": self.stage.value, "replica": replica.name}
 
-            def send(orders: list[JewelryOrder]) -> Awaitable[list[StageResult]]:
+            def send(orders: list[JewelryOrder], behind: bool) -> Awaitable[list[StageResult]]:
                 clock = time.perf_counter()
                 call = replica.handle.process_batch.options(name=task_name(self.stage, len(orders))).remote(
-                    [self._wire(order) for order in orders])
+                    [self._wire(order) for order in orders], behind)
                 return self._timed(call, clock, tags)
 
             batcher = self._batchers[replica.name] = ReplicaBatcher(send, self._batching)

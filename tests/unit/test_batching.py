@@ -198,8 +198,8 @@ def test_the_batcher_learns_the_time_per_order_from_the_replicas_results():
     stage.context = ReplicaContext("production-0", time_scale=0.002, clock=clock)  # 2.0 s x 0.002 = 4 ms per order
 
     async def scenario():
-        async def send(orders):
-            return stage.process_batch(orders)
+        async def send(orders, behind):
+            return stage.process_batch(orders, behind)
 
         batcher = ReplicaBatcher(send, BatchPolicy(max_batch=32, max_batch_s=0.02))
         await asyncio.gather(*(batcher.submit(o) for o in generate_orders(12, seed=5)))
@@ -228,6 +228,47 @@ def test_a_replica_keeps_its_cadence_over_a_batch(work_s, per_order_s):
     assert clock.monotonic() == pytest.approx(20 * per_order_s)
     assert [r.duration_ms for r in results] == pytest.approx([1000 * per_order_s] * 20)
     assert all(r.status is StageStatus.OK for r in results)
+
+
+def test_a_batch_queued_behind_the_last_one_keeps_the_replica_s_rate_across_the_commit():
+    """A call that waited behind the running one picks the cadence up where the last batch's ended:
+    the commit and hand-over between them (3 ms here) are inside the next order's 5 ms, so ten orders
+    take 50 ms. A call that found the replica idle starts its cadence when it starts."""
+    clock = FakeClock()
+    stage = _replica(StageName.LOGISTICS)
+    stage.context = ReplicaContext("logistics-0", time_scale=0.01, clock=clock)  # 5 ms per order
+    orders = list(generate_orders(15, seed=8))
+    stage.process_batch(orders[:5])
+    clock.advance(0.003)  # the commit, the answer, the next call's arrival
+    stage.process_batch(orders[5:10], behind=True)
+    assert clock.monotonic() == pytest.approx(0.050)
+    clock.advance(0.003)
+    stage.process_batch(orders[10:], behind=False)  # it did not wait behind a call: nothing made up
+    assert clock.monotonic() == pytest.approx(0.078)
+    clock.advance(0.040)  # long after: at most one order's time is made up
+    assert stage.process_batch(list(generate_orders(17, seed=8))[15:], behind=True)[0].duration_ms == 0
+
+
+def test_a_call_sent_while_another_runs_says_it_queues_behind_it():
+    async def scenario():
+        replica = FakeReplica()
+        batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=4, pipeline_after_s=0))
+        batcher._per_order_s = 0.01  # learned: long enough to pipeline
+        waiting = [asyncio.ensure_future(batcher.submit(o)) for o in generate_orders(9, seed=3)]
+        await _turns()
+        while not all(w.done() for w in waiting):  # answer the oldest call, one at a time
+            next(gate for gate in replica.gates if not gate.done()).set_result(None)
+            await _turns()
+        later = asyncio.ensure_future(batcher.submit(next(generate_orders(10, seed=4))))
+        await _turns()
+        replica.gates[-1].set_result(None)
+        await later
+        return replica.sent, replica.behind
+
+    sent, behind = asyncio.run(scenario())
+    # The first call found the replica idle, the second was sent while it ran; then each call is sent as
+    # one answers, while the other is still running.
+    assert [len(call) for call in sent] == [1, 1, 1, 4, 2, 1] and behind == [False, True, True, True, True, False]
 
 
 def test_rush_orders_are_admitted_first():
