@@ -291,8 +291,10 @@ class SqlLedger(ABC):
                                     holds).rowcount < len(holds):
             held = dict(db.execute(f"SELECT certificate, order_id FROM certificate_holds WHERE certificate IN "
                                    f"({_marks(len(holds))})", [c for c, _, _ in holds]).fetchall())
-            order_id, certificate = next((o, c) for c, o, _ in holds if held.get(c) not in (None, o))
-            raise ClaimRefused(order_id, f"certificate {certificate} is held by order {held[certificate]}")
+            refused = [(o, c) for c, o, _ in holds if held.get(c) not in (None, o)] or [(holds[0][1], holds[0][0])]
+            order_id, certificate = refused[0]
+            holder = f"order {held[certificate]}" if certificate in held else "another order"
+            raise ClaimRefused(order_id, f"certificate {certificate} is held by {holder}")
 
     def _takes(self, claims: Mapping[str, Claim]) -> tuple[dict[tuple[str, int], int], dict[str, list[str]]]:
         """A batch's takes summed per (lot, slot), in lock order; and per lot, the orders taking from it
