@@ -36,7 +36,7 @@ from orchestration.settings import FanoutSettings
 from orchestration.wiring import create_replica, replica_name, wait_until_ready
 
 TICK_S = 0.25  # each tick asks every shard for its stats: one small call each
-PING_S = 2.0  # how long a replica the shards took for dead has to answer before it is taken to be
+PING_S = 2.0  # how long a replica the shards took for dead has, to answer, before it is taken to be dead
 CALL_TIMEOUT_S = 10.0  # a shard that does not answer (restarting) is skipped for the tick
 
 
