@@ -237,9 +237,9 @@ def highest_slots(members: list[PoolMember], count: int) -> list[PoolMember]:
 
 
 def _answers(handle: Any) -> bool:
-    """Whether the actor answers a call within PING_S."""
+    """Whether the actor answers within PING_S (dead, or not answering: not a live member now)."""
     try:
-        ray.get(handle.__ray_ready__.remote(), timeout=PING_S)
+        wait_until_ready({"replica": handle}, PING_S)
         return True
-    except Exception:  # noqa: BLE001 - dead, or not answering: either way not a live member now
+    except SystemStartError:
         return False
