@@ -22,7 +22,7 @@ from actors.models import (
     StageOutput,
 )
 from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
-from actors.models.order import Gemstone
+from actors.models.order import Certificate, Gemstone
 from actors.models.styles import metal_allowance_g
 from actors.stages.base import ReplicaContext, Stage, StageConfig
 from actors.stages.stock_units import MILLI, human, unit_of
@@ -76,11 +76,11 @@ class MaterialVerification(Stage[MaterialConfig]):
         return stock
 
     def certificates(self, order: JewelryOrder) -> list[str]:
-        return [str(g.certificate) for g in order.gemstones if g.certificate is not None]
+        return [str(certificate) for certificate in _certified(order)]
 
     def handle(self, order: JewelryOrder) -> MaterialOutput:
         needs = self._requirements(order)
-        certificates = [g.certificate for g in order.gemstones if g.certificate is not None]
+        certificates = _certified(order)
         for certificate in certificates:
             if certificate.lab not in self.config.accepted_labs:
                 raise BusinessFailure(f"certificate {certificate}: laboratory not accepted by this workshop")
@@ -146,3 +146,8 @@ def _stored_quantity(reservation: Reservation) -> int:
 def _reservation(key: str, quantity: int) -> Reservation:
     unit = unit_of(key)
     return Reservation(item=key, quantity=quantity if unit == "pcs" else quantity / MILLI, unit=unit)
+
+
+def _certified(order: JewelryOrder) -> list[Certificate]:
+    """The certificates of the order's certified stones."""
+    return [g.certificate for g in order.gemstones if g.certificate is not None]
