@@ -236,8 +236,7 @@ class SqlLedger(ABC):
         wanted = list(certificates)
         if not wanted:
             return {}
-        return dict(self._read(f"SELECT certificate, order_id FROM certificate_holds WHERE certificate IN "
-                               f"({_marks(len(wanted))})", wanted))
+        return dict(self._read(_holders_sql(len(wanted)), wanted))
 
     def next_number(self, sequence: str) -> int:
         with self._blocks_lock:
@@ -289,8 +288,7 @@ class SqlLedger(ABC):
         holds = [(certificate, order_id, now) for order_id, claim in claims.items() for certificate in claim.holds]
         if holds and db.executemany("INSERT INTO certificate_holds VALUES (?,?,?) ON CONFLICT DO NOTHING",
                                     holds).rowcount < len(holds):
-            held = dict(db.execute(f"SELECT certificate, order_id FROM certificate_holds WHERE certificate IN "
-                                   f"({_marks(len(holds))})", [c for c, _, _ in holds]).fetchall())
+            held = dict(db.execute(_holders_sql(len(holds)), [c for c, _, _ in holds]).fetchall())
             refused = [(o, c) for c, o, _ in holds if held.get(c) not in (None, o)] or [(holds[0][1], holds[0][0])]
             order_id, certificate = refused[0]
             holder = f"order {held[certificate]}" if certificate in held else "another order"
@@ -382,17 +380,16 @@ class SqlLedger(ABC):
     def record_outcomes(self, outcomes: list[tuple[OrderOutcome, list[DeadLetter]]]) -> None:
         """`record_outcome` for several orders in one transaction (the Dispatcher's group commit)."""
         now = time.time()
-
-        # Three statements for the whole group, each run once per row in one round trip (PostgreSQL's
-        # pipeline): at zero wait, a round trip per outcome was most of what the commit cost.
         rows = [(o.order_id, o.status.value, o.model_dump_json(exclude={"from_ledger"}), now) for o, _ in outcomes]
-        resolved = [(now, f"order {o.status.value}", o.order_id) for o, _ in outcomes
-                    if o.status is not OrderStatus.DEAD_LETTERED]
         letters = [(letter.order_id, letter.stage.value, letter.error, letter.attempts, letter.order.model_dump_json(),
                     letter.recorded_at.timestamp()) for _, dead_letters in outcomes for letter in dead_letters]
         if not letters and self._outcomes_at_once(rows, now):
             return
+        resolved = [(now, f"order {o.status.value}", o.order_id) for o, _ in outcomes
+                    if o.status is not OrderStatus.DEAD_LETTERED]
 
+        # Three statements for the whole group, each run once per row in one round trip (a pipeline on
+        # PostgreSQL): at zero wait, a round trip per outcome was most of what the commit cost.
         def body(db: Connection) -> None:
             db.executemany(
                 # Only a dead-lettered outcome is ever replaced (by its replay): a terminal one is final,
@@ -456,6 +453,11 @@ class SqlLedger(ABC):
         ).rowcount
         if updated != 1:
             raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")
+
+
+def _holders_sql(count: int) -> str:
+    """The query of who holds `count` certificates: (certificate, order id) for the held ones."""
+    return f"SELECT certificate, order_id FROM certificate_holds WHERE certificate IN ({_marks(count)})"
 
 
 def _marks(count: int) -> str:
