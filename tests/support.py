@@ -35,8 +35,18 @@ class Pending:
         return False
 
 
+# Ports this test process has handed out: a port is free again the moment its probe socket closes,
+# and the kernel gave the same one to two calls in a row (CI: `ray start` refused a node whose
+# dashboard agent's HTTP and gRPC ports were both 58583).
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on right now, and never one this process handed out before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
