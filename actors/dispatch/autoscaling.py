@@ -16,9 +16,10 @@ to a tick late, and a drain takes a moment more: `decide` takes how long a chang
 to be in place (`tick_s`: the autoscaler gives it the tick plus the drain's budget) and makes the
 change early enough that the pool is at its new size when the delay ends.
 
-Only pools whose state is their own capacity can scale (benches, caches, counters, number ranges
-per slot). Material and packaging split a finite stock among their replicas, so a replica scaled
-away would take its share of the stock with it; their sizes are fixed (see the settings).
+Every pool can scale, material and packaging included: stock, certificates and numbers live in
+the shared store, so a replica scaled away takes none of them with it. What a replica keeps of its
+own (benches, caches, statistics) is checkpointed in the ledger, which is why autoscaling needs one
+(see the settings).
 """
 
 from __future__ import annotations
