@@ -43,8 +43,12 @@ def cluster(postgres_server, prometheus_port):
     pgpass.write_text(f"127.0.0.1:{postgres_server.port}:*:postgres:{postgres_server.password}\n", encoding="utf-8")
     pgpass.chmod(0o600)
     # The dashboard's Metrics page asks the Prometheus started below (RAY_PROMETHEUS_HOST, read at start).
+    # Metrics are exported every 2 s, not Ray's default 10 s: the metrics tests wait for exports and
+    # scrapes several times over. Gauges stay live (Ray keeps a gauge two export intervals, 4 s; ours
+    # are set every second).
     cluster = LocalCluster(temp_dir, node_env={"PGPASSFILE": str(pgpass),
-                                               "RAY_PROMETHEUS_HOST": f"http://127.0.0.1:{prometheus_port}"})
+                                               "RAY_PROMETHEUS_HOST": f"http://127.0.0.1:{prometheus_port}",
+                                               "RAY_metrics_report_interval_ms": "2000"})
     try:
         cluster.start_head(num_cpus=2)
         cluster.add_node(num_cpus=1, resources={"design_node": 4})
