@@ -24,6 +24,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def _postgres_ledgers_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every PostgreSQL ledger a test opens in this process (its own readers, its stage replicas', a
+    system's) is closed when the test ends, on this thread, after its other fixtures.
+
+    Tests drop many of them unclosed. A connection pool left to the garbage collector could be collected
+    on one of its own worker threads, which cannot join itself: pytest warned of it in every suite run."""
+    from actors.ledger.postgres import PostgresLedger
+
+    opened: list[PostgresLedger] = []
+    init = PostgresLedger.__init__
+
+    def opening(self: PostgresLedger, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(PostgresLedger, "__init__", opening)
+    yield
+    for ledger in opened:
+        ledger.close()  # a no-op for those already closed
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
     """One real PostgreSQL server for the session (started on first use, on loopback)."""

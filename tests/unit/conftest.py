@@ -1,7 +1,5 @@
 """Unit tests run the plain classes in this process: starting Ray here is a mistake."""
 
-import gc
-from collections.abc import Iterator
 
 import pytest
 import ray
@@ -18,7 +16,7 @@ def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def spec(request, tmp_path) -> Iterator[LedgerSpec]:
+def spec(request, tmp_path) -> LedgerSpec:
     """A new, empty ledger on each store, created as the driver creates it before any actor opens it.
     The PostgreSQL one is a real server (tests/postgres_server.py)."""
     if request.param == "sqlite":
@@ -26,9 +24,4 @@ def spec(request, tmp_path) -> Iterator[LedgerSpec]:
     else:
         spec = LedgerSpec(url=request.getfixturevalue("postgres_url"))
     open_ledger(spec, create=True).close()
-    yield spec
-    # The stage replicas a test builds open their own ledgers and are simply dropped. Collected here,
-    # on the main thread, a PostgreSQL connection pool stops its workers cleanly; collected later by
-    # chance on one of its own worker threads, it cannot join that thread and pytest warns.
-    if request.param == "postgresql":
-        gc.collect()
+    return spec  # the ledgers the test opens on it are closed for it (tests/conftest.py)
