@@ -30,7 +30,7 @@ def _postgres_ledgers_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     system's) is closed when the test ends, on this thread, after its other fixtures.
 
     Tests drop many of them unclosed. A connection pool left to the garbage collector could be collected
-    on one of its own worker threads, which cannot join itself: pytest warned of it in every suite run."""
+    on one of its own worker threads, which cannot join itself: pytest warned of it in most suite runs."""
     from actors.ledger.postgres import PostgresLedger
 
     opened: list[PostgresLedger] = []

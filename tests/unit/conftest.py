@@ -1,6 +1,5 @@
 """Unit tests run the plain classes in this process: starting Ray here is a mistake."""
 
-
 import pytest
 import ray
 
