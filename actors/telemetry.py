@@ -12,7 +12,7 @@ from collections import Counter as Counts
 from ray.util.metrics import Counter, Gauge, Histogram
 
 PREFIX = "jewelry_"
-LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
+LATENCY_BUCKETS_MS: list[float] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
 
 ORDERS = PREFIX + "orders_total"
 ORDERS_IN_FLIGHT = PREFIX + "orders_in_flight"
@@ -24,8 +24,17 @@ STAGE_RETRIES = PREFIX + "stage_retries_total"
 COMPENSATIONS = PREFIX + "compensations_total"
 REJECTED_RECORDS = PREFIX + "rejected_records_total"
 
-ALL_METRICS = (ORDERS, ORDERS_IN_FLIGHT, ORDER_LATENCY, STAGE_LATENCY, STAGE_RESULTS, STAGE_ONGOING,
-               STAGE_RETRIES, COMPENSATIONS, REJECTED_RECORDS)
+ALL_METRICS = (
+    ORDERS,
+    ORDERS_IN_FLIGHT,
+    ORDER_LATENCY,
+    STAGE_LATENCY,
+    STAGE_RESULTS,
+    STAGE_ONGOING,
+    STAGE_RETRIES,
+    COMPENSATIONS,
+    REJECTED_RECORDS,
+)
 
 
 class Tally:
@@ -50,20 +59,27 @@ class DispatchMetrics:
 
     def __init__(self) -> None:
         self.orders = Tally(Counter(ORDERS, description="Orders by terminal status", tag_keys=("status", "shard")))
-        self.in_flight = Gauge(ORDERS_IN_FLIGHT, description="Orders admitted and not yet finished, by Dispatcher shard",
-                               tag_keys=("shard",))
+        self.in_flight = Gauge(
+            ORDERS_IN_FLIGHT,
+            description="Orders admitted and not yet finished, by Dispatcher shard",
+            tag_keys=("shard",),
+        )
         self.order_latency = Histogram(
             ORDER_LATENCY, description="End-to-end order latency at the dispatcher (ms)", boundaries=LATENCY_BUCKETS_MS
         )
         self.stage_latency = Histogram(
-            STAGE_LATENCY, description="Latency of one call to a stage replica (a batch of orders), send to answer (ms)",
-            boundaries=LATENCY_BUCKETS_MS, tag_keys=("stage", "replica"),
+            STAGE_LATENCY,
+            description="Latency of one call to a stage replica (a batch of orders), send to answer (ms)",
+            boundaries=LATENCY_BUCKETS_MS,
+            tag_keys=("stage", "replica"),
         )
-        self.stage_results = Tally(Counter(
-            STAGE_RESULTS, description="Stage call results by status", tag_keys=("stage", "status")
-        ))
+        self.stage_results = Tally(
+            Counter(STAGE_RESULTS, description="Stage call results by status", tag_keys=("stage", "status"))
+        )
         self.stage_ongoing = Gauge(
-            STAGE_ONGOING, description="Calls outstanding on a stage's replicas (queue depth)", tag_keys=("stage", "replica")
+            STAGE_ONGOING,
+            description="Calls outstanding on a stage's replicas (queue depth)",
+            tag_keys=("stage", "replica"),
         )
         self.retries = Counter(STAGE_RETRIES, description="Stage calls retried after an error", tag_keys=("stage",))
         self.compensations = Counter(
@@ -80,5 +96,6 @@ class SourceMetrics:
     """What the Producer sees: records that never became orders."""
 
     def __init__(self) -> None:
-        self.rejects = Counter(REJECTED_RECORDS, description="Input records rejected, by first bad field",
-                               tag_keys=("field",))
+        self.rejects = Counter(
+            REJECTED_RECORDS, description="Input records rejected, by first bad field", tag_keys=("field",)
+        )

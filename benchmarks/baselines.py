@@ -26,9 +26,9 @@ from typing import Any
 
 import ray
 
+from actors.intake.sources import SourceSpec, read_records
 from actors.logs import configure_logging
 from actors.models import STAGES
-from actors.intake.sources import SourceSpec, read_records
 from actors.stages import STAGE_CLASSES, ReplicaContext
 from orchestration.settings import load_settings
 from orchestration.system import FanoutSystem
@@ -57,8 +57,9 @@ def raw_ceiling(calls: int = 20_000, batch: int = 1_000) -> float:
 def original_design(orders: int, time_scale: float) -> float:
     """Orders per second of the original thread-per-stage design, with the same stage logic."""
     settings = load_settings({"time_scale": time_scale, "material": {"stock_multiplier": 10}})
-    stages = [STAGE_CLASSES[s](settings.stage_config(s), ReplicaContext(f"{s}-0", time_scale=time_scale))
-              for s in STAGES]
+    stages = [
+        STAGE_CLASSES[s](settings.stage_config(s), ReplicaContext(f"{s}-0", time_scale=time_scale)) for s in STAGES
+    ]
     work: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
     done = threading.Event()
 
@@ -86,8 +87,16 @@ def original_design(orders: int, time_scale: float) -> float:
 
 def fanout(orders: int, time_scale: float) -> float:
     with tempfile.TemporaryDirectory() as out:  # a fresh ledger: nothing answered from an earlier run
-        settings = load_settings({"namespace": f"baseline-{time_scale}", "time_scale": time_scale, "artifacts": False,
-                                  "out_dir": out, "log_level": "WARNING", "material": {"stock_multiplier": 10}})
+        settings = load_settings(
+            {
+                "namespace": f"baseline-{time_scale}",
+                "time_scale": time_scale,
+                "artifacts": False,
+                "out_dir": out,
+                "log_level": "WARNING",
+                "material": {"stock_multiplier": 10},
+            }
+        )
         system = FanoutSystem.start(settings)
         try:
             system.run(SourceSpec(count=50, seed=7))  # warm the workers; the measured run answers these from the ledger
@@ -108,19 +117,30 @@ def main() -> None:
         original = original_design(orders, time_scale)
         ours = fanout(orders, time_scale)
         limit = 1 / (2.0 * time_scale) if time_scale else None
-        rows.append({"time_scale": time_scale, "orders": orders, "raw_ceiling_R_calls_per_s": round(r, 1),
-                     "original_design_per_s": round(original, 1), "jewelry_fanout_per_s": round(ours, 1),
-                     "ours_vs_original": round(ours / original, 3), "ours_vs_R": round(ours / r, 4),
-                     "theoretical_limit_per_s": limit})
+        rows.append(
+            {
+                "time_scale": time_scale,
+                "orders": orders,
+                "raw_ceiling_R_calls_per_s": round(r, 1),
+                "original_design_per_s": round(original, 1),
+                "jewelry_fanout_per_s": round(ours, 1),
+                "ours_vs_original": round(ours / original, 3),
+                "ours_vs_R": round(ours / r, 4),
+                "theoretical_limit_per_s": limit,
+            }
+        )
     ray.shutdown()
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__}
     RESULTS.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n", encoding="utf-8")
     print(f"raw ceiling R: {r:.0f} actor calls/s")
-    print(f"{'time scale':>10} {'orders':>7} {'original/s':>11} {'ours/s':>8} {'ours/original':>14} {'ours/R':>7} {'limit/s':>8}")
+    header = ("time scale", 10), ("orders", 7), ("original/s", 11), ("ours/s", 8), ("ours/original", 14), ("ours/R", 7)
+    print(" ".join(f"{name:>{width}}" for name, width in header), f"{'limit/s':>8}")
     for row in rows:
         limit = f"{row['theoretical_limit_per_s']:.0f}" if row["theoretical_limit_per_s"] else "-"
-        print(f"{row['time_scale']:>10} {row['orders']:>7} {row['original_design_per_s']:>11.1f} "
-              f"{row['jewelry_fanout_per_s']:>8.1f} {row['ours_vs_original']:>14.2f} {row['ours_vs_R']:>7.3f} {limit:>8}")
+        print(
+            f"{row['time_scale']:>10} {row['orders']:>7} {row['original_design_per_s']:>11.1f} "
+            f"{row['jewelry_fanout_per_s']:>8.1f} {row['ours_vs_original']:>14.2f} {row['ours_vs_R']:>7.3f} {limit:>8}"
+        )
     print(f"written to {RESULTS}")
 
 

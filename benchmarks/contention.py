@@ -36,9 +36,10 @@ HALLMARKS = [Metal.AU750, Metal.AU585, Metal.AU999, Metal.PT950, Metal.PT900, Me
 
 def _worker(url: str, slots: int, index: int, orders: int, metal: str, start: Any, done: Any) -> None:
     spec = LedgerSpec(url=url, stock_slots=slots)
-    config = MaterialConfig(duration_s=0, metal_stock_g={m: 10_000_000.0 for m in HALLMARKS})
-    replica = MaterialVerification(config, ReplicaContext(f"material-{index}", time_scale=0, ledger=spec,
-                                                          log_level="ERROR"))
+    config = MaterialConfig(duration_s=0, metal_stock_g=dict.fromkeys(HALLMARKS, 10000000.0))
+    replica = MaterialVerification(
+        config, ReplicaContext(f"material-{index}", time_scale=0, ledger=spec, log_level="ERROR")
+    )
     batch = [make_order(0, order_id=f"J{index:02d}{n:06d}", metal=metal, gemstones=[]) for n in range(orders)]
     start.wait()
     began = time.perf_counter()
@@ -55,8 +56,10 @@ def scenario(server: PostgresServer, name: str, slots: int, hot: bool, workers: 
     context = multiprocessing.get_context("spawn")
     start, done = context.Barrier(workers + 1), context.Queue()
     metals = [HALLMARKS[0] if hot else HALLMARKS[i % len(HALLMARKS)] for i in range(workers)]
-    procs = [context.Process(target=_worker, args=(url, slots, i, orders, str(metals[i]), start, done))
-             for i in range(workers)]
+    procs = [
+        context.Process(target=_worker, args=(url, slots, i, orders, str(metals[i]), start, done))
+        for i in range(workers)
+    ]
     for proc in procs:
         proc.start()
     start.wait()
@@ -90,14 +93,28 @@ def main() -> None:
     finally:
         server.close()
     ceiling = statistics.median(runs["distinct lots"])
-    rows = [{"scenario": name, "orders_per_s": round(statistics.median(r), 1), "runs_per_s": [round(x, 1) for x in r],
-             "ratio_to_distinct_lots": round(statistics.median(r) / ceiling, 3)} for name, r in runs.items()]
-    result = {"machine": machine(), "workers": args.workers, "orders_per_worker": args.orders,
-              "rounds": args.rounds, "rows": rows}
+    rows = [
+        {
+            "scenario": name,
+            "orders_per_s": round(statistics.median(r), 1),
+            "runs_per_s": [round(x, 1) for x in r],
+            "ratio_to_distinct_lots": round(statistics.median(r) / ceiling, 3),
+        }
+        for name, r in runs.items()
+    ]
+    result = {
+        "machine": machine(),
+        "workers": args.workers,
+        "orders_per_worker": args.orders,
+        "rounds": args.rounds,
+        "rows": rows,
+    }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for row in rows:
-        print(f"{row['scenario']:<18} {row['orders_per_s']:>8.1f} orders/s  x{row['ratio_to_distinct_lots']:.3f} "  # noqa: T201
-              f"of distinct lots   runs {row['runs_per_s']}")
+        print(
+            f"{row['scenario']:<18} {row['orders_per_s']:>8.1f} orders/s  x{row['ratio_to_distinct_lots']:.3f} "
+            f"of distinct lots   runs {row['runs_per_s']}"
+        )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import argparse
 import json
 import statistics
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -29,12 +29,12 @@ RESULTS = Path(__file__).parent / "results" / "durability.json"
 ZERO_WAIT = {"time_scale": 0.0, "material": {"stock_multiplier": 10}}
 SCALED = {"time_scale": 0.01}
 # The issue's targets: what durability may cost, by store and scenario.
-TARGET_COST = {"sqlite": {"zero-wait": 0.10, "scale-0.01": 0.10},
-               "postgresql": {"zero-wait": 0.15, "scale-0.01": 0.05}}
+TARGET_COST = {"sqlite": {"zero-wait": 0.10, "scale-0.01": 0.10}, "postgresql": {"zero-wait": 0.15, "scale-0.01": 0.05}}
 
 
-def compare(label: str, orders: int, rounds: int, base: dict[str, Any], workdir: Path,
-            location: Callable[[], str | None]) -> dict[str, Any]:
+def compare(
+    label: str, orders: int, rounds: int, base: dict[str, Any], workdir: Path, location: Callable[[], str | None]
+) -> dict[str, Any]:
     runs: dict[str, list[float]] = {"ledger": [], "no-ledger": []}
     for round_ in range(rounds):
         order = ["ledger", "no-ledger"] if round_ % 2 == 0 else ["no-ledger", "ledger"]
@@ -47,9 +47,16 @@ def compare(label: str, orders: int, rounds: int, base: dict[str, Any], workdir:
             assert row["completed"] + row["failed"] >= orders - 20, row
             runs[variant].append(row["throughput_per_s"])
     with_ledger, without = statistics.median(runs["ledger"]), statistics.median(runs["no-ledger"])
-    return {"scenario": label, "orders": orders, "rounds": rounds, "runs_per_s": runs,
-            "ledger_per_s": with_ledger, "no_ledger_per_s": without,
-            "ratio": round(with_ledger / without, 4), "cost": round(1 - with_ledger / without, 4)}
+    return {
+        "scenario": label,
+        "orders": orders,
+        "rounds": rounds,
+        "runs_per_s": runs,
+        "ledger_per_s": with_ledger,
+        "no_ledger_per_s": without,
+        "ratio": round(with_ledger / without, 4),
+        "cost": round(1 - with_ledger / without, 4),
+    }
 
 
 def main() -> None:
@@ -61,12 +68,15 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("WARNING")
     server = None
-    location: Callable[[], str | None] = lambda: None  # noqa: E731 - SQLite: the run's own file
     if args.store == "postgresql":
         from tests.postgres_server import PostgresServer
 
         server = PostgresServer()
-        location = lambda: server.new_database()  # noqa: E731
+
+    def location() -> str | None:
+        """A new database per run on PostgreSQL; on SQLite, None: the run's own file."""
+        return server.new_database() if server is not None else None
+
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -85,8 +95,10 @@ def main() -> None:
     for row in rows:
         goal = TARGET_COST[args.store][row["scenario"]]
         verdict = "met" if row["cost"] < goal else "MISSED"
-        print(f"{row['scenario']:12} {row['orders']:>7} {row['ledger_per_s']:>9.1f} {row['no_ledger_per_s']:>12.1f} "
-              f"{row['ratio']:>7.3f} {row['cost']:>7.1%}  cost < {goal:.0%}: {verdict}")
+        print(
+            f"{row['scenario']:12} {row['orders']:>7} {row['ledger_per_s']:>9.1f} {row['no_ledger_per_s']:>12.1f} "
+            f"{row['ratio']:>7.3f} {row['cost']:>7.1%}  cost < {goal:.0%}: {verdict}"
+        )
     print(f"written to {results}")
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import ray
 
+from actors.intake.sources import SourceSpec
 from actors.logs import configure_logging
 from actors.models import STAGES
-from actors.intake.sources import SourceSpec
 from orchestration.settings import load_settings
 from orchestration.system import FanoutSystem
 
@@ -32,8 +32,9 @@ RESULTS = Path(__file__).parent / "results" / "foundation.json"
 
 
 def measure(name: str, orders: int, overrides: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    settings = load_settings({"namespace": f"bench-{name}", "out_dir": str(workdir / name), "log_level": "WARNING",
-                              **overrides})
+    settings = load_settings(
+        {"namespace": f"bench-{name}", "out_dir": str(workdir / name), "log_level": "WARNING", **overrides}
+    )
     system = FanoutSystem.start(settings)
     try:
         # Warm the workers' imports and first calls. The same seed as the measured run, so that with a
@@ -61,8 +62,12 @@ def measure(name: str, orders: int, overrides: dict[str, Any], workdir: Path) ->
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
-            "platform": platform.platform()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def main() -> None:
@@ -76,23 +81,31 @@ def main() -> None:
         workdir = Path(tmp)
         rows = [
             measure("scale-0.01-one-replica", args.orders, {"time_scale": 0.01}, workdir),
-            measure("scale-0.01-production4-design2", args.orders,
-                    {"time_scale": 0.01, "production": {"replicas": 4}, "design": {"replicas": 2}}, workdir),
+            measure(
+                "scale-0.01-production4-design2",
+                args.orders,
+                {"time_scale": 0.01, "production": {"replicas": 4}, "design": {"replicas": 2}},
+                workdir,
+            ),
             # Default stock covers about 4,900 generated orders; this run is about speed, not shortage.
-            measure("zero-wait", args.zero_wait_orders, {"time_scale": 0.0, "material": {"stock_multiplier": 10}},
-                    workdir),
+            measure(
+                "zero-wait", args.zero_wait_orders, {"time_scale": 0.0, "material": {"stock_multiplier": 10}}, workdir
+            ),
             # One order at a time: latency is then the slowest stage plus what the system adds.
             measure("low-load-one-in-flight", 200, {"time_scale": 0.01, "max_in_flight": 1}, workdir),
         ]
         slowest_ms = 1000 * 0.01 * max(load_settings().pool(s).duration_s for s in STAGES)
     ray.shutdown()
     RESULTS.write_text(json.dumps({"machine": machine(), "results": rows}, indent=2) + "\n", encoding="utf-8")
-    print(f"{'scenario':36} {'orders':>7} {'done':>6} {'orders/s':>9} {'limit':>7} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    columns = ("orders", 7), ("done", 6), ("orders/s", 9), ("limit", 7), ("ratio", 7), ("p50 ms", 8), ("p99 ms", 8)
+    print(f"{'scenario':36}", " ".join(f"{name:>{width}}" for name, width in columns))
     for row in rows:
         limit = f"{row['limit_per_s']:.1f}" if row["limit_per_s"] else "-"
         ratio = f"{row['ratio_to_limit']:.1%}" if row["ratio_to_limit"] else "-"
-        print(f"{row['scenario']:36} {row['orders']:>7} {row['completed']:>6} {row['throughput_per_s']:>9.1f} "
-              f"{limit:>7} {ratio:>7} {row['latency_ms']['p50']:>8.0f} {row['latency_ms']['p99']:>8.0f}")
+        print(
+            f"{row['scenario']:36} {row['orders']:>7} {row['completed']:>6} {row['throughput_per_s']:>9.1f} "
+            f"{limit:>7} {ratio:>7} {row['latency_ms']['p50']:>8.0f} {row['latency_ms']['p99']:>8.0f}"
+        )
     low = rows[-1]["latency_ms"]["p50"]
     verdict = "met" if low <= slowest_ms + 5 else "missed"
     print(f"low load: p50 {low:.1f} ms against the slowest stage's {slowest_ms:.0f} ms + 5 ms: {verdict}")

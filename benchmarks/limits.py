@@ -20,8 +20,10 @@ CORES = 2
 
 def cpu_s_per_order(settings: FanoutSettings, stages: Iterable[StageName], orders: list[JewelryOrder]) -> float:
     """CPU seconds per order of the given stages' `process`, one instance each, on this thread."""
-    replicas = [STAGE_CLASSES[stage](settings.stage_config(stage), ReplicaContext(f"{stage.value}-0", time_scale=0))
-                for stage in stages]
+    replicas = [
+        STAGE_CLASSES[stage](settings.stage_config(stage), ReplicaContext(f"{stage.value}-0", time_scale=0))
+        for stage in stages
+    ]
     started = time.thread_time()
     for order in orders:
         for replica in replicas:
@@ -29,7 +31,9 @@ def cpu_s_per_order(settings: FanoutSettings, stages: Iterable[StageName], order
     return (time.thread_time() - started) / len(orders)
 
 
-def two_core_limit(settings: FanoutSettings, stages: Iterable[StageName], orders: list[JewelryOrder]) -> tuple[float, float]:
+def two_core_limit(
+    settings: FanoutSettings, stages: Iterable[StageName], orders: list[JewelryOrder]
+) -> tuple[float, float]:
     """Orders per second two cores could do of this work alone, and the CPU seconds per order it came from."""
     per_order = cpu_s_per_order(settings, stages, orders)
     return CORES / per_order, per_order

@@ -64,15 +64,23 @@ def main() -> None:
 
     def target(name: str, figure: float, reference: float, goal: float) -> None:
         ratio = figure / reference
-        targets.append({"target": name, "figure": round(figure, 2), "reference": round(reference, 2),
-                        "ratio": round(ratio, 4), "goal": goal, "met": ratio >= goal})
+        targets.append(
+            {
+                "target": name,
+                "figure": round(figure, 2),
+                "reference": round(reference, 2),
+                "ratio": round(ratio, 4),
+                "goal": goal,
+                "met": ratio >= goal,
+            }
+        )
 
     def alternating(name: str, overrides: Callable[[int], dict[str, Any]], workdir: Path) -> dict[int, float]:
         """Zero-wait runs of the settings for 1 and 4, alternating which goes first each round, so that
         drift on this shared machine hits both alike: the median throughput of each."""
         rates: dict[int, list[float]] = {1: [], 4: []}
         for round_ in range(args.rounds):
-            for n in ((1, 4) if round_ % 2 == 0 else (4, 1)):
+            for n in (1, 4) if round_ % 2 == 0 else (4, 1):
                 row = run(f"{name.format(n=n)}-{round_}", args.zero_wait_orders, overrides(n), workdir)
                 rates[n].append(row["throughput_per_s"])
         return {n: statistics.median(found) for n, found in rates.items()}
@@ -81,31 +89,68 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             one = run("one-replica", args.orders, {"time_scale": SCALE}, work)
-            target("saturation, one replica per stage: >= 97% of the limit", one["throughput_per_s"],
-                   one["limit_per_s"], 0.97)
-            four = run("production4-design2", args.orders,
-                       {"time_scale": SCALE, "production": {"replicas": 4}, "design": {"replicas": 2}}, work)
-            target("saturation, production x4 design x2: >= 97% of the limit", four["throughput_per_s"],
-                   four["limit_per_s"], 0.97)
-            rates = {n: run(f"production{n}-design2", args.orders, {"time_scale": SCALE, "production": {"replicas": n},
-                                                                   "design": {"replicas": 2}}, work)["throughput_per_s"]
-                     for n in (1, 2)}
+            target(
+                "saturation, one replica per stage: >= 97% of the limit",
+                one["throughput_per_s"],
+                one["limit_per_s"],
+                0.97,
+            )
+            four = run(
+                "production4-design2",
+                args.orders,
+                {"time_scale": SCALE, "production": {"replicas": 4}, "design": {"replicas": 2}},
+                work,
+            )
+            target(
+                "saturation, production x4 design x2: >= 97% of the limit",
+                four["throughput_per_s"],
+                four["limit_per_s"],
+                0.97,
+            )
+            rates = {
+                n: run(
+                    f"production{n}-design2",
+                    args.orders,
+                    {"time_scale": SCALE, "production": {"replicas": n}, "design": {"replicas": 2}},
+                    work,
+                )["throughput_per_s"]
+                for n in (1, 2)
+            }
             target("doubling the bottleneck (production x1 -> x2): >= 1.9x throughput", rates[2], rates[1], 1.9)
-            material = alternating("zero-wait-material{n}", lambda n: {
-                **ZERO_WAIT, "material": {**ZERO_WAIT["material"], "replicas": n}}, work)
-            target("zero wait, material x4 against x1 (hot stock rows): >= 0.90 of the throughput",
-                   material[4], material[1], 0.90)
+            material = alternating(
+                "zero-wait-material{n}",
+                lambda n: {**ZERO_WAIT, "material": {**ZERO_WAIT["material"], "replicas": n}},
+                work,
+            )
+            target(
+                "zero wait, material x4 against x1 (hot stock rows): >= 0.90 of the throughput",
+                material[4],
+                material[1],
+                0.90,
+            )
             # The same four replicas with each lot kept in one row, then spread over four (the slotted
             # counter): the actors, calls and batches are the same, so the ratio is the row locks alone.
-            slots = alternating("zero-wait-material4-slots{n}", lambda n: {
-                **ZERO_WAIT, "material": {**ZERO_WAIT["material"], "replicas": 4}, "ledger": {"stock_slots": n}}, work)
-            target("zero wait, material x4, one row per lot against four (the row locks alone): >= 0.90",
-                   slots[1], slots[4], 0.90)
+            slots = alternating(
+                "zero-wait-material4-slots{n}",
+                lambda n: {
+                    **ZERO_WAIT,
+                    "material": {**ZERO_WAIT["material"], "replicas": 4},
+                    "ledger": {"stock_slots": n},
+                },
+                work,
+            )
+            target(
+                "zero wait, material x4, one row per lot against four (the row locks alone): >= 0.90",
+                slots[1],
+                slots[4],
+                0.90,
+            )
     finally:
         ray.shutdown()
         server.close()
-    RESULTS.write_text(json.dumps({"machine": machine(), "targets": targets, "runs": runs}, indent=2) + "\n",
-                       encoding="utf-8")
+    RESULTS.write_text(
+        json.dumps({"machine": machine(), "targets": targets, "runs": runs}, indent=2) + "\n", encoding="utf-8"
+    )
     for row in targets:
         verdict = "met" if row["met"] else "MISSED"
         print(f"{row['target']:80} {row['figure']:>8.1f} / {row['reference']:>8.1f} = {row['ratio']:.3f}  {verdict}")

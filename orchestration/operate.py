@@ -52,8 +52,9 @@ def system_status(namespace: str) -> SystemStatus:
     described = ray.get(producer.describe.remote(), timeout=CALL_TIMEOUT_S) if producer is not None else None
     snapshots = {}
     for stage, loads in stats[0].stages.items():
-        live = {load.replica: actor for load in loads
-                if (actor := _maybe_actor(load.replica, namespace)) is not None}  # one dead for good is skipped
+        live = {
+            load.replica: actor for load in loads if (actor := _maybe_actor(load.replica, namespace)) is not None
+        }  # one dead for good is skipped
         snapshots[stage] = collect_snapshots(live, timeout_s=CALL_TIMEOUT_S)
     return SystemStatus(namespace=namespace, dispatchers=stats, producer=described, snapshots=snapshots)
 
@@ -70,7 +71,10 @@ def submit_file(namespace: str, path: Path) -> SubmitReceipt:
     if not path.is_file() or path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise SourceError(f"{path} is not a readable {' or '.join(SUPPORTED_SUFFIXES)} file")
     rows = list(read_rows(path))
-    return ray.get(_actor("producer", namespace).submit.remote(rows, path.name), timeout=CALL_TIMEOUT_S)
+    receipt: SubmitReceipt = ray.get(
+        _actor("producer", namespace).submit.remote(rows, path.name), timeout=CALL_TIMEOUT_S
+    )
+    return receipt
 
 
 def stop_serving(namespace: str) -> None:

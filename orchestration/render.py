@@ -35,7 +35,9 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
     if summary.from_ledger and not summary.throughput_per_s:
         overview.add_row("throughput", "— (all done earlier; another --out starts anew)")
     else:
-        limit = f" (limit {summary.theoretical_limit_per_s:.1f}/s, {summary.efficiency:.0%})" if summary.efficiency else ""
+        limit = (
+            f" (limit {summary.theoretical_limit_per_s:.1f}/s, {summary.efficiency:.0%})" if summary.efficiency else ""
+        )
         overview.add_row("throughput", f"{summary.throughput_per_s:.1f} orders/s{limit}")
         lat = summary.latency_ms
         overview.add_row("latency p50 / p95 / p99", f"{lat.p50:.0f} / {lat.p95:.0f} / {lat.p99:.0f} ms")
@@ -48,8 +50,14 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
     for name, stage in summary.stages.items():
         load = "  ".join(f"{replica.rsplit('-', 1)[-1]}:{calls}" for replica, calls in stage.replica_calls.items())
         stages.add_row(
-            f"{name} ×{stage.replicas}", str(stage.calls), str(stage.ok), str(stage.business_failures),
-            str(stage.errors), f"{stage.time_ms.p50:.1f}", f"{stage.time_ms.p95:.1f}", load,
+            f"{name} ×{stage.replicas}",
+            str(stage.calls),
+            str(stage.ok),
+            str(stage.business_failures),
+            str(stage.errors),
+            f"{stage.time_ms.p50:.1f}",
+            f"{stage.time_ms.p95:.1f}",
+            load,
         )
     console.print(stages)
 
@@ -67,8 +75,10 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
 def render_status(console: Console, status: SystemStatus) -> None:
     shards = status.dispatchers
     by_status = {name: sum(shard.by_status.get(name, 0) for shard in shards) for name in shards[0].by_status}
-    head = (f"namespace {status.namespace}: {sum(s.in_flight for s in shards)} order(s) in flight, "
-            f"{sum(s.waiting for s in shards)} waiting, ")
+    head = (
+        f"namespace {status.namespace}: {sum(s.in_flight for s in shards)} order(s) in flight, "
+        f"{sum(s.waiting for s in shards)} waiting, "
+    )
     head += ", ".join(f"{count} {name}" for name, count in by_status.items())
     if status.producer:
         p = status.producer
@@ -80,22 +90,40 @@ def render_status(console: Console, status: SystemStatus) -> None:
         for column in ("shard", "in flight", "waiting", "done", "members"):
             table.add_column(column, justify="left" if column == "shard" else "right")
         for shard in shards:
-            table.add_row(f"dispatcher-{shard.shard}", str(shard.in_flight), str(shard.waiting),
-                          str(shard.orders_done), f"v{shard.members_version}")
+            table.add_row(
+                f"dispatcher-{shard.shard}",
+                str(shard.in_flight),
+                str(shard.waiting),
+                str(shard.orders_done),
+                f"v{shard.members_version}",
+            )
         console.print(table)
-    table = Table(title="Replicas" + (" (calls summed over the shards)" if len(shards) > 1 else ""),
-                  title_justify="left")
+    table = Table(
+        title="Replicas" + (" (calls summed over the shards)" if len(shards) > 1 else ""), title_justify="left"
+    )
     for column in ("replica", "node", "orders (waiting)", "calls", "errors", "mean ms", "ok", "declined", "replays"):
         table.add_column(column, justify="left" if column in ("replica", "node") else "right")
     for stage, loads in merged_loads(shards).items():
         snapshots = {snap.replica: snap for snap in status.snapshots.get(stage, [])}
         for load in loads:
             snap = snapshots.get(load.replica)
-            label = f"{load.replica} (dead)" if not load.alive else f"{load.replica} (draining)" if load.draining else load.replica
+            label = (
+                f"{load.replica} (dead)"
+                if not load.alive
+                else f"{load.replica} (draining)"
+                if load.draining
+                else load.replica
+            )
             table.add_row(
-                label, (load.node_id or "-")[:12], f"{load.ongoing} ({load.queued})", str(load.calls), str(load.errors),
-                f"{load.mean_latency_ms:.1f}", str(snap.ok if snap else "-"),
-                str(snap.business_failures if snap else "-"), str(snap.replays if snap else "-"),
+                label,
+                (load.node_id or "-")[:12],
+                f"{load.ongoing} ({load.queued})",
+                str(load.calls),
+                str(load.errors),
+                f"{load.mean_latency_ms:.1f}",
+                str(snap.ok if snap else "-"),
+                str(snap.business_failures if snap else "-"),
+                str(snap.replays if snap else "-"),
             )
     console.print(table)
 
@@ -113,12 +141,21 @@ def merged_loads(shards: list[DispatcherStats]) -> dict[StageName, list[ReplicaL
                     into[load.replica] = load
                     continue
                 calls = have.calls + load.calls
-                latency = (have.mean_latency_ms * have.calls + load.mean_latency_ms * load.calls) / calls if calls else 0.0
-                into[load.replica] = have.model_copy(update={
-                    "ongoing": have.ongoing + load.ongoing, "calls": calls, "errors": have.errors + load.errors,
-                    "queued": have.queued + load.queued, "calls_in_flight": have.calls_in_flight + load.calls_in_flight,
-                    "mean_latency_ms": round(latency, 3), "alive": have.alive and load.alive,
-                    "node_id": have.node_id or load.node_id})
+                latency = (
+                    (have.mean_latency_ms * have.calls + load.mean_latency_ms * load.calls) / calls if calls else 0.0
+                )
+                into[load.replica] = have.model_copy(
+                    update={
+                        "ongoing": have.ongoing + load.ongoing,
+                        "calls": calls,
+                        "errors": have.errors + load.errors,
+                        "queued": have.queued + load.queued,
+                        "calls_in_flight": have.calls_in_flight + load.calls_in_flight,
+                        "mean_latency_ms": round(latency, 3),
+                        "alive": have.alive and load.alive,
+                        "node_id": have.node_id or load.node_id,
+                    }
+                )
     return {stage: list(loads.values()) for stage, loads in merged.items()}
 
 
@@ -132,21 +169,42 @@ def render_trace(console: Console, trace: OrderTrace) -> None:
     def at(moment: datetime) -> float:
         return (moment - t0).total_seconds() * 1000
 
-    console.print(f"[bold]{trace.order_id}[/bold]: {trace.status}" + (f" ({trace.reason})" if trace.reason else "")
-                  + f", {trace.latency_ms:.1f} ms from admission to conclusion")
+    console.print(
+        f"[bold]{trace.order_id}[/bold]: {trace.status}"
+        + (f" ({trace.reason})" if trace.reason else "")
+        + f", {trace.latency_ms:.1f} ms from admission to conclusion"
+    )
     table = Table(title=f"stage calls on one time axis: 0 to {span_s * 1000:.1f} ms", title_justify="left")
     for column in ("stage", "replica", "node", "attempts", "start ms", "end ms"):
-        table.add_column(column, justify="right" if column in ("attempts", "start ms", "end ms") else "left", no_wrap=True)
+        table.add_column(
+            column, justify="right" if column in ("attempts", "start ms", "end ms") else "left", no_wrap=True
+        )
     table.add_column("lane", no_wrap=True, min_width=LANE_WIDTH)
     table.add_column("result")
     for call in trace.calls:
         first = int(LANE_WIDTH * at(call.started_at) / 1000 / span_s)
         last = max(first + 1, round(LANE_WIDTH * at(call.finished_at) / 1000 / span_s))
         lane = "·" * first + "█" * (last - first) + "·" * max(0, LANE_WIDTH - last)
-        style = "green" if call.status is StageStatus.OK else "yellow" if call.status is StageStatus.BUSINESS_FAILURE else "red"
-        result = call.status.value + (f": {call.reason}" if call.reason else "") + (" (replayed)" if call.replayed else "")
-        table.add_row(call.stage.value, call.replica, call.node_id[:10], str(call.attempts), f"{at(call.started_at):.1f}",
-                      f"{at(call.finished_at):.1f}", f"[{style}]{lane[:LANE_WIDTH]}[/{style}]", result)
+        style = (
+            "green"
+            if call.status is StageStatus.OK
+            else "yellow"
+            if call.status is StageStatus.BUSINESS_FAILURE
+            else "red"
+        )
+        result = (
+            call.status.value + (f": {call.reason}" if call.reason else "") + (" (replayed)" if call.replayed else "")
+        )
+        table.add_row(
+            call.stage.value,
+            call.replica,
+            call.node_id[:10],
+            str(call.attempts),
+            f"{at(call.started_at):.1f}",
+            f"{at(call.finished_at):.1f}",
+            f"[{style}]{lane[:LANE_WIDTH]}[/{style}]",
+            result,
+        )
     console.print(table)
     if trace.all_six_overlap_ms > 0:
         console.print(f"the six stages overlapped: all six were running at once for {trace.all_six_overlap_ms:.1f} ms")

@@ -90,7 +90,7 @@ class RunTally:
     """Counts and latencies of a run so far; outcomes themselves are not kept."""
 
     def __init__(self) -> None:
-        self.by_status = {status: 0 for status in OrderStatus}
+        self.by_status = dict.fromkeys(OrderStatus, 0)
         self.invalid_records = 0
         self.lost = 0
         self.unfinished = 0
@@ -156,7 +156,9 @@ class RunTally:
                 errors=status.get("error", 0),
                 time_ms=LatencySummary.of(self.stage_ms[stage]),
                 replica_calls=dict(sorted(self.replica_calls[stage].items())),
-                snapshot={snap.replica: snap.model_dump(mode="json", exclude={"stage"}) for snap in snapshots.get(stage, [])},
+                snapshot={
+                    snap.replica: snap.model_dump(mode="json", exclude={"stage"}) for snap in snapshots.get(stage, [])
+                },
             )
         return RunSummary(
             orders_total=self.terminal + self.invalid_records + self.lost + self.unfinished,

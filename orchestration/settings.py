@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    create_model,
     field_validator,
     model_validator,
 )
@@ -63,7 +62,9 @@ class PoolSettings(BaseModel):
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per replica")
     scheduling: Literal["SPREAD", "DEFAULT"] = "SPREAD"
     timeout_s: float | None = Field(
-        default=300.0, gt=0, description="per order and attempt, from when it is queued for the replica: waiting included"
+        default=300.0,
+        gt=0,
+        description="per order and attempt, from when it is queued for the replica: waiting included",
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="for errors and timeouts only")
     autoscaling: AutoscalingConfig | None = Field(
@@ -76,16 +77,34 @@ class PoolSettings(BaseModel):
         return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
 
 
-def _stage_settings(config: type[StageConfig]) -> type[BaseModel]:
-    return create_model(config.__name__.replace("Config", "Settings"), __base__=(PoolSettings, config))
+# A stage's section: how its pool runs (`PoolSettings`) and its business settings (its config class).
+class MaterialSettings(PoolSettings, MaterialConfig):
+    pass
 
 
-MaterialSettings = _stage_settings(MaterialConfig)
-DesignSettings = _stage_settings(DesignConfig)
-ProductionSettings = _stage_settings(ProductionConfig)
-QualitySettings = _stage_settings(QualityConfig)
-PackagingSettings = _stage_settings(PackagingConfig)
-LogisticsSettings = _stage_settings(LogisticsConfig)
+class DesignSettings(PoolSettings, DesignConfig):
+    pass
+
+
+class ProductionSettings(PoolSettings, ProductionConfig):
+    pass
+
+
+class QualitySettings(PoolSettings, QualityConfig):
+    pass
+
+
+class PackagingSettings(PoolSettings, PackagingConfig):
+    pass
+
+
+class LogisticsSettings(PoolSettings, LogisticsConfig):
+    pass
+
+
+StageSettings = (
+    MaterialSettings | DesignSettings | ProductionSettings | QualitySettings | PackagingSettings | LogisticsSettings
+)
 
 
 class ControlActorSettings(BaseModel):
@@ -94,8 +113,9 @@ class ControlActorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_cpus: float = Field(default=0.1, ge=0)
-    dispatchers: int = Field(default=1, ge=1, le=64,
-                             description="Dispatcher shards; an order goes to one by a stable hash of its id")
+    dispatchers: int = Field(
+        default=1, ge=1, le=64, description="Dispatcher shards; an order goes to one by a stable hash of its id"
+    )
     outbox_limit: int = Field(default=10_000, ge=1, description="finished outcomes the driver has not collected")
 
 
@@ -105,15 +125,22 @@ class LedgerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, description="off: faster, but nothing survives a crash and nothing restarts")
-    location: str | None = Field(default=None, description="file path, sqlite:/// or postgresql:// URL; default <out_dir>/ledger.sqlite3")
+    location: str | None = Field(
+        default=None, description="file path, sqlite:/// or postgresql:// URL; default <out_dir>/ledger.sqlite3"
+    )
     synchronous: Literal["NORMAL", "FULL"] = Field(
         default="NORMAL", description="NORMAL survives process crashes; FULL also power loss, at a cost per commit"
     )
     max_restarts: int = Field(default=-1, ge=-1, description="restarts per actor; -1 = unlimited")
-    stock_slots: int = Field(default=1, ge=1, le=64,
-                             description="PostgreSQL: rows per stock lot, to spread a hot lot's updates")
-    retry_s: float = Field(default=60.0, gt=0, description="PostgreSQL: how long a transaction is retried through "
-                           "lost connections and restarts before its orders are reported unfinished")
+    stock_slots: int = Field(
+        default=1, ge=1, le=64, description="PostgreSQL: rows per stock lot, to spread a hot lot's updates"
+    )
+    retry_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="PostgreSQL: how long a transaction is retried through "
+        "lost connections and restarts before its orders are reported unfinished",
+    )
 
     @field_validator("location")
     @classmethod
@@ -146,13 +173,15 @@ class FanoutSettings(BaseSettings):
     dashboard: bool = Field(default=True, description="start the Ray dashboard with the embedded local Ray")
     control: ControlActorSettings = Field(default_factory=ControlActorSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
-    batching: BatchPolicy = Field(default_factory=BatchPolicy, description="stage calls per replica (see actors/dispatch/batching.py)")
-    material: MaterialSettings = Field(default_factory=MaterialSettings)  # type: ignore[valid-type]
-    design: DesignSettings = Field(default_factory=DesignSettings)  # type: ignore[valid-type]
-    production: ProductionSettings = Field(default_factory=ProductionSettings)  # type: ignore[valid-type]
-    quality: QualitySettings = Field(default_factory=QualitySettings)  # type: ignore[valid-type]
-    packaging: PackagingSettings = Field(default_factory=PackagingSettings)  # type: ignore[valid-type]
-    logistics: LogisticsSettings = Field(default_factory=LogisticsSettings)  # type: ignore[valid-type]
+    batching: BatchPolicy = Field(
+        default_factory=BatchPolicy, description="stage calls per replica (see actors/dispatch/batching.py)"
+    )
+    material: MaterialSettings = Field(default_factory=MaterialSettings)
+    design: DesignSettings = Field(default_factory=DesignSettings)
+    production: ProductionSettings = Field(default_factory=ProductionSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    packaging: PackagingSettings = Field(default_factory=PackagingSettings)
+    logistics: LogisticsSettings = Field(default_factory=LogisticsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -175,15 +204,17 @@ class FanoutSettings(BaseSettings):
             if not self.ledger.enabled:
                 raise ValueError(f"{stage}.autoscaling needs the ledger: a replica scaled away leaves its state there")
             if not scaling.min_replicas <= pool.replicas <= scaling.max_replicas:
-                raise ValueError(f"{stage}.replicas ({pool.replicas}) must be within autoscaling's min_replicas "
-                                 f"({scaling.min_replicas}) and max_replicas ({scaling.max_replicas})")
+                raise ValueError(
+                    f"{stage}.replicas ({pool.replicas}) must be within autoscaling's min_replicas "
+                    f"({scaling.min_replicas}) and max_replicas ({scaling.max_replicas})"
+                )
         return self
 
     def autoscaled(self) -> dict[StageName, AutoscalingConfig]:
         return {stage: scaling for stage in STAGES if (scaling := self.pool(stage).autoscaling) is not None}
 
-    def pool(self, stage: StageName) -> PoolSettings:
-        return getattr(self, stage.value)
+    def pool(self, stage: StageName) -> StageSettings:
+        return cast(StageSettings, getattr(self, stage.value))
 
     def stage_config(self, stage: StageName) -> StageConfig:
         """The stage's business settings alone, as the plain config class its actor takes."""
@@ -194,8 +225,7 @@ class FanoutSettings(BaseSettings):
         if not self.ledger.enabled:
             return None
         location = self.ledger.location or str(self.out_dir / "ledger.sqlite3")
-        return LedgerSpec.from_location(location, self.ledger.synchronous, self.ledger.stock_slots,
-                                        self.ledger.retry_s)
+        return LedgerSpec.from_location(location, self.ledger.synchronous, self.ledger.stock_slots, self.ledger.retry_s)
 
     def scratch_workshop(self) -> LedgerSpec:
         """Where a run without a ledger keeps its workshop: a throwaway SQLite file, made anew by each
@@ -214,8 +244,9 @@ class FanoutSettings(BaseSettings):
         counts may change freely (replicas share one workshop), and so may the stock settings, which
         are a new ledger's initial stock."""
         return {
-            stage.value: _canonical(self.stage_config(stage).model_dump(mode="json",
-                                                                        exclude={"duration_s", *STOCK_FIELDS}))
+            stage.value: _canonical(
+                self.stage_config(stage).model_dump(mode="json", exclude={"duration_s", *STOCK_FIELDS})
+            )
             for stage in STAGES
         }
 

@@ -108,8 +108,9 @@ class PoolSupervisor:
         stats = self._shard_stats()
         for shard, shard_stats in stats.items():
             if shard_stats.members_version < self._version:
-                self.log.info("dispatcher-{} is at members v{}; pushing v{}", shard, shard_stats.members_version,
-                              self._version)
+                self.log.info(
+                    "dispatcher-{} is at members v{}; pushing v{}", shard, shard_stats.members_version, self._version
+                )
                 self._push(self._shards[shard])
         if self._settings.ledger.enabled:
             self._replace_dead(stats.values())
@@ -211,8 +212,9 @@ class PoolSupervisor:
 
     def _join(self, stage: StageName, index: int, handle: Any, epoch: int = 0) -> None:
         with self._lock:
-            self._members[stage][replica_name(stage, index)] = PoolMember(replica_name(stage, index), index, handle,
-                                                                          epoch=epoch)
+            self._members[stage][replica_name(stage, index)] = PoolMember(
+                replica_name(stage, index), index, handle, epoch=epoch
+            )
 
     def _publish(self) -> int:
         """A new version of every member list, pushed to every shard; the version."""
@@ -223,7 +225,9 @@ class PoolSupervisor:
 
     def _push(self, shard: Any) -> None:
         with self._lock:
-            lists = [PoolMembers(stage, self._version, tuple(members.values())) for stage, members in self._members.items()]
+            lists = [
+                PoolMembers(stage, self._version, tuple(members.values())) for stage, members in self._members.items()
+            ]
         try:
             ray.get(shard.apply_members.remote(lists), timeout=CALL_TIMEOUT_S)
         except Exception as error:  # noqa: BLE001 - a shard that missed it is behind: pushed again on a tick
@@ -233,7 +237,7 @@ class PoolSupervisor:
 def highest_slots(members: list[PoolMember], count: int) -> list[PoolMember]:
     """The `count` members a pool scaled down by `count` lets go: the highest slots, so that the
     pool stays packed into its lowest slots (a replica scaled up later takes the lowest free one)."""
-    return sorted(members, key=lambda member: member.index)[len(members) - count:] if count > 0 else []
+    return sorted(members, key=lambda member: member.index)[len(members) - count :] if count > 0 else []
 
 
 def _answers(handle: Any) -> bool:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from loguru import logger
@@ -39,6 +39,7 @@ from orchestration.wiring import (
     wait_until_ready,
 )
 
+T = TypeVar("T")
 POLL_BATCH = 2000
 POLL_WAIT_S = 0.25
 
@@ -55,9 +56,9 @@ class _Collected:
     source_error: str | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunResult(_Collected):
-    summary: RunSummary | None = None
+    summary: RunSummary
     files: RunFiles | None = None
 
     def raise_if_incomplete(self) -> None:
@@ -66,8 +67,11 @@ class RunResult(_Collected):
             raise RunIncomplete(len(self.lost), f"first: {lost[0].order_id}: {lost[0].reason}")
         if self.lost:
             first = self.lost[0]
-            raise RunIncomplete(len(self.lost), f"not recorded in the ledger, so not lost: run the same command "
-                                                f"again to finish them (first: {first.order_id}: {first.reason})")
+            raise RunIncomplete(
+                len(self.lost),
+                f"not recorded in the ledger, so not lost: run the same command "
+                f"again to finish them (first: {first.order_id}: {first.reason})",
+            )
         if self.source_error:
             raise RunIncomplete(0, f"the source stopped early: {self.source_error}")
 
@@ -167,8 +171,9 @@ class FanoutSystem:
                     except LedgerUnavailable as error:  # the store's retries are spent
                         self.log.warning("outcomes.jsonl keeps this run's outcomes only: {}", error)
         status = self.status()
-        summary = tally.summary(wall_s, self.settings.theoretical_limit_per_s(), status.replica_counts(),
-                                status.snapshots, not_started)
+        summary = tally.summary(
+            wall_s, self.settings.theoretical_limit_per_s(), status.replica_counts(), status.snapshots, not_started
+        )
         if files is not None:
             files.write_summary(summary)
         return RunResult(**vars(collected), summary=summary, files=files)
@@ -179,7 +184,7 @@ class FanoutSystem:
         producer = self._producer
         if producer is None:
             raise NotServing("no run is in progress: start one with run(serve=True)")
-        return _get_refusing(producer.submit.remote(rows, source), NotServing)
+        return _get_refusing(producer.submit.remote(rows, source), NotServing, SubmitReceipt)
 
     def drain(self) -> None:
         """Admit no more orders (Ctrl-C, SIGTERM): a serving run stops serving, a run reading its
@@ -198,13 +203,18 @@ class FanoutSystem:
             except Exception:  # noqa: BLE001 - the run just ended: there is no producer to describe
                 described = None
         taken = {stage: collect_snapshots(self._supervisor.replicas(stage)) for stage in StageName} if snapshots else {}
-        return SystemStatus(namespace=self.settings.namespace, dispatchers=shards, producer=described,
-                            snapshots=taken, scaling_events=list(self._supervisor.events))
+        return SystemStatus(
+            namespace=self.settings.namespace,
+            dispatchers=shards,
+            producer=described,
+            snapshots=taken,
+            scaling_events=list(self._supervisor.events),
+        )
 
     def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
         """Complete a dead-lettered order by re-running its dead stage(s), or give it up (`abandon`)."""
         shard = self._dispatchers[shard_of(order_id, len(self._dispatchers))]
-        return _get_refusing(shard.replay.remote(order_id, stage, abandon), ReplayRefused)
+        return _get_refusing(shard.replay.remote(order_id, stage, abandon), ReplayRefused, OrderOutcome)
 
     def shutdown(self) -> None:
         self._supervisor.stop()
@@ -215,7 +225,11 @@ class FanoutSystem:
 
     @staticmethod
     def _collect(
-        progress: ProducerProgress, tally: RunTally, collected: _Collected, files: RunFiles | None, keep: bool,
+        progress: ProducerProgress,
+        tally: RunTally,
+        collected: _Collected,
+        files: RunFiles | None,
+        keep: bool,
         seen: set[str],
     ) -> None:
         # A restarted Producer reads its source again and answers finished orders from the ledger:
@@ -236,15 +250,19 @@ class FanoutSystem:
             files.write(fresh, progress.rejects)
 
 
-def _get_refusing(ref: Any, refusal: type[FanoutError]) -> Any:
-    """`ray.get`, with a refusal the actor raised re-raised as itself: the caller (the CLI) catches
-    our error and prints its message, not Ray's wrapper and the actor's traceback."""
+def _get_refusing(ref: Any, refusal: type[FanoutError], answer: type[T]) -> T:
+    """`ray.get` of an answer of type `answer`, with a refusal the actor raised re-raised as itself:
+    the caller (the CLI) catches our error and prints its message, not Ray's wrapper and the actor's
+    traceback."""
     try:
-        return ray.get(ref)
+        value = ray.get(ref)
     except ray.exceptions.RayTaskError as error:
         if isinstance(error.cause, refusal):
             raise error.cause from None
         raise
+    if not isinstance(value, answer):
+        raise TypeError(f"expected {answer.__name__} from the actor, got {type(value).__name__}")
+    return value
 
 
 def _new_scratch_workshop(settings: FanoutSettings) -> None:

@@ -82,30 +82,57 @@ def trace_outcome(
     effect records' compensations where there is a ledger to read them from."""
     resolved = {letter.stage for letter in letters if letter.resolved_at is not None}
     compensations = compensations or {}
-    calls = [_call(outcome, stage, stage in resolved and outcome.results[stage].status is not StageStatus.ERROR,
-                   compensations.get(stage)) for stage in STAGES if stage in outcome.results]
+    calls = [
+        _call(
+            outcome,
+            stage,
+            stage in resolved and outcome.results[stage].status is not StageStatus.ERROR,
+            compensations.get(stage),
+        )
+        for stage in STAGES
+        if stage in outcome.results
+    ]
     first_run = [call for call in calls if not call.replayed]
     admitted = min([outcome.started_at, *(call.started_at for call in first_run)])
     events = [TraceEvent(at=admitted, what="admitted by a Dispatcher shard")]
-    for call in calls:
-        if call.attempts > 1:
-            events.append(TraceEvent(at=call.finished_at, what=f"{call.stage} answered after {call.attempts} attempts "
-                                                               f"({call.attempts - 1} retried)"))
+    events.extend(
+        TraceEvent(
+            at=call.finished_at,
+            what=f"{call.stage} answered after {call.attempts} attempts ({call.attempts - 1} retried)",
+        )
+        for call in calls
+        if call.attempts > 1
+    )
     for letter in letters:
         settled = f" (then {letter.resolution})" if letter.resolved_at is not None and letter.resolution else ""
-        events.append(TraceEvent(at=letter.recorded_at, what=f"{letter.stage} dead-lettered after {letter.attempts} "
-                                                             f"attempt(s): {letter.error}{settled}"))
+        events.append(
+            TraceEvent(
+                at=letter.recorded_at,
+                what=f"{letter.stage} dead-lettered after {letter.attempts} attempt(s): {letter.error}{settled}",
+            )
+        )
     if any(call.replayed for call in calls):
-        events.append(TraceEvent(at=outcome.started_at, what="replayed by the operator: " +
-                                 ", ".join(call.stage.value for call in calls if call.replayed)))
+        events.append(
+            TraceEvent(
+                at=outcome.started_at,
+                what="replayed by the operator: " + ", ".join(call.stage.value for call in calls if call.replayed),
+            )
+        )
     for stage, done in outcome.compensations.items():
         events.append(TraceEvent(at=outcome.finished_at, what=f"{stage} compensated: {done}"))
     events.sort(key=lambda event: event.at)
-    events.append(TraceEvent(at=outcome.finished_at, what=f"{outcome.status}" + (f": {outcome.reason}" if outcome.reason else "")))
+    events.append(
+        TraceEvent(at=outcome.finished_at, what=f"{outcome.status}" + (f": {outcome.reason}" if outcome.reason else ""))
+    )
     return OrderTrace(
-        order_id=outcome.order_id, status=outcome.status.value, reason=outcome.reason, admitted_at=admitted,
-        concluded_at=outcome.finished_at, latency_ms=(outcome.finished_at - admitted).total_seconds() * 1000,
-        calls=calls, events=events,
+        order_id=outcome.order_id,
+        status=outcome.status.value,
+        reason=outcome.reason,
+        admitted_at=admitted,
+        concluded_at=outcome.finished_at,
+        latency_ms=(outcome.finished_at - admitted).total_seconds() * 1000,
+        calls=calls,
+        events=events,
         all_six_overlap_ms=_all_overlap_ms(first_run) if len(first_run) == len(STAGES) else 0.0,
         peak_concurrent=_peak(calls),
     )
@@ -113,9 +140,18 @@ def trace_outcome(
 
 def _call(outcome: OrderOutcome, stage: StageName, replayed: bool, compensation: str | None) -> StageCall:
     result = outcome.results[stage]
-    return StageCall(stage=stage, replica=result.replica, node_id=result.node_id, attempts=result.attempts,
-                     started_at=result.started_at, finished_at=result.finished_at, status=result.status,
-                     reason=result.reason, replayed=replayed, compensation=compensation)
+    return StageCall(
+        stage=stage,
+        replica=result.replica,
+        node_id=result.node_id,
+        attempts=result.attempts,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        status=result.status,
+        reason=result.reason,
+        replayed=replayed,
+        compensation=compensation,
+    )
 
 
 def _all_overlap_ms(calls: list[StageCall]) -> float:
@@ -126,8 +162,10 @@ def _all_overlap_ms(calls: list[StageCall]) -> float:
 
 def _peak(calls: list[StageCall]) -> int:
     """The most calls running at one moment (an end at the same instant as a start does not overlap)."""
-    edges = sorted([(call.started_at, 1) for call in calls] + [(call.finished_at, -1) for call in calls],
-                   key=lambda edge: (edge[0], edge[1]))
+    edges = sorted(
+        [(call.started_at, 1) for call in calls] + [(call.finished_at, -1) for call in calls],
+        key=lambda edge: (edge[0], edge[1]),
+    )
     running = peak = 0
     for _, step in edges:
         running += step

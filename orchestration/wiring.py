@@ -100,7 +100,8 @@ def create_replica(settings: FanoutSettings, stage: StageName, index: int, artif
         options["memory"] = pool.memory_mb * 1024 * 1024
     if pool.resources:
         options["resources"] = dict(pool.resources)
-    actor_class = ray.remote(concurrency_groups={CONTROL_GROUP: 1})(STAGE_CLASSES[stage])
+    groups = {CONTROL_GROUP: 1}
+    actor_class = ray.remote(concurrency_groups=groups)(STAGE_CLASSES[stage])  # type: ignore[call-overload]  # Ray accepts it; its overloads omit it
     return _create(actor_class, options, settings.stage_config(stage), context)
 
 
@@ -113,7 +114,9 @@ def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[s
     shard resolves again; the supervisor then pushes the member lists as they are now."""
     timeouts = {stage: settings.pool(stage).timeout_s for stage in STAGES}
     retries = {stage: settings.pool(stage).retry for stage in STAGES}
-    by_name = {stage: {name: NamedActor(name, settings.namespace) for name in names} for stage, names in members.items()}
+    by_name = {
+        stage: {name: NamedActor(name, settings.namespace) for name in names} for stage, names in members.items()
+    }
     shards = []
     for shard in range(settings.control.dispatchers):
         options = {
@@ -124,8 +127,20 @@ def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[s
             "max_concurrency": max(1000, settings.max_in_flight + 100),
             **_restart_options(settings),
         }
-        shards.append(_create(ray.remote(Dispatcher), options, by_name, timeouts, settings.max_in_flight,
-                              settings.log_level, retries, settings.ledger_spec(), settings.batching, shard))
+        shards.append(
+            _create(
+                ray.remote(Dispatcher),
+                options,
+                by_name,
+                timeouts,
+                settings.max_in_flight,
+                settings.log_level,
+                retries,
+                settings.ledger_spec(),
+                settings.batching,
+                shard,
+            )
+        )
     return shards
 
 
@@ -141,8 +156,15 @@ def create_producer(settings: FanoutSettings, source: SourceSpec, serve: bool = 
     }
     shards = [NamedActor(dispatcher_name(shard), settings.namespace) for shard in range(settings.control.dispatchers)]
     return _create(
-        ray.remote(Producer), options, source, shards, settings.max_in_flight, settings.control.outbox_limit,
-        settings.log_level, serve, settings.ledger_spec(),
+        ray.remote(Producer),
+        options,
+        source,
+        shards,
+        settings.max_in_flight,
+        settings.control.outbox_limit,
+        settings.log_level,
+        serve,
+        settings.ledger_spec(),
     )
 
 

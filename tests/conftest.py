@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from actors.models import JewelryOrder
 from actors.intake.samples import ORIGINAL_ORDERS
+from actors.models import JewelryOrder
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

@@ -200,8 +200,11 @@ def local_stage_handles(ledger: Any = None, gates: dict[str, asyncio.Event] | No
 
     gates = gates or {}
     return {
-        stage: {f"{stage}-0": LocalHandle(
-            STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0, ledger=ledger)),
-            gates.get(stage))}
+        stage: {
+            f"{stage}-0": LocalHandle(
+                STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0, ledger=ledger)),
+                gates.get(stage),
+            )
+        }
         for stage in STAGES
     }

@@ -11,9 +11,13 @@ from actors.intake.samples import ORIGINAL_ORDERS
 
 REQUIRED = ["order_id", "product_type", "style", "size", "customer", "destination", "declared_value", "created_at"]
 JUNK = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-10**12, max_value=10**12),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
 
 
@@ -26,10 +30,11 @@ def malformed_line(draw, order_id: str) -> str:
     if kind == "drop":
         del record[draw(st.sampled_from(REQUIRED))]
     elif kind == "retype":
-        record[draw(st.sampled_from(REQUIRED + ["metal", "priority", "currency"]))] = draw(JUNK)
+        record[draw(st.sampled_from([*REQUIRED, "metal", "priority", "currency"]))] = draw(JUNK)
     elif kind == "carat":
-        record["gemstones"] = [{"kind": "diamond", "carat": draw(st.one_of(st.floats(max_value=0), JUNK)),
-                                "colour": "G", "clarity": "VS1"}]
+        record["gemstones"] = [
+            {"kind": "diamond", "carat": draw(st.one_of(st.floats(max_value=0), JUNK)), "colour": "G", "clarity": "VS1"}
+        ]
     elif kind == "metal":
         record["metal"] = draw(st.text(min_size=1, max_size=12).filter(lambda t: t.strip().upper() != "AU750"))
     elif kind == "stones":

@@ -51,8 +51,19 @@ class PostgresServer:
         pwfile.write_text(self.password + "\n", encoding="utf-8")
         if self._as_postgres:
             shutil.chown(pwfile, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth-host=scram-sha-256",
-                  "--auth-local=peer", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth-host=scram-sha-256",
+            "--auth-local=peer",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         pwfile.unlink()
         self.start()
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "jewelry")
@@ -65,8 +76,10 @@ class PostgresServer:
         return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self._root} "
-                   "-c fsync=off -c full_page_writes=off -c max_connections=200")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self._root} "
+            "-c fsync=off -c full_page_writes=off -c max_connections=200"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self._root / "server.log"), "-o", options, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -80,8 +93,9 @@ class PostgresServer:
         wait_until(lambda: self._ready(), 30, 0.2, "the restarted server accepting connections")
 
     def psql(self, sql: str) -> str:
-        return self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "jewelry",
-                         "-At", "-c", sql)
+        return self._run(
+            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "jewelry", "-At", "-c", sql
+        )
 
     def close(self) -> None:
         try:
@@ -90,8 +104,9 @@ class PostgresServer:
             shutil.rmtree(self._root, ignore_errors=True)
 
     def _ready(self) -> bool:
-        done = subprocess.run([str(self._bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                              capture_output=True)
+        done = subprocess.run(
+            [str(self._bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+        )
         return done.returncode == 0
 
     def _run(self, tool: str, *args: str) -> str:

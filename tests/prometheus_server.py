@@ -35,8 +35,9 @@ class PrometheusServer:
     """Scrapes the targets listed in `targets_file` (Ray's prom_metrics_service_discovery.json) every
     `scrape_interval_s`; its data lives in a temp dir removed by `close()`."""
 
-    def __init__(self, targets_file: Path, port: int | None = None, scrape_interval_s: float = 2.0,
-                 loopback: bool = True) -> None:
+    def __init__(
+        self, targets_file: Path, port: int | None = None, scrape_interval_s: float = 2.0, loopback: bool = True
+    ) -> None:
         self.port = port or free_port()
         self.started_at = time.time()
         self.dir = Path(tempfile.mkdtemp(prefix="prometheus-"))
@@ -45,22 +46,44 @@ class PrometheusServer:
         # Watched by its real path: Ray replaces the file in the session dir, so a watch on the symlink
         # at the temp dir's top never fires, and Prometheus kept the first list (before a node joined)
         # for its default 5 minutes. The refresh is the backstop.
-        scrape: dict[str, Any] = {"job_name": "ray", "file_sd_configs": [
-            {"files": [str(Path(targets_file).resolve())], "refresh_interval": "5s"}]}
+        scrape: dict[str, Any] = {
+            "job_name": "ray",
+            "file_sd_configs": [{"files": [str(Path(targets_file).resolve())], "refresh_interval": "5s"}],
+        }
         if loopback:
             # Ray lists each node under the machine's own network address even when the node was started
             # with --node-ip-address=127.0.0.1; a cluster whose nodes all run here is scraped on loopback.
-            scrape["relabel_configs"] = [{"source_labels": ["__address__"], "regex": r"[^:]+:(\d+)",
-                                          "target_label": "__address__", "replacement": "127.0.0.1:$1"}]
-        config.write_text(json.dumps({
-            "global": {"scrape_interval": f"{scrape_interval_s:g}s", "evaluation_interval": f"{scrape_interval_s:g}s"},
-            "scrape_configs": [scrape],
-        }), encoding="utf-8")
+            scrape["relabel_configs"] = [
+                {
+                    "source_labels": ["__address__"],
+                    "regex": r"[^:]+:(\d+)",
+                    "target_label": "__address__",
+                    "replacement": "127.0.0.1:$1",
+                }
+            ]
+        config.write_text(
+            json.dumps(
+                {
+                    "global": {
+                        "scrape_interval": f"{scrape_interval_s:g}s",
+                        "evaluation_interval": f"{scrape_interval_s:g}s",
+                    },
+                    "scrape_configs": [scrape],
+                }
+            ),
+            encoding="utf-8",
+        )
         self._log = (self.dir / "prometheus.log").open("wb")
         self._process = subprocess.Popen(
-            [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                prometheus_binary(),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         wait_until(self._ready, timeout_s=60, interval_s=0.5, what=f"prometheus on port {self.port} to be ready")
 
@@ -94,11 +117,15 @@ class PrometheusServer:
 
     def targets(self) -> dict[str, str]:
         """Each discovered scrape URL, with its health ("up") or its last error."""
-        return {t["scrapeUrl"]: "up" if t["health"] == "up" else f"{t['health']}: {t['lastError']}"
-                for t in self.api("targets")["activeTargets"]}
+        return {
+            t["scrapeUrl"]: "up" if t["health"] == "up" else f"{t['health']}: {t['lastError']}"
+            for t in self.api("targets")["activeTargets"]
+        }
 
     def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
-        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step_s:g}s")["result"]
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step_s:g}s")[
+            "result"
+        ]
 
     def label_values(self, label: str, match: str) -> list[str]:
         return self.api(f"label/{label}/values", **{"match[]": match})
@@ -115,6 +142,7 @@ class PrometheusServer:
 
     def wait_for_scrapes(self, urls: list[str], timeout_s: float = 60) -> list[str]:
         """Until every one of `urls` (scrape URLs) has been scraped and answered."""
+
         def all_up() -> list[str] | Pending:
             found = self.targets()
             missing = [url for url in urls if found.get(url) != "up"]

@@ -11,7 +11,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout_s: float, interval_s: float = 0.25, what: str = "the condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout_s: float, interval_s: float = 0.25, what: str = "the condition"
+) -> T:
     """Poll `predicate` until it returns something truthy, and return that; fail the test with the
     last value seen once `timeout_s` has passed. The one way tests here wait for real processes."""
     deadline = time.monotonic() + timeout_s

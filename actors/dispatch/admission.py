@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from actors.models import Priority
 
+
 class PriorityGate:
     def __init__(self, capacity: int) -> None:
         self._free = capacity

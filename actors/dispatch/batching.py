@@ -152,8 +152,11 @@ class ReplicaBatcher:
 
     def _learn(self, outcomes: list[Any]) -> None:
         """Fold the replica's own timing of fresh results into the estimate (replays took no work)."""
-        timed = [o.duration_ms / 1000 for o in outcomes
-                 if isinstance(o, StageResult) and not o.replayed and o.status is not StageStatus.ERROR]
+        timed = [
+            o.duration_ms / 1000
+            for o in outcomes
+            if isinstance(o, StageResult) and not o.replayed and o.status is not StageStatus.ERROR
+        ]
         if timed:
             mean = sum(timed) / len(timed)
             self._per_order_s = mean if self._per_order_s is None else 0.7 * self._per_order_s + 0.3 * mean

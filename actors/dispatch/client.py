@@ -111,7 +111,9 @@ class StageClient:
             # for the orders in flight): say so rather than skip it.
             return self._failed_compensation(order_id, f"{replica_name} is no longer in the pool")
         try:
-            undone = await replica.handle.compensate.options(name=f"{self.stage.value}:compensate").remote(order_id)
+            undone: str | None = await replica.handle.compensate.options(name=f"{self.stage.value}:compensate").remote(
+                order_id
+            )
         except Exception as error:  # noqa: BLE001 - reported in the outcome, not raised
             return self._failed_compensation(order_id, describe_error(error))
         if undone:
@@ -175,7 +177,8 @@ class StageClient:
             def send(orders: list[JewelryOrder], behind: bool) -> Awaitable[list[StageResult]]:
                 clock = time.perf_counter()
                 call = replica.handle.process_batch.options(name=task_name(self.stage, len(orders))).remote(
-                    [self._wire(order) for order in orders], behind)
+                    [self._wire(order) for order in orders], behind
+                )
                 return self._timed(call, clock, tags)
 
             batcher = self._batchers[replica.name] = ReplicaBatcher(send, self._batching)

@@ -55,15 +55,21 @@ class Dispatcher:
         self._metrics = DispatchMetrics()
         self._wired: dict[str, Prepickled] = {}  # each order in flight, dumped once for its six stage calls
         self._clients = {
-            stage: StageClient(stage, resolve_present(pools[stage], self.log), stage_timeouts_s.get(stage),
-                               (retry_policies or {}).get(stage, RetryPolicy()), batching or BatchPolicy(),
-                               self._metrics, lambda order: self._wired.get(order.order_id, order))
+            stage: StageClient(
+                stage,
+                resolve_present(pools[stage], self.log),
+                stage_timeouts_s.get(stage),
+                (retry_policies or {}).get(stage, RetryPolicy()),
+                batching or BatchPolicy(),
+                self._metrics,
+                lambda order: self._wired.get(order.order_id, order),
+            )
             for stage in STAGES
         }
         self._orders = OrdersInFlight(max_in_flight)
         self._ledger: SqlLedger | None = open_ledger(ledger) if ledger is not None else None
         self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger else None
-        self._gauges: asyncio.Task | None = None
+        self._gauges: asyncio.Task[None] | None = None
         self._call_order, self._by_status = list(STAGES), {status.value: 0 for status in OrderStatus}
         self.log.info("ready: {}", ", ".join(f"{s}×{len(c.pool)}" for s, c in self._clients.items()))
 
@@ -97,8 +103,11 @@ class Dispatcher:
 
     async def _run(self, order: JewelryOrder) -> OrderOutcome:
         if self._gauges is None:
-            self._gauges = asyncio.get_running_loop().create_task(publish_gauges(
-                self.shard, self._clients, self._metrics, lambda: self._orders.admitted, self._refresh_call_order))
+            self._gauges = asyncio.get_running_loop().create_task(
+                publish_gauges(
+                    self.shard, self._clients, self._metrics, lambda: self._orders.admitted, self._refresh_call_order
+                )
+            )
         answer: OrderOutcome | BaseException = RuntimeError("not run")
         try:
             async with self._orders.admission(order):
@@ -121,12 +130,12 @@ class Dispatcher:
         clients = [self._clients[stage] for stage in stages]
         attempts = [client.send(order) for client in clients]
         try:
-            firsts = [await client.answer(order, attempt) for client, attempt in zip(clients, attempts)]
+            firsts = [await client.answer(order, attempt) for client, attempt in zip(clients, attempts, strict=True)]
         except BaseException:
             for attempt in attempts:
                 attempt.future.cancel()  # still waiting: it leaves its queue
             raise
-        calls = [client.finish(order, a, first) for client, a, first in zip(clients, attempts, firsts)]
+        calls = [client.finish(order, a, first) for client, a, first in zip(clients, attempts, firsts, strict=True)]
         if any(first.result.status is StageStatus.ERROR for first in firsts):
             return list(await asyncio.gather(*calls))
         return [await call for call in calls]
@@ -151,8 +160,11 @@ class Dispatcher:
         self, order: JewelryOrder, results: list[StageResult], started_at: datetime, give_up: bool = False
     ) -> OrderOutcome:
         """Fan-in, then what a failure calls for (dead letter or compensation), then the ledger."""
-        outcome, letters = verdict(OrderOutcome.from_results(order, results, started_at, datetime.now(UTC)),
-                                   ledgered=self._ledger is not None, give_up=give_up)
+        outcome, letters = verdict(
+            OrderOutcome.from_results(order, results, started_at, datetime.now(UTC)),
+            ledgered=self._ledger is not None,
+            give_up=give_up,
+        )
         log = self.log.bind(order_id=order.order_id)
         if letters:
             log.warning("dead-lettered: {}; `jewelry-fanout replay {}` completes it", outcome.reason, order.order_id)
@@ -171,14 +183,18 @@ class Dispatcher:
         call that timed out may still have run, and only the replica knows."""
         asked = [(s, r.replica) for s, r in outcome.results.items() if r.status is not StageStatus.BUSINESS_FAILURE]
         answers = await asyncio.gather(*(self._clients[s].compensate(outcome.order_id, name) for s, name in asked))
-        return {stage: answer for (stage, _), answer in zip(asked, answers) if answer}
+        return {stage: answer for (stage, _), answer in zip(asked, answers, strict=True) if answer}
 
     async def apply_members(self, lists: list[PoolMembers]) -> int:
         """The supervisor's member lists, one per stage; the version this shard is now at."""
         for members in lists:
             if self._clients[members.stage].apply(members):
-                self.log.info("{} members v{}: {}", members.stage, members.version,
-                              ", ".join(m.name + (" (draining)" if m.draining else "") for m in members.members))
+                self.log.info(
+                    "{} members v{}: {}",
+                    members.stage,
+                    members.version,
+                    ", ".join(m.name + (" (draining)" if m.draining else "") for m in members.members),
+                )
         return min(client.pool.version for client in self._clients.values())
 
     async def drained(self, stage: StageName, name: str) -> None:
@@ -188,11 +204,16 @@ class Dispatcher:
         await self._clients[stage].drained(name)
 
     async def stats(self) -> DispatcherStats:
-        return DispatcherStats(shard=self.shard, in_flight=self._orders.admitted, waiting=self._orders.waiting,
-                               orders_done=sum(self._by_status.values()), by_status=dict(self._by_status),
-                               stages={stage: client.loads() for stage, client in self._clients.items()},
-                               members_version=min(client.pool.version for client in self._clients.values()),
-                               cpu_s=time.process_time())
+        return DispatcherStats(
+            shard=self.shard,
+            in_flight=self._orders.admitted,
+            waiting=self._orders.waiting,
+            orders_done=sum(self._by_status.values()),
+            by_status=dict(self._by_status),
+            stages={stage: client.loads() for stage, client in self._clients.items()},
+            members_version=min(client.pool.version for client in self._clients.values()),
+            cpu_s=time.process_time(),
+        )
 
     def _refresh_call_order(self) -> None:
         """The slowest stage first, by the replicas' measured time per order: each `.remote()` costs

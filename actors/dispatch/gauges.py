@@ -23,7 +23,10 @@ TRIM_EVERY_TICKS = 10
 
 
 async def publish_gauges(
-    shard: int, clients: Mapping[StageName, StageClient], metrics: DispatchMetrics, in_flight: Callable[[], int],
+    shard: int,
+    clients: Mapping[StageName, StageClient],
+    metrics: DispatchMetrics,
+    in_flight: Callable[[], int],
     every_tick: Callable[[], None],
 ) -> None:
     """Forever, once a second: orders in flight, calls outstanding per replica, tallied counts;

@@ -87,8 +87,11 @@ class ReplicaPool:
         With no live replica left it still returns one, whose call fails fast as an error result."""
         if not self._replicas:
             raise MembershipError(f"{self.stage} has no replicas yet: the supervisor has not pushed its members")
-        live = ([r for r in self._replicas if r.alive and not r.draining]
-                or [r for r in self._replicas if r.alive] or self._replicas)
+        live = (
+            [r for r in self._replicas if r.alive and not r.draining]
+            or [r for r in self._replicas if r.alive]
+            or self._replicas
+        )
         candidates = [r for r in live if r is not avoid] or live
         replica = min(candidates, key=lambda r: (r.ongoing, r.calls, r.index))
         replica.ongoing += 1

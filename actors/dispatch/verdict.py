@@ -21,8 +21,17 @@ def verdict(outcome: OrderOutcome, ledgered: bool, give_up: bool = False) -> tup
     failures = [outcome.results[stage] for stage in outcome.failed_stages]
     if not ledgered or not failures or any(r.status is not StageStatus.ERROR for r in failures):
         return outcome, []
-    letters = [DeadLetter(order_id=outcome.order_id, stage=r.stage, error=r.reason or "", attempts=r.attempts,
-                          order=outcome.order, recorded_at=r.finished_at) for r in failures]
+    letters = [
+        DeadLetter(
+            order_id=outcome.order_id,
+            stage=r.stage,
+            error=r.reason or "",
+            attempts=r.attempts,
+            order=outcome.order,
+            recorded_at=r.finished_at,
+        )
+        for r in failures
+    ]
     return outcome.model_copy(update={"status": OrderStatus.DEAD_LETTERED}), letters
 
 

@@ -50,9 +50,14 @@ class Acceptance:
             return _rejected(record, source, line, raw, f"already accepted in this run ({first})")
         recorded = self._recorded(record.order_id)
         if recorded is not None and recorded.order is not None and recorded.order != record:
-            return _rejected(record, source, line, raw,
-                             f"the ledger already has order {record.order_id} with other details ({recorded.status}); "
-                             f"use a new order id, or a new ledger (--out/--ledger)")
+            return _rejected(
+                record,
+                source,
+                line,
+                raw,
+                f"the ledger already has order {record.order_id} with other details ({recorded.status}); "
+                f"use a new order id, or a new ledger (--out/--ledger)",
+            )
         self._seen[record.order_id] = f"{source} line {line}"
         return Accepted(record, recorded)
 
@@ -69,6 +74,10 @@ class Acceptance:
 
 def _rejected(order: JewelryOrder, source: str, line: int, raw: object, reason: str) -> RejectedRecord:
     """Kept whole: the record as it came (`raw`), or else the order as parsed."""
-    return RejectedRecord(source=source, line=line, order_id=order.order_id,
-                          raw=raw if raw is not None else order.model_dump(mode="json"),
-                          errors=(FieldError(field="order_id", reason=reason),))
+    return RejectedRecord(
+        source=source,
+        line=line,
+        order_id=order.order_id,
+        raw=raw if raw is not None else order.model_dump(mode="json"),
+        errors=(FieldError(field="order_id", reason=reason),),
+    )

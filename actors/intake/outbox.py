@@ -7,6 +7,7 @@ instead of growing a queue. Rejects and lost orders are few and never wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from actors.models import OrderOutcome, RejectedRecord
@@ -48,10 +49,8 @@ class Outbox:
     async def wait(self, wait_s: float) -> None:
         """Until something arrives, at most `wait_s`."""
         self.news.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.news.wait(), wait_s)
-        except TimeoutError:
-            pass
 
     def take(self, max_outcomes: int) -> tuple[list[OrderOutcome], list[RejectedRecord], list[LostOrder]]:
         outcomes = [self.outcomes.popleft() for _ in range(min(max_outcomes, len(self.outcomes)))]

@@ -59,7 +59,7 @@ class Producer:
         self._acceptance = Acceptance(open_ledger(ledger) if ledger is not None else None)
         self._submissions = SubmissionQueue() if serve else None
         self._metrics = SourceMetrics()
-        self._feeder: asyncio.Task | None = None
+        self._feeder: asyncio.Task[None] | None = None
         self._expected = self._read = self._accepted = self._from_ledger = 0
         self._reading_done = False
         self._source_error: str | None = None
@@ -83,17 +83,31 @@ class Producer:
             await self._outbox.wait(wait_s)
         outcomes, rejects, lost = self._outbox.take(max_items)
         return ProducerProgress(
-            outcomes=outcomes, rejects=rejects, lost=lost, expected_records=self._expected, read=self._read,
-            accepted=self._accepted, in_flight=self._sender.in_flight, finished=self._finished and not self._outbox.outcomes,
-            serving=self._serving, source_error=self._source_error, not_started=self._not_started,
+            outcomes=outcomes,
+            rejects=rejects,
+            lost=lost,
+            expected_records=self._expected,
+            read=self._read,
+            accepted=self._accepted,
+            in_flight=self._sender.in_flight,
+            finished=self._finished and not self._outbox.outcomes,
+            serving=self._serving,
+            source_error=self._source_error,
+            not_started=self._not_started,
         )
 
     async def describe(self) -> dict[str, object]:
         """Where the source stands, for `status`; unlike `poll` it collects nothing."""
-        return {"source": self._source.label, "expected_records": self._expected, "read": self._read,
-                "accepted": self._accepted, "in_flight": self._sender.in_flight,
-                "outcomes_waiting_for_driver": len(self._outbox.outcomes), "serving": self._serving,
-                "cpu_s": time.process_time()}
+        return {
+            "source": self._source.label,
+            "expected_records": self._expected,
+            "read": self._read,
+            "accepted": self._accepted,
+            "in_flight": self._sender.in_flight,
+            "outcomes_waiting_for_driver": len(self._outbox.outcomes),
+            "serving": self._serving,
+            "cpu_s": time.process_time(),
+        }
 
     async def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
         """Serve mode: take further records; the accepted ones queue behind what is in flight."""
@@ -135,8 +149,10 @@ class Producer:
                 async for accepted in self._submissions.orders():  # serve mode: until `stop`, then what is queued
                     await self._send(accepted)
         except LedgerUnavailable as error:  # the store's retries are spent
-            self._source_error = (f"the ledger is unreachable ({error}); reading stopped at record {self._read}: "
-                                  f"run the same command again to finish the rest")
+            self._source_error = (
+                f"the ledger is unreachable ({error}); reading stopped at record {self._read}: "
+                f"run the same command again to finish the rest"
+            )
             self.log.opt(exception=error).error("{}", self._source_error)
         except Exception as error:  # noqa: BLE001 - the run must end with the reason, not hang
             self._source_error = describe_error(error)
@@ -151,8 +167,9 @@ class Producer:
             for line, record in chunk:
                 if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
                     self._not_started = self._expected - self._read
-                    self.log.info("stopped reading at record {}: {} record(s) not started", self._read,
-                                  self._not_started)
+                    self.log.info(
+                        "stopped reading at record {}: {} record(s) not started", self._read, self._not_started
+                    )
                     return
                 verdict = self._take(record, self._source.label, line)
                 if isinstance(verdict, Accepted):
@@ -161,8 +178,13 @@ class Producer:
                     await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
         self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
 
-    def _take(self, record: JewelryOrder | RejectedRecord, source: str, line: int, raw: object = None,
-              ) -> Accepted | RejectedRecord:
+    def _take(
+        self,
+        record: JewelryOrder | RejectedRecord,
+        source: str,
+        line: int,
+        raw: object = None,
+    ) -> Accepted | RejectedRecord:
         """One record read, through the one acceptance rule; a reject is reported at once."""
         self._read += 1
         verdict = self._acceptance.accept(record, source, line, raw)

@@ -8,25 +8,32 @@ that every stage's business rules are exercised by a plain `--orders N`.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any, TypeVar
 
 from actors.models import JewelryOrder
 from actors.models.catalog import CLARITY_GRADES, GemKind, Metal, ProductType
 from actors.models.styles import STYLES, metal_allowance_g
 
+T = TypeVar("T")
 SHANGHAI = timezone(timedelta(hours=8))
 FIRST_ORDER_TIME = datetime(2025, 1, 15, 9, 0, tzinfo=SHANGHAI)
 
-ORIGINAL_ORDERS: tuple[dict, ...] = (
+ORIGINAL_ORDERS: tuple[dict[str, Any], ...] = (
     {
         "order_id": "J2025001",
         "product_type": "ring",
         "metal": "AU750",
         "gemstones": [
-            {"kind": "diamond", "carat": 0.5, "colour": "G", "clarity": "VS1",
-             "certificate": {"lab": "GIA", "number": "2141438167"}},
+            {
+                "kind": "diamond",
+                "carat": 0.5,
+                "colour": "G",
+                "clarity": "VS1",
+                "certificate": {"lab": "GIA", "number": "2141438167"},
+            },
         ],
         "style": "classic six-prong",
         "size": 6.5,
@@ -62,21 +69,43 @@ ORIGINAL_ORDERS: tuple[dict, ...] = (
     },
 )
 
-_PRODUCTS = {ProductType.RING: 35, ProductType.NECKLACE: 20, ProductType.PENDANT: 20,
-             ProductType.EARRINGS: 15, ProductType.BANGLE: 10}
+_PRODUCTS = {
+    ProductType.RING: 35,
+    ProductType.NECKLACE: 20,
+    ProductType.PENDANT: 20,
+    ProductType.EARRINGS: 15,
+    ProductType.BANGLE: 10,
+}
 _METALS = {Metal.AU750: 45, Metal.PT950: 25, Metal.AU585: 10, Metal.AU999: 10, Metal.PT900: 5, Metal.AG925: 5}
-_PRICE_PER_G = {Metal.AU999: 620, Metal.AU750: 480, Metal.AU585: 370, Metal.PT950: 260,
-                Metal.PT900: 245, Metal.AG925: 8}
-_SIZES = {
+_PRICE_PER_G = {
+    Metal.AU999: 620,
+    Metal.AU750: 480,
+    Metal.AU585: 370,
+    Metal.PT950: 260,
+    Metal.PT900: 245,
+    Metal.AG925: 8,
+}
+_SIZES: dict[ProductType, list[float]] = {
     ProductType.RING: [x / 2 for x in range(8, 21)],
     ProductType.BANGLE: list(range(52, 63)),
     ProductType.NECKLACE: [400, 420, 450, 500],
     ProductType.PENDANT: [12, 15, 18, 20, 25],
 }
-_EARRING_SIZES = {"hoop": [12, 15, 20, 25, 30], "stud": [5, 6, 8]}
-_CITIES = [("Shanghai", "CN"), ("Beijing", "CN"), ("Shenzhen", "CN"), ("Hangzhou", "CN"), ("Chengdu", "CN"),
-           ("Guangzhou", "CN"), ("Hong Kong", "HK"), ("Singapore", "SG"), ("Tokyo", "JP"),
-           ("Paris", "FR"), ("New York", "US"), ("London", "GB")]
+_EARRING_SIZES: dict[str, list[float]] = {"hoop": [12, 15, 20, 25, 30], "stud": [5, 6, 8]}
+_CITIES = [
+    ("Shanghai", "CN"),
+    ("Beijing", "CN"),
+    ("Shenzhen", "CN"),
+    ("Hangzhou", "CN"),
+    ("Chengdu", "CN"),
+    ("Guangzhou", "CN"),
+    ("Hong Kong", "HK"),
+    ("Singapore", "SG"),
+    ("Tokyo", "JP"),
+    ("Paris", "FR"),
+    ("New York", "US"),
+    ("London", "GB"),
+]
 _SURNAMES = ["Zhang", "Wang", "Li", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun"]
 _GIVEN = ["Wei", "Fang", "Na", "Min", "Jing", "Lei", "Yan", "Jie", "Tao", "Xiaoyu", "Hui", "Ying"]
 
@@ -95,7 +124,7 @@ def generate_orders(count: int, seed: int = 2025) -> Iterator[JewelryOrder]:
         yield _random_order(rng, index, certificate_base)
 
 
-def _pick(rng: random.Random, weights: dict) -> object:
+def _pick(rng: random.Random, weights: Mapping[T, int]) -> T:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
@@ -103,19 +132,26 @@ def _random_order(rng: random.Random, index: int, certificate_base: int) -> Jewe
     product = _pick(rng, _PRODUCTS)
     style = rng.choice(list(STYLES[product]))
     size = rng.choice(_EARRING_SIZES[style] if product is ProductType.EARRINGS else _SIZES[product])
-    metal, jade = _pick(rng, _METALS), None
+    metal: Metal | None = _pick(rng, _METALS)
+    jade: str | None = None
     if product is ProductType.BANGLE and rng.random() < 0.5:
         metal, jade = None, rng.choices("ABC", weights=[70, 20, 10])[0]
     elif product is ProductType.PENDANT and rng.random() < 0.15:
         metal, jade = Metal.AU750, rng.choices("ABC", weights=[70, 20, 10])[0]
 
-    stones = []
+    stones: list[dict[str, Any]] = []
     if product is ProductType.RING and style != "plain band":
         stones.append(_certified_stone(rng, GemKind.DIAMOND, rng.uniform(0.3, 1.5), certificate_base + index * 4))
     elif product is ProductType.EARRINGS and style == "stud":
-        for _ in range(2):
-            stones.append({"kind": "diamond", "carat": round(rng.uniform(0.1, 0.25), 2),
-                           "colour": rng.choice("EFGH"), "clarity": rng.choice(CLARITY_GRADES[3:7])})
+        stones.extend(
+            {
+                "kind": "diamond",
+                "carat": round(rng.uniform(0.1, 0.25), 2),
+                "colour": rng.choice("EFGH"),
+                "clarity": rng.choice(CLARITY_GRADES[3:7]),
+            }
+            for _ in range(2)
+        )
     elif product is ProductType.PENDANT and jade is None and rng.random() < 0.4:
         kind = rng.choice([GemKind.RUBY, GemKind.SAPPHIRE, GemKind.EMERALD])
         stones.append(_certified_stone(rng, kind, rng.uniform(0.5, 2.0), certificate_base + index * 4 + 1))
@@ -139,10 +175,15 @@ def _random_order(rng: random.Random, index: int, certificate_base: int) -> Jewe
     return order.model_copy(update={"declared_value": _declared_value(rng, order)})
 
 
-def _certified_stone(rng: random.Random, kind: GemKind, carat: float, number: int) -> dict:
+def _certified_stone(rng: random.Random, kind: GemKind, carat: float, number: int) -> dict[str, Any]:
     colour = rng.choice("DEFGHIJ") if kind is GemKind.DIAMOND else rng.choice(["vivid", "deep", "medium"])
-    return {"kind": kind, "carat": round(carat, 2), "colour": colour, "clarity": rng.choice(CLARITY_GRADES[2:7]),
-            "certificate": {"lab": "GIA", "number": f"{number % 10_000_000_000:010d}"}}
+    return {
+        "kind": kind,
+        "carat": round(carat, 2),
+        "colour": colour,
+        "clarity": rng.choice(CLARITY_GRADES[2:7]),
+        "certificate": {"lab": "GIA", "number": f"{number % 10_000_000_000:010d}"},
+    }
 
 
 def _declared_value(rng: random.Random, order: JewelryOrder) -> Decimal:

@@ -46,7 +46,7 @@ class ShardedSender:
         self._lanes = [_Lane(handle, WINDOW_PER_ADMITTED * max_in_flight) for handle in shards]
         self._on_answer = on_answer
         self._sequence = itertools.count()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
 
     async def send(self, order: JewelryOrder) -> None:

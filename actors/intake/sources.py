@@ -78,12 +78,15 @@ def read_numbered_records(spec: SourceSpec) -> Iterator[tuple[int, Record]]:
         if isinstance(record, JewelryOrder):
             first = first_seen.setdefault(record.order_id, line)
             if first != line:
-                yield line, RejectedRecord(
-                    source=spec.label,
-                    line=line,
-                    order_id=record.order_id,
-                    errors=(FieldError(field="order_id", reason=f"duplicate of the order on line {first}"),),
-                    raw=record.model_dump(mode="json"),
+                yield (
+                    line,
+                    RejectedRecord(
+                        source=spec.label,
+                        line=line,
+                        order_id=record.order_id,
+                        errors=(FieldError(field="order_id", reason=f"duplicate of the order on line {first}"),),
+                        raw=record.model_dump(mode="json"),
+                    ),
                 )
                 continue
         yield line, record
@@ -103,8 +106,11 @@ def validate_record(raw: Any, source: str, line: int) -> Record:
             for e in error.errors(include_url=False)
         )
         return RejectedRecord(
-            source=source, line=line, order_id=order_id if isinstance(order_id, str) else None,
-            errors=problems, raw=raw,
+            source=source,
+            line=line,
+            order_id=order_id if isinstance(order_id, str) else None,
+            errors=problems,
+            raw=raw,
         )
 
 
@@ -140,7 +146,11 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
             try:
                 yield line, json.loads(text.strip()), None
             except json.JSONDecodeError as error:
-                yield line, text.rstrip("\n"), FieldError(field="<json>", reason=f"malformed JSON: {error.msg} at column {error.colno}")
+                yield (
+                    line,
+                    text.rstrip("\n"),
+                    FieldError(field="<json>", reason=f"malformed JSON: {error.msg} at column {error.colno}"),
+                )
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:
@@ -150,7 +160,11 @@ def _csv_rows(path: Path) -> Iterator[Row]:
         for row in reader:
             line = reader.line_num
             if None in row:
-                yield line, row, FieldError(field="<row>", reason=f"{len(row[None])} more value(s) than the header has columns")
+                yield (
+                    line,
+                    row,
+                    FieldError(field="<row>", reason=f"{len(row[None])} more value(s) than the header has columns"),
+                )
                 continue
             raw: dict[str, Any] = {}
             for column, value in row.items():

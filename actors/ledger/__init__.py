@@ -17,7 +17,21 @@ from actors.ledger.sql import SqlLedger
 from actors.ledger.sqlite import SqliteLedger
 
 __all__ = [
-    "CANCELLED_BEFORE_RUN", "Claim", "ClaimRefused", "DuplicateEffect", "LedgerMismatch", "LedgerSpec", "MemoryJournal",
-    "OutcomeGroupCommit", "PendingClaims", "RecordedEffect", "SqlLedger", "SqliteLedger", "StageJournal", "Superseded",
-    "WorkshopView", "open_journal", "open_ledger",
+    "CANCELLED_BEFORE_RUN",
+    "Claim",
+    "ClaimRefused",
+    "DuplicateEffect",
+    "LedgerMismatch",
+    "LedgerSpec",
+    "MemoryJournal",
+    "OutcomeGroupCommit",
+    "PendingClaims",
+    "RecordedEffect",
+    "SqlLedger",
+    "SqliteLedger",
+    "StageJournal",
+    "Superseded",
+    "WorkshopView",
+    "open_journal",
+    "open_ledger",
 ]

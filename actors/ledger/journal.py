@@ -44,7 +44,11 @@ class StageJournal(WorkshopStore, Protocol):
         """`effect` for several orders in one read, by order id (the orders with none are absent)."""
 
     def record_effects(
-        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],
+        self,
+        replica: str,
+        stage: StageName,
+        results: list[StageResult],
+        checkpoint: dict[str, Any],
         claims: Mapping[str, Claim] | None = None,
     ) -> None:
         """Commit results (none, for state alone), their claims on the shared workshop, and the
@@ -52,7 +56,12 @@ class StageJournal(WorkshopStore, Protocol):
         of them was recorded already, or `ClaimRefused` if a claim cannot be granted."""
 
     def record_compensation(
-        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any],
+        self,
+        stage: StageName,
+        order_id: str,
+        replica: str,
+        done: str | None,
+        checkpoint: dict[str, Any],
         release: Claim | None = None,
     ) -> None:
         """Commit that the effect was undone (or a tombstone when there was none), with the state after

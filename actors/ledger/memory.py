@@ -25,7 +25,7 @@ class MemoryJournal:
         self._stock: dict[str, int] = {}
         self._changes: dict[str, int] = {}
         self._holds: dict[str, str] = {}
-        self._counters: dict[str, itertools.count] = {}
+        self._counters: dict[str, itertools.count[int]] = {}
         self._voided: set[tuple[str, int]] = set()
 
     def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
@@ -41,7 +41,11 @@ class MemoryJournal:
         return {order_id: found for order_id in order_ids if (found := self._effects.get((stage, order_id)))}
 
     def record_effects(
-        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],
+        self,
+        replica: str,
+        stage: StageName,
+        results: list[StageResult],
+        checkpoint: dict[str, Any],
         claims: Mapping[str, Claim] | None = None,
     ) -> None:
         for result in results:
@@ -50,11 +54,17 @@ class MemoryJournal:
         self._grant(claims or {})
         for result in results:
             self._effects[(result.stage, result.order_id)] = RecordedEffect(
-                result.stage, result.order_id, result.replica, result, False, None)
+                result.stage, result.order_id, result.replica, result, False, None
+            )
         self._checkpoints[replica] = checkpoint
 
     def record_compensation(
-        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any],
+        self,
+        stage: StageName,
+        order_id: str,
+        replica: str,
+        done: str | None,
+        checkpoint: dict[str, Any],
         release: Claim | None = None,
     ) -> None:
         recorded = self._effects.get((stage, order_id))

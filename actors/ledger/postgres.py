@@ -122,14 +122,20 @@ _CLAIMS = """, locked AS (
 _ALL_WRITTEN = """
 SELECT 1 / ((SELECT count(*) FROM fenced) = 1 AND (SELECT count(*) FROM recorded) = %(effects)s{claims})::int"""
 EFFECTS_AT_ONCE = _FENCED_EFFECTS + _ALL_WRITTEN.format(claims="")
-EFFECTS_AND_CLAIMS_AT_ONCE = _FENCED_EFFECTS + _CLAIMS + _ALL_WRITTEN.format(
-    claims=" AND (SELECT count(*) FROM taken) = %(takes)s AND (SELECT count(*) FROM held) = %(holds)s")
+EFFECTS_AND_CLAIMS_AT_ONCE = (
+    _FENCED_EFFECTS
+    + _CLAIMS
+    + _ALL_WRITTEN.format(
+        claims=" AND (SELECT count(*) FROM taken) = %(takes)s AND (SELECT count(*) FROM held) = %(holds)s"
+    )
+)
 
 # The Dispatcher's group of outcomes in one statement, as the general path writes them: only a
 # dead-lettered outcome is replaced, and a terminal one resolves the order's open dead letters.
 OUTCOMES_AT_ONCE = """
 WITH concluded AS (
-    SELECT * FROM unnest(%(order_ids)b::text[], %(statuses)b::text[], %(outcomes)b::text[]) AS o(order_id, status, outcome)
+    SELECT * FROM unnest(%(order_ids)b::text[], %(statuses)b::text[], %(outcomes)b::text[])
+        AS o(order_id, status, outcome)
 ), written AS (
     INSERT INTO outcomes (order_id, status, outcome, recorded_at)
     SELECT order_id, status, outcome, %(now)s FROM concluded
@@ -187,8 +193,13 @@ class PostgresLedger(SqlLedger):
         self._probe_at = 0.0
         self._log = logger.bind(stage="ledger")
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=POOL_SIZE, open=False, timeout=min(retry_s, CONNECTION_WAIT_S),
-            reconnect_timeout=RECONNECT_S, name="jewelry-ledger",
+            url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            open=False,
+            timeout=min(retry_s, CONNECTION_WAIT_S),
+            reconnect_timeout=RECONNECT_S,
+            name="jewelry-ledger",
             kwargs={"autocommit": True, "prepare_threshold": 0},
         )  # no `check`: a broken connection fails its statement, is retried below, and the pool drops it.
         # (With `check`, the pool's own backoff between checks, 1 s doubling, met only connections that had
@@ -200,8 +211,9 @@ class PostgresLedger(SqlLedger):
             self._write(self._check_schema)
         except errors.UndefinedTable as error:
             self._pool.close()
-            raise FileNotFoundError(f"ledger {self.location}: that database holds no ledger yet (the driver "
-                                    f"creates it when a run starts)") from error
+            raise FileNotFoundError(
+                f"ledger {self.location}: that database holds no ledger yet (the driver creates it when a run starts)"
+            ) from error
 
     def _create_schema(self, db: Connection) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
@@ -237,35 +249,58 @@ class PostgresLedger(SqlLedger):
                 # Serialization failures and deadlocks are OperationalErrors too; so are a restarted
                 # server and a terminated backend. The transaction was rolled back (or its answer lost).
                 if time.monotonic() + delay > deadline:
-                    self._down = (f"ledger {self.location} unreachable for {self._retry_s:g} s or more "
-                                  f"({type(error).__name__}: {error})")
+                    self._down = (
+                        f"ledger {self.location} unreachable for {self._retry_s:g} s or more "
+                        f"({type(error).__name__}: {error})"
+                    )
                     self._probe_at = time.monotonic() + PROBE_EVERY_S
                     raise LedgerUnavailable(self._down) from error
-                self._log.warning("ledger: {} (attempt {}); retrying in {:.0f} ms", type(error).__name__,
-                                  attempt, delay * 1000)
+                self._log.warning(
+                    "ledger: {} (attempt {}); retrying in {:.0f} ms", type(error).__name__, attempt, delay * 1000
+                )
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay, attempt = min(delay * 2, RETRY_MAX_S), attempt + 1
 
-    def _record_at_once(self, replica: str, stage: StageName, rows: list[tuple[Any, ...]], checkpoint: dict[str, Any],
-                        claims: Mapping[str, Claim], now: float) -> bool:
+    def _record_at_once(
+        self,
+        replica: str,
+        stage: StageName,
+        rows: list[tuple[Any, ...]],
+        checkpoint: dict[str, Any],
+        claims: Mapping[str, Claim],
+        now: float,
+    ) -> bool:
         generation = self._generation.get(replica)
         if generation is None:
             return False
         wanted, _ = self._takes(claims)
         holds = [(certificate, order_id) for order_id, claim in claims.items() for certificate in claim.holds]
         params: dict[str, Any] = {
-            "state": json.dumps(checkpoint), "now": now, "replica": replica, "generation": generation,
-            "stage": stage.value, "order_ids": [r[1] for r in rows], "replicas": [r[2] for r in rows],
-            "statuses": [r[3] for r in rows], "results": [r[4] for r in rows], "effects": len(rows),
+            "state": json.dumps(checkpoint),
+            "now": now,
+            "replica": replica,
+            "generation": generation,
+            "stage": stage.value,
+            "order_ids": [r[1] for r in rows],
+            "replicas": [r[2] for r in rows],
+            "statuses": [r[3] for r in rows],
+            "results": [r[4] for r in rows],
+            "effects": len(rows),
         }
         statement = EFFECTS_AT_ONCE
         if wanted or holds:
             statement = EFFECTS_AND_CLAIMS_AT_ONCE
-            params.update({
-                "lots": [lot for lot, _ in wanted], "slots": [slot for _, slot in wanted],
-                "quantities": list(wanted.values()), "takes": len(wanted),
-                "certificates": [c for c, _ in holds], "holders": [o for _, o in holds], "holds": len(holds),
-            })
+            params.update(
+                {
+                    "lots": [lot for lot, _ in wanted],
+                    "slots": [slot for _, slot in wanted],
+                    "quantities": list(wanted.values()),
+                    "takes": len(wanted),
+                    "certificates": [c for c, _ in holds],
+                    "holders": [o for _, o in holds],
+                    "holds": len(holds),
+                }
+            )
         try:
             self._retrying(lambda conn: conn.execute(statement, params))
         except (errors.DivisionByZero, errors.UniqueViolation, errors.CheckViolation, errors.CardinalityViolation):
@@ -275,8 +310,12 @@ class PostgresLedger(SqlLedger):
     def _outcomes_at_once(self, rows: list[tuple[str, str, str, float]], now: float) -> bool:
         if len({row[0] for row in rows}) < len(rows):
             return False  # one order twice: one statement cannot write a row twice
-        params = {"order_ids": [r[0] for r in rows], "statuses": [r[1] for r in rows],
-                  "outcomes": [r[2] for r in rows], "now": now}
+        params = {
+            "order_ids": [r[0] for r in rows],
+            "statuses": [r[1] for r in rows],
+            "outcomes": [r[2] for r in rows],
+            "now": now,
+        }
         self._retrying(lambda conn: conn.execute(OUTCOMES_AT_ONCE, params))
         return True
 

@@ -29,13 +29,19 @@ class LedgerSpec(BaseModel):
     retry_s: float = Field(default=60.0, gt=0, description="PostgreSQL: how long a transaction is retried")
 
     @classmethod
-    def from_location(cls, location: str, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-                      stock_slots: int = 1, retry_s: float = 60.0) -> LedgerSpec:
+    def from_location(
+        cls,
+        location: str,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        stock_slots: int = 1,
+        retry_s: float = 60.0,
+    ) -> LedgerSpec:
         if location.startswith(POSTGRES_SCHEMES):
             return cls(url=location, synchronous=synchronous, stock_slots=stock_slots, retry_s=retry_s)
         if "://" in location and not location.startswith("sqlite:///"):
-            raise ConfigurationError(f"ledger {location!r}: expected a file path, an sqlite:/// URL or a "
-                                     f"postgresql:// URL")
+            raise ConfigurationError(
+                f"ledger {location!r}: expected a file path, an sqlite:/// URL or a postgresql:// URL"
+            )
         path = Path(location.removeprefix("sqlite://")).expanduser().resolve()
         return cls(path=path, synchronous=synchronous, stock_slots=stock_slots, retry_s=retry_s)
 

@@ -45,7 +45,8 @@ T = TypeVar("T")
 
 
 class Cursor(Protocol):
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
 
@@ -53,9 +54,9 @@ class Cursor(Protocol):
 
 
 class Connection(Protocol):
-    def execute(self, sql: str, params: Any = ()) -> Cursor: ...
+    def execute(self, sql: str, params: Any = (), /) -> Cursor: ...
 
-    def executemany(self, sql: str, rows: list[Any]) -> Cursor:
+    def executemany(self, sql: str, rows: list[Any], /) -> Cursor:
         """Run a statement once per row (in one round trip where the store can); `rowcount` is the
         rows it changed in all."""
 
@@ -98,17 +99,19 @@ class SqlLedger(ABC):
         db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", (SCHEMA_VERSION,))
         found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         if found != SCHEMA_VERSION:
-            raise LedgerMismatch(f"ledger {self.location} has schema {found}; this version needs {SCHEMA_VERSION}: "
-                                 f"finish it with the version that wrote it, or start a new ledger")
+            raise LedgerMismatch(
+                f"ledger {self.location} has schema {found}; this version needs {SCHEMA_VERSION}: "
+                f"finish it with the version that wrote it, or start a new ledger"
+            )
 
     def bind(self, stage_setup: dict[str, Any]) -> None:
         """Tie the ledger to the stages' business settings: resuming with others would mean answers
         that no single set of settings gives. (Replica counts may change: replicas share the workshop.)"""
         wanted = json.dumps(stage_setup, sort_keys=True, default=str)
 
-        def body(db: Connection) -> str | None:
+        def body(db: Connection) -> str:
             db.execute("INSERT INTO meta VALUES ('stage_setup', ?) ON CONFLICT DO NOTHING", (wanted,))
-            return db.execute("SELECT value FROM meta WHERE key = 'stage_setup'").fetchone()[0]
+            return str(db.execute("SELECT value FROM meta WHERE key = 'stage_setup'").fetchone()[0])
 
         found = self._write(body)
         if found != wanted:
@@ -141,19 +144,26 @@ class SqlLedger(ABC):
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
-        rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id = ?",
-                          (stage.value, order_id))
+        rows = self._read(
+            f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id = ?", (stage.value, order_id)
+        )
         return _effect(stage, *rows[0]) if rows else None
 
     def effects(self, stage: StageName, order_ids: Sequence[str]) -> dict[str, RecordedEffect]:
         if not order_ids:
             return {}
-        rows = self._read(f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id IN "
-                          f"({_marks(len(order_ids))})", (stage.value, *order_ids))
+        rows = self._read(
+            f"SELECT {EFFECT_COLUMNS} FROM effects WHERE stage = ? AND order_id IN ({_marks(len(order_ids))})",
+            (stage.value, *order_ids),
+        )
         return {row[0]: _effect(stage, *row) for row in rows}
 
     def record_effects(
-        self, replica: str, stage: StageName, results: list[StageResult], checkpoint: dict[str, Any],
+        self,
+        replica: str,
+        stage: StageName,
+        results: list[StageResult],
+        checkpoint: dict[str, Any],
         claims: Mapping[str, Claim] | None = None,
     ) -> None:
         now = time.time()
@@ -177,15 +187,27 @@ class SqlLedger(ABC):
 
         self._write(body)
 
-    def _record_at_once(self, replica: str, stage: StageName, rows: list[tuple[Any, ...]], checkpoint: dict[str, Any],
-                        claims: Mapping[str, Claim], now: float) -> bool:
+    def _record_at_once(
+        self,
+        replica: str,
+        stage: StageName,
+        rows: list[tuple[Any, ...]],
+        checkpoint: dict[str, Any],
+        claims: Mapping[str, Claim],
+        now: float,
+    ) -> bool:
         """A store's shortcut for `record_effects`: write the batch in one statement when nothing about
         it is unusual, and say whether it did; when it did not, the general transaction runs and says
         why (an effect recorded already, a claim refused, a newer incarnation)."""
         return False
 
     def record_compensation(
-        self, stage: StageName, order_id: str, replica: str, done: str | None, checkpoint: dict[str, Any],
+        self,
+        stage: StageName,
+        order_id: str,
+        replica: str,
+        done: str | None,
+        checkpoint: dict[str, Any],
         release: Claim | None = None,
     ) -> None:
         now = time.time()
@@ -193,12 +215,14 @@ class SqlLedger(ABC):
         def body(db: Connection) -> None:
             undone = db.execute(
                 "UPDATE effects SET compensated = 1, compensation = ? WHERE stage = ? AND order_id = ? "
-                "AND compensated = 0", (done, stage.value, order_id),
+                "AND compensated = 0",
+                (done, stage.value, order_id),
             ).rowcount
             if undone == 0:  # a tombstone (never ran), or a repeat of a compensation already committed
                 db.execute(
                     "INSERT INTO effects (stage, order_id, replica, compensated, compensation, recorded_at) "
-                    "VALUES (?,?,?,1,?,?) ON CONFLICT DO NOTHING", (stage.value, order_id, replica, done, now),
+                    "VALUES (?,?,?,1,?,?) ON CONFLICT DO NOTHING",
+                    (stage.value, order_id, replica, done, now),
                 )
             elif release is not None:
                 self._release(db, order_id, release, now)
@@ -207,8 +231,9 @@ class SqlLedger(ABC):
         self._write(body)
 
     def live_effects(self, replica: str) -> Iterator[StageResult]:
-        rows = self._read("SELECT result FROM effects WHERE replica = ? AND status = 'ok' AND compensated = 0",
-                          (replica,))
+        rows = self._read(
+            "SELECT result FROM effects WHERE replica = ? AND status = 'ok' AND compensated = 0", (replica,)
+        )
         for (result,) in rows:
             yield StageResult.model_validate_json(result)
 
@@ -223,8 +248,9 @@ class SqlLedger(ABC):
         wanted = list(lots)
         if not wanted:
             return {}
-        rows = self._read(f"SELECT lot, SUM(quantity) FROM inventory WHERE lot IN ({_marks(len(wanted))}) "
-                          f"GROUP BY lot", wanted)
+        rows = self._read(
+            f"SELECT lot, SUM(quantity) FROM inventory WHERE lot IN ({_marks(len(wanted))}) GROUP BY lot", wanted
+        )
         found = {lot: int(quantity) for lot, quantity in rows}
         return {lot: found.get(lot, 0) for lot in wanted}
 
@@ -286,8 +312,9 @@ class SqlLedger(ABC):
         for (lot, slot), quantity in wanted.items():
             self._take(db, takers[lot], lot, slot, quantity)
         holds = [(certificate, order_id, now) for order_id, claim in claims.items() for certificate in claim.holds]
-        if holds and db.executemany("INSERT INTO certificate_holds VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                                    holds).rowcount < len(holds):
+        if holds and db.executemany(
+            "INSERT INTO certificate_holds VALUES (?,?,?) ON CONFLICT DO NOTHING", holds
+        ).rowcount < len(holds):
             held = dict(db.execute(_holders_sql(len(holds)), [c for c, _, _ in holds]).fetchall())
             refused = [(o, c) for c, o, _ in holds if held.get(c) not in (None, o)] or [(holds[0][1], holds[0][0])]
             order_id, certificate = refused[0]
@@ -311,12 +338,15 @@ class SqlLedger(ABC):
         """Take from one slot what the batch's orders of that slot need; if it is short, take it from
         all of the lot's slots together (the slotted counter: exact, and contended only when a lot
         runs low)."""
-        taken = db.execute("UPDATE inventory SET quantity = quantity - ? WHERE lot = ? AND slot = ? AND quantity >= ?",
-                           (quantity, lot, slot, quantity)).rowcount
+        taken = db.execute(
+            "UPDATE inventory SET quantity = quantity - ? WHERE lot = ? AND slot = ? AND quantity >= ?",
+            (quantity, lot, slot, quantity),
+        ).rowcount
         if taken:
             return
-        slots = db.execute(f"SELECT slot, quantity FROM inventory WHERE lot = ? ORDER BY slot{self.lock_rows}",
-                           (lot,)).fetchall()
+        slots = db.execute(
+            f"SELECT slot, quantity FROM inventory WHERE lot = ? ORDER BY slot{self.lock_rows}", (lot,)
+        ).fetchall()
         if sum(q for _, q in slots) < quantity:
             who = takers[0] if len(takers) == 1 else f"{takers[0]} (one of {len(takers)} in the batch)"
             raise ClaimRefused(who, f"{lot} has less than {quantity} left")
@@ -324,37 +354,52 @@ class SqlLedger(ABC):
         for other, held in slots:
             part = min(held, rest)
             if part:
-                db.execute("UPDATE inventory SET quantity = quantity - ? WHERE lot = ? AND slot = ?", (part, lot, other))
+                db.execute(
+                    "UPDATE inventory SET quantity = quantity - ? WHERE lot = ? AND slot = ?", (part, lot, other)
+                )
                 rest -= part
             if not rest:
                 return
 
     def _release(self, db: Connection, order_id: str, claim: Claim, now: float) -> None:
         for lot, quantity in sorted(claim.takes.items()):
-            db.execute("INSERT INTO inventory VALUES (?,?,?) ON CONFLICT (lot, slot) DO UPDATE SET "
-                       "quantity = inventory.quantity + excluded.quantity", (lot, self._slot(order_id), quantity))
+            db.execute(
+                "INSERT INTO inventory VALUES (?,?,?) ON CONFLICT (lot, slot) DO UPDATE SET "
+                "quantity = inventory.quantity + excluded.quantity",
+                (lot, self._slot(order_id), quantity),
+            )
         for certificate in claim.holds:
             db.execute("DELETE FROM certificate_holds WHERE certificate = ? AND order_id = ?", (certificate, order_id))
         for sequence, number in claim.numbers:
-            db.execute("INSERT INTO voided_numbers VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                       (sequence, number, order_id, now))
+            db.execute(
+                "INSERT INTO voided_numbers VALUES (?,?,?,?) ON CONFLICT DO NOTHING", (sequence, number, order_id, now)
+            )
 
-    def _add(self, db: Connection, lot: str, quantity: int, reason: str, now: float, split: bool,
-             change_id: str) -> None:
+    def _add(
+        self, db: Connection, lot: str, quantity: int, reason: str, now: float, split: bool, change_id: str
+    ) -> None:
         """Record a stock change once (by its id) and add it to the lot, its slots created as needed."""
-        recorded = db.execute("INSERT INTO stock_changes (lot, delta, reason, recorded_at, change_id) "
-                              "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING", (lot, quantity, reason, now, change_id))
+        recorded = db.execute(
+            "INSERT INTO stock_changes (lot, delta, reason, recorded_at, change_id) "
+            "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+            (lot, quantity, reason, now, change_id),
+        )
         if not recorded.rowcount:
             return
         parts = [quantity // self._slots + (quantity % self._slots if i == 0 else 0) for i in range(self._slots)]
         for slot, part in enumerate(parts if split else [quantity]):
-            db.execute("INSERT INTO inventory VALUES (?,?,?) ON CONFLICT (lot, slot) DO UPDATE SET "
-                       "quantity = inventory.quantity + excluded.quantity", (lot, slot, part))
+            db.execute(
+                "INSERT INTO inventory VALUES (?,?,?) ON CONFLICT (lot, slot) DO UPDATE SET "
+                "quantity = inventory.quantity + excluded.quantity",
+                (lot, slot, part),
+            )
 
     def _lease(self, db: Connection, sequence: str) -> int:
         db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT DO NOTHING", (sequence,))
-        end = db.execute("UPDATE counters SET next_value = next_value + ? WHERE name = ? RETURNING next_value",
-                         (NUMBER_BLOCK, sequence)).fetchone()[0]
+        end = db.execute(
+            "UPDATE counters SET next_value = next_value + ? WHERE name = ? RETURNING next_value",
+            (NUMBER_BLOCK, sequence),
+        ).fetchone()[0]
         return int(end) - NUMBER_BLOCK
 
     def _slot(self, order_id: str) -> int:
@@ -372,7 +417,7 @@ class SqlLedger(ABC):
         found = (OrderOutcome.model_validate_json(row[0]) for row in rows)
         return {outcome.order_id: outcome for outcome in found}
 
-    def record_outcome(self, outcome: OrderOutcome, dead_letters: list[DeadLetter] = ()) -> None:
+    def record_outcome(self, outcome: OrderOutcome, dead_letters: Sequence[DeadLetter] = ()) -> None:
         """The order's one outcome (replacing a dead-lettered one after a replay), with its new dead
         letters; an outcome that is no longer dead-lettered resolves the order's open dead letters."""
         self.record_outcomes([(outcome, list(dead_letters))])
@@ -381,12 +426,25 @@ class SqlLedger(ABC):
         """`record_outcome` for several orders in one transaction (the Dispatcher's group commit)."""
         now = time.time()
         rows = [(o.order_id, o.status.value, o.model_dump_json(exclude={"from_ledger"}), now) for o, _ in outcomes]
-        letters = [(letter.order_id, letter.stage.value, letter.error, letter.attempts, letter.order.model_dump_json(),
-                    letter.recorded_at.timestamp()) for _, dead_letters in outcomes for letter in dead_letters]
+        letters = [
+            (
+                letter.order_id,
+                letter.stage.value,
+                letter.error,
+                letter.attempts,
+                letter.order.model_dump_json(),
+                letter.recorded_at.timestamp(),
+            )
+            for _, dead_letters in outcomes
+            for letter in dead_letters
+        ]
         if not letters and self._outcomes_at_once(rows, now):
             return
-        resolved = [(now, f"order {o.status.value}", o.order_id) for o, _ in outcomes
-                    if o.status is not OrderStatus.DEAD_LETTERED]
+        resolved = [
+            (now, f"order {o.status.value}", o.order_id)
+            for o, _ in outcomes
+            if o.status is not OrderStatus.DEAD_LETTERED
+        ]
 
         # Three statements for the whole group, each run once per row in one round trip (a pipeline on
         # PostgreSQL): at zero wait, a round trip per outcome was most of what the commit cost.
@@ -396,14 +454,21 @@ class SqlLedger(ABC):
                 # whatever a Dispatcher that outlived its driver may still try to write.
                 "INSERT INTO outcomes (order_id, status, outcome, recorded_at) VALUES (?,?,?,?) "
                 "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, outcome = excluded.outcome, "
-                "recorded_at = excluded.recorded_at WHERE outcomes.status = 'dead_lettered'", rows,
+                "recorded_at = excluded.recorded_at WHERE outcomes.status = 'dead_lettered'",
+                rows,
             )
             if resolved:
-                db.executemany("UPDATE dead_letters SET resolved_at = ?, resolution = ? WHERE order_id = ? "
-                               "AND resolved_at IS NULL", resolved)
+                db.executemany(
+                    "UPDATE dead_letters SET resolved_at = ?, resolution = ? WHERE order_id = ? "
+                    "AND resolved_at IS NULL",
+                    resolved,
+                )
             if letters:
-                db.executemany("INSERT INTO dead_letters (order_id, stage, error, attempts, order_json, recorded_at) "
-                               "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", letters)
+                db.executemany(
+                    "INSERT INTO dead_letters (order_id, stage, error, attempts, order_json, recorded_at) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    letters,
+                )
 
         self._write(body)
 
@@ -412,7 +477,10 @@ class SqlLedger(ABC):
         return False
 
     def dead_letters(self, order_id: str | None = None, open_only: bool = True) -> list[DeadLetter]:
-        query = "SELECT order_id, stage, error, attempts, order_json, recorded_at, resolved_at, resolution FROM dead_letters"
+        query = (
+            "SELECT order_id, stage, error, attempts, order_json, recorded_at, resolved_at, resolution "
+            "FROM dead_letters"
+        )
         clauses, params = [], []
         if order_id is not None:
             clauses.append("order_id = ?")
@@ -425,11 +493,18 @@ class SqlLedger(ABC):
         for oid, stage, error, attempts, order_json, recorded, resolved, resolution in self._read(
             query + " ORDER BY id", params
         ):
-            letters.append(DeadLetter(
-                order_id=oid, stage=StageName(stage), error=error, attempts=attempts,
-                order=JewelryOrder.model_validate_json(order_json),
-                recorded_at=_utc(recorded), resolved_at=_utc(resolved) if resolved else None, resolution=resolution,
-            ))
+            letters.append(
+                DeadLetter(
+                    order_id=oid,
+                    stage=StageName(stage),
+                    error=error,
+                    attempts=attempts,
+                    order=JewelryOrder.model_validate_json(order_json),
+                    recorded_at=_utc(recorded),
+                    resolved_at=_utc(resolved) if resolved else None,
+                    resolution=resolution,
+                )
+            )
         return letters
 
     def outcome_counts(self) -> dict[str, int]:

@@ -75,11 +75,23 @@ METALS: dict[Metal, MetalSpec] = {
 
 # Names people write in order files, mapped to hallmark codes.
 METAL_ALIASES: dict[str, Metal] = {
-    "18k": Metal.AU750, "18k gold": Metal.AU750, "au750": Metal.AU750, "g18k": Metal.AU750,
-    "14k": Metal.AU585, "14k gold": Metal.AU585, "au585": Metal.AU585,
-    "24k": Metal.AU999, "24k gold": Metal.AU999, "au999": Metal.AU999, "pure gold": Metal.AU999,
-    "pt950": Metal.PT950, "platinum": Metal.PT950, "pt900": Metal.PT900,
-    "ag925": Metal.AG925, "s925": Metal.AG925, "sterling silver": Metal.AG925,
+    "18k": Metal.AU750,
+    "18k gold": Metal.AU750,
+    "au750": Metal.AU750,
+    "g18k": Metal.AU750,
+    "14k": Metal.AU585,
+    "14k gold": Metal.AU585,
+    "au585": Metal.AU585,
+    "24k": Metal.AU999,
+    "24k gold": Metal.AU999,
+    "au999": Metal.AU999,
+    "pure gold": Metal.AU999,
+    "pt950": Metal.PT950,
+    "platinum": Metal.PT950,
+    "pt900": Metal.PT900,
+    "ag925": Metal.AG925,
+    "s925": Metal.AG925,
+    "sterling silver": Metal.AG925,
 }
 
 JADE_DENSITY_G_CM3 = 3.33

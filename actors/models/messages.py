@@ -141,5 +141,7 @@ class SystemStatus(BaseModel):
 
     def replica_counts(self) -> dict[StageName, int]:
         """Replicas taking orders now, by stage, as the first shard sees them."""
-        return {stage: sum(1 for load in loads if load.alive and not load.draining)
-                for stage, loads in self.dispatchers[0].stages.items()}
+        return {
+            stage: sum(1 for load in loads if load.alive and not load.draining)
+            for stage, loads in self.dispatchers[0].stages.items()
+        }

@@ -89,6 +89,4 @@ class LogisticsOutput(_Output):
     estimated_delivery: date
 
 
-StageOutput = (
-    MaterialOutput | DesignOutput | ProductionOutput | QualityOutput | PackagingOutput | LogisticsOutput
-)
+StageOutput = MaterialOutput | DesignOutput | ProductionOutput | QualityOutput | PackagingOutput | LogisticsOutput

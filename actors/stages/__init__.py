@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from actors.stages.production import Production, ProductionConfig
     from actors.stages.quality import QualityConfig, QualityInspection
 
-    STAGE_CLASSES: dict[StageName, type[Stage]]
+    STAGE_CLASSES: dict[StageName, type[Stage[Any]]]
     STAGE_CONFIGS: dict[StageName, type[StageConfig]]
 
 # Each stage: its module, its class and its config class.
@@ -55,7 +55,21 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "STAGE_CLASSES", "STAGE_CONFIGS", "Design", "DesignConfig", "Logistics", "LogisticsConfig",
-    "MaterialConfig", "MaterialVerification", "Packaging", "PackagingConfig", "Production",
-    "ProductionConfig", "QualityConfig", "QualityInspection", "ReplicaContext", "Stage", "StageConfig",
+    "STAGE_CLASSES",
+    "STAGE_CONFIGS",
+    "Design",
+    "DesignConfig",
+    "Logistics",
+    "LogisticsConfig",
+    "MaterialConfig",
+    "MaterialVerification",
+    "Packaging",
+    "PackagingConfig",
+    "Production",
+    "ProductionConfig",
+    "QualityConfig",
+    "QualityInspection",
+    "ReplicaContext",
+    "Stage",
+    "StageConfig",
 ]

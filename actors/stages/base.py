@@ -54,7 +54,9 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    duration_s: float = Field(ge=0, description="time per order at this stage (own work topped up by a simulated wait), before time_scale")
+    duration_s: float = Field(
+        ge=0, description="time per order at this stage (own work topped up by a simulated wait), before time_scale"
+    )
 
 
 ConfigT = TypeVar("ConfigT", bound=StageConfig)
@@ -86,7 +88,7 @@ class Stage(ABC, Generic[ConfigT]):
         self.context = context
         self.log = logger.bind(stage=self.name.value, replica=context.replica)
         self._node_id = current_node_id()
-        self._counts = {status: 0 for status in StageStatus}
+        self._counts = dict.fromkeys(StageStatus, 0)
         self._replays = 0
         self._compensations = 0
         self._busy_s = 0.0
@@ -117,8 +119,9 @@ class Stage(ABC, Generic[ConfigT]):
         saved = self._journal.claim(self.context.replica, self.name)
         if saved is not None:
             self._restore(saved)
-            self.log.info("restored from the ledger: {} ok, {} compensated", self._counts[StageStatus.OK],
-                          self._compensations)
+            self.log.info(
+                "restored from the ledger: {} ok, {} compensated", self._counts[StageStatus.OK], self._compensations
+            )
         self.log.info("replica ready on node {}", self._node_id[:12])
 
     @property
@@ -187,15 +190,18 @@ class Stage(ABC, Generic[ConfigT]):
             if recorded is not None and recorded.compensated:
                 return None if recorded.compensation == CANCELLED_BEFORE_RUN else recorded.compensation
             result = recorded.result if recorded else None
-            done = None
+            done, release = None, None
             if result is not None and result.status is StageStatus.OK and result.output is not None:
                 done = self.undo(order_id, result.output)
                 self._compensations += 1
+                release = self.claim(result.output) if done else None
             replica = recorded.replica if recorded else self.context.replica
             note = done if recorded else CANCELLED_BEFORE_RUN
-            release = self.claim(result.output) if done else None
-            self._commit(lambda: self._journal.record_compensation(
-                self.name, order_id, replica, note, self._checkpoint(), release))
+            self._commit(
+                lambda: self._journal.record_compensation(
+                    self.name, order_id, replica, note, self._checkpoint(), release
+                )
+            )
         if done:
             self.log.bind(order_id=order_id).info("compensated: {}", done)
         return done
@@ -248,7 +254,8 @@ class Stage(ABC, Generic[ConfigT]):
                     due = max(due + self.config.duration_s * self.context.time_scale, self.clock.monotonic())
                     recorded = self._run(order, due)
                     fresh.append(recorded)
-                    if recorded.status is StageStatus.OK and (claim := self.claim(recorded.output)):
+                    ok = recorded.status is StageStatus.OK and recorded.output is not None
+                    if ok and recorded.output is not None and (claim := self.claim(recorded.output)):
                         claims[order.order_id] = claim
                         self._pending.add(order.order_id, claim)
                 answers[order.order_id] = recorded
@@ -270,7 +277,8 @@ class Stage(ABC, Generic[ConfigT]):
             self._counts[StageStatus.ERROR] += len(fresh)
             for result in fresh:
                 answers[result.order_id] = result.model_copy(
-                    update={"status": StageStatus.ERROR, "output": None, "reason": reason})
+                    update={"status": StageStatus.ERROR, "output": None, "reason": reason}
+                )
         return [answers[order.order_id] for order in orders]
 
     def _cadence_start(self, behind: bool) -> float:
@@ -295,8 +303,11 @@ class Stage(ABC, Generic[ConfigT]):
         standing = [r for r in fresh if r.status is not StageStatus.ERROR]
         with self._state_lock:
             try:
-                self._commit(lambda: self._journal.record_effects(
-                    self.context.replica, self.name, standing, self._checkpoint(), claims))
+                self._commit(
+                    lambda: self._journal.record_effects(
+                        self.context.replica, self.name, standing, self._checkpoint(), claims
+                    )
+                )
             except ClaimRefused:
                 return False
             except DuplicateEffect:
@@ -309,7 +320,8 @@ class Stage(ABC, Generic[ConfigT]):
                 self._counts[StageStatus.ERROR] += len(standing)
                 for result in standing:
                     answers[result.order_id] = result.model_copy(
-                        update={"status": StageStatus.ERROR, "output": None, "reason": reason})
+                        update={"status": StageStatus.ERROR, "output": None, "reason": reason}
+                    )
         return True
 
     def _run(self, order: JewelryOrder, due: float) -> StageResult:
@@ -364,9 +376,17 @@ class Stage(ABC, Generic[ConfigT]):
         self._replays += 1
         if recorded.result is None:
             now = self.clock.utcnow()
-            return StageResult(order_id=order_id, stage=self.name, status=StageStatus.ERROR, reason=CANCELLED_BEFORE_RUN,
-                               started_at=now, finished_at=now, replica=self.context.replica, node_id=self._node_id,
-                               replayed=True)
+            return StageResult(
+                order_id=order_id,
+                stage=self.name,
+                status=StageStatus.ERROR,
+                reason=CANCELLED_BEFORE_RUN,
+                started_at=now,
+                finished_at=now,
+                replica=self.context.replica,
+                node_id=self._node_id,
+                replayed=True,
+            )
         return recorded.result.model_copy(update={"replayed": True})
 
     def _commit(self, write: Callable[[], None]) -> None:
@@ -379,8 +399,11 @@ class Stage(ABC, Generic[ConfigT]):
             try:
                 self._resync()
             except Exception as error:  # noqa: BLE001 - the write's error is the one to report
-                self.log.warning("memory not yet back at the last commit ({}: {}); it will be before the next "
-                                 "call", type(error).__name__, error)
+                self.log.warning(
+                    "memory not yet back at the last commit ({}: {}); it will be before the next call",
+                    type(error).__name__,
+                    error,
+                )
             raise
 
     def _resync(self) -> None:
@@ -435,4 +458,3 @@ class Stage(ABC, Generic[ConfigT]):
         path = self.context.artifacts_dir.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
-

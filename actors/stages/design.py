@@ -140,11 +140,15 @@ def _ring(spec: StyleSpec, size: float, segments: int, sides: int) -> Mesh:
     prong = cylinder(PRONG_RADIUS_MM, PRONG_HEIGHT_MM, max(8, sides))
     angles = np.linspace(0, 2 * np.pi, spec.prongs, endpoint=False)
     # Each prong stands radially out of the band (local z -> +x), around the stone's seat.
-    rotations = np.repeat(rotation_from_axes(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))[None], spec.prongs, 0)
+    rotations = np.repeat(
+        rotation_from_axes(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))[None], spec.prongs, 0
+    )
     seat = HEAD_RADIUS_MM
     offsets = np.column_stack([np.full(spec.prongs, top), seat * np.cos(angles), seat * np.sin(angles)])
     head = torus(HEAD_RADIUS_MM, HEAD_WIRE_MM, HEAD_WIRE_MM, max(16, segments // 2), sides)
-    head = head.transformed(rotation_from_axes(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])), np.array([top + 2.0, 0.0, 0.0]))
+    head = head.transformed(
+        rotation_from_axes(np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])), np.array([top + 2.0, 0.0, 0.0])
+    )
     return merge(band, prong.replicated(rotations, offsets), head)
 
 
@@ -190,7 +194,9 @@ def _earrings(spec: StyleSpec, size: float, segments: int, sides: int) -> Mesh:
     else:
         t = np.linspace(0, 2 * np.pi, segments, endpoint=False)
         disc = prism(np.column_stack([size / 2 * np.cos(t), size / 2 * np.sin(t)]), spec.thickness)
-        post = cylinder(STUD_POST_RADIUS_MM, STUD_POST_LENGTH_MM, max(8, sides)).transformed(np.eye(3), np.array([0.0, 0.0, spec.thickness / 2]))
+        post = cylinder(STUD_POST_RADIUS_MM, STUD_POST_LENGTH_MM, max(8, sides)).transformed(
+            np.eye(3), np.array([0.0, 0.0, spec.thickness / 2])
+        )
         one = merge(disc, post)
     gap = size + 5.0
     return merge(

@@ -112,8 +112,12 @@ class Logistics(Stage[LogisticsConfig]):
         }
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"issued": self._issued, "by_carrier": self._by_carrier,
-                "insured_total": str(self._insured_total), "voided": self._voided}
+        return {
+            "issued": self._issued,
+            "by_carrier": self._by_carrier,
+            "insured_total": str(self._insured_total),
+            "voided": self._voided,
+        }
 
     def restore(self, saved: dict[str, Any]) -> None:
         self._issued = saved["issued"]
@@ -125,8 +129,11 @@ class Logistics(Stage[LogisticsConfig]):
         high_value = order.declared_value > self.config.high_value_threshold
         country = order.destination.country
         if country == self.config.origin_country:
-            return ("domestic", "SF Express", "valuables, signature on delivery", 3) if high_value else (
-                "domestic", "SF Express", "insured next-day", 1)
+            return (
+                ("domestic", "SF Express", "valuables, signature on delivery", 3)
+                if high_value
+                else ("domestic", "SF Express", "insured next-day", 1)
+            )
         if high_value:
             return ("international", "Malca-Amit", "secure valuables", 6)
         if country in NEAR_ASIA:

@@ -48,8 +48,12 @@ class MaterialConfig(StageConfig):
     duration_s: float = Field(default=1.0, ge=0)
     metal_stock_g: dict[Metal, float] = Field(
         default_factory=lambda: {
-            Metal.AU750: 60_000.0, Metal.AU585: 20_000.0, Metal.AU999: 20_000.0,
-            Metal.PT950: 40_000.0, Metal.PT900: 10_000.0, Metal.AG925: 30_000.0,
+            Metal.AU750: 60_000.0,
+            Metal.AU585: 20_000.0,
+            Metal.AU999: 20_000.0,
+            Metal.PT950: 40_000.0,
+            Metal.PT900: 10_000.0,
+            Metal.AG925: 30_000.0,
         }
     )
     gem_stock_ct: dict[str, float] = Field(default_factory=_default_gem_lots)
@@ -100,8 +104,9 @@ class MaterialVerification(Stage[MaterialConfig]):
 
     def claim(self, output: StageOutput) -> Claim:
         assert isinstance(output, MaterialOutput)
-        return Claim(takes={r.item: _stored_quantity(r) for r in output.reservations},
-                     holds=output.certificates_verified)
+        return Claim(
+            takes={r.item: _stored_quantity(r) for r in output.reservations}, holds=output.certificates_verified
+        )
 
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, MaterialOutput)  # the base calls undo once, for a reserved order

@@ -41,8 +41,11 @@ class PackagingConfig(StageConfig):
     duration_s: float = Field(default=0.8, ge=0)
     box_stock: dict[ProductType, int] = Field(
         default_factory=lambda: {
-            ProductType.RING: 4000, ProductType.BANGLE: 1500, ProductType.NECKLACE: 2500,
-            ProductType.PENDANT: 2500, ProductType.EARRINGS: 2000,
+            ProductType.RING: 4000,
+            ProductType.BANGLE: 1500,
+            ProductType.NECKLACE: 2500,
+            ProductType.PENDANT: 2500,
+            ProductType.EARRINGS: 2000,
         }
     )
     serial_prefix: str = Field(default="JF", pattern=r"^[A-Z]{1,4}$")
@@ -73,12 +76,16 @@ class Packaging(Stage[PackagingConfig]):
             path.write_text(_certificate_text(serial, order), encoding="utf-8")
         self._issued += 1
         self._last_serial = serial
-        return PackagingOutput(box=BOXES[product], certificate_serial=serial, certificate_path=str(path) if path else None)
+        return PackagingOutput(
+            box=BOXES[product], certificate_serial=serial, certificate_path=str(path) if path else None
+        )
 
     def claim(self, output: StageOutput) -> Claim:
         assert isinstance(output, PackagingOutput)
-        return Claim(takes={_box_lot(PRODUCT_OF_BOX[output.box]): 1},
-                     numbers=((SERIALS, int(output.certificate_serial.rsplit("-", 1)[1])),))
+        return Claim(
+            takes={_box_lot(PRODUCT_OF_BOX[output.box]): 1},
+            numbers=((SERIALS, int(output.certificate_serial.rsplit("-", 1)[1])),),
+        )
 
     def undo(self, order_id: str, output: StageOutput) -> str | None:
         assert isinstance(output, PackagingOutput)  # the base calls undo once, for a packed order
@@ -86,8 +93,9 @@ class Packaging(Stage[PackagingConfig]):
         if output.certificate_path:
             path = Path(output.certificate_path)
             if path.exists():
-                path.write_text("VOID: the order was not completed.\n" + path.read_text(encoding="utf-8"),
-                                encoding="utf-8")
+                path.write_text(
+                    "VOID: the order was not completed.\n" + path.read_text(encoding="utf-8"), encoding="utf-8"
+                )
         return f"voided certificate {output.certificate_serial}; returned a {output.box}"
 
     def state(self) -> dict[str, Any]:

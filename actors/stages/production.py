@@ -30,8 +30,11 @@ class ProductionConfig(StageConfig):
     setting_benches: int = Field(default=2, ge=1)
     casting_minutes: dict[ProductType, float] = Field(
         default_factory=lambda: {
-            ProductType.RING: 45.0, ProductType.BANGLE: 70.0, ProductType.NECKLACE: 90.0,
-            ProductType.PENDANT: 50.0, ProductType.EARRINGS: 60.0,
+            ProductType.RING: 45.0,
+            ProductType.BANGLE: 70.0,
+            ProductType.NECKLACE: 90.0,
+            ProductType.PENDANT: 50.0,
+            ProductType.EARRINGS: 60.0,
         }
     )
     carving_minutes: float = Field(default=120.0, gt=0, description="jade pieces: carving and polishing")
@@ -40,7 +43,7 @@ class ProductionConfig(StageConfig):
 
 
 class _Bench:
-    __slots__ = ("name", "free_at", "busy")
+    __slots__ = ("busy", "free_at", "name")
 
     def __init__(self, name: str) -> None:
         self.name, self.free_at, self.busy = name, 0.0, 0.0
@@ -122,8 +125,10 @@ class Production(Stage[ProductionConfig]):
     def checkpoint(self) -> dict[str, Any]:
         return {
             "benches": {name: [bench.free_at, bench.busy] for name, bench in self._benches.items()},
-            "metal_loss_g": self._metal_loss_g, "labour_minutes": self._labour_minutes,
-            "orders": self._orders, "cancelled": self._cancelled,
+            "metal_loss_g": self._metal_loss_g,
+            "labour_minutes": self._labour_minutes,
+            "orders": self._orders,
+            "cancelled": self._cancelled,
         }
 
     def restore(self, saved: dict[str, Any]) -> None:

@@ -63,7 +63,9 @@ class QualityInspection(Stage[QualityConfig]):
                 confirmed += 1
 
         tolerance = self.config.size_tolerance
-        deviation = rng.uniform(1.2, 2.0) * tolerance if defect_kind == "workmanship" else rng.uniform(-0.6, 0.6) * tolerance
+        deviation = (
+            rng.uniform(1.2, 2.0) * tolerance if defect_kind == "workmanship" else rng.uniform(-0.6, 0.6) * tolerance
+        )
         if abs(deviation) > tolerance:
             defects.append(f"size off by {deviation:+.2f} (tolerance ±{tolerance})")
 

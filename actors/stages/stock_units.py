@@ -25,8 +25,10 @@ def stored_quantity(lot: str, amount: str) -> int:
         raise ValueError(f"{lot}: {amount!r} is not a number of {unit}") from None
     stored = value * MILLI if unit in ("g", "ct") else value
     if stored != stored.to_integral_value() or stored <= 0:
-        raise ValueError(f"{lot}: {amount} {unit} must be positive and a whole number of "
-                         f"{'milli-' + unit if unit != 'pcs' else 'pieces'}")
+        raise ValueError(
+            f"{lot}: {amount} {unit} must be positive and a whole number of "
+            f"{'milli-' + unit if unit != 'pcs' else 'pieces'}"
+        )
     return int(stored)
 
 

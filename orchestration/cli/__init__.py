@@ -2,10 +2,11 @@
 
 Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost, the source
 stopped early, or unfinished because the ledger was unreachable: the same command finishes them);
-2 bad arguments, settings, input file or ledger (for trace: an order id it does not hold); 3 the actors could not start, or (for status,
-submit, stop) no running system was found; 4 the run finished but some orders are
-dead-lettered and wait for `replay` (for `replay`: the order is still dead-lettered); 130 the run
-was interrupted (Ctrl-C or SIGTERM) before it had read its source: the same command resumes it.
+2 bad arguments, settings, input file or ledger (for trace: an order id it does not hold); 3 the
+actors could not start, or (for status, submit, stop) no running system was found; 4 the run
+finished but some orders are dead-lettered and wait for `replay` (for `replay`: the order is still
+dead-lettered); 130 the run was interrupted (Ctrl-C or SIGTERM) before it had read its source:
+the same command resumes it.
 """
 
 from __future__ import annotations
@@ -36,8 +37,16 @@ from orchestration.cli.terminal import stderr_console
 from orchestration.settings import FanoutSettings, load_settings
 
 __all__ = [  # the exit codes are part of the command's contract (see above)
-    "EXIT_DEAD_LETTERS", "EXIT_INCOMPLETE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_START", "EXIT_USAGE", "_replicas",
-    "build_parser", "main", "overrides_from",
+    "EXIT_DEAD_LETTERS",
+    "EXIT_INCOMPLETE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_START",
+    "EXIT_USAGE",
+    "_replicas",
+    "build_parser",
+    "main",
+    "overrides_from",
 ]
 
 

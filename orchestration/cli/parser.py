@@ -23,16 +23,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-scale", type=float, metavar="S", help="multiplies stage durations; 0 = no waiting")
     run.add_argument("--replicas", type=_replicas, metavar="STAGE=K,...", help="e.g. production=4,design=2")
     run.add_argument("--max-in-flight", type=int, metavar="K", help="orders each Dispatcher shard admits at once")
-    run.add_argument("--dispatchers", type=int, metavar="N",
-                     help="Dispatcher shards (control.dispatchers); each order goes to one by a hash of its id")
+    run.add_argument(
+        "--dispatchers",
+        type=int,
+        metavar="N",
+        help="Dispatcher shards (control.dispatchers); each order goes to one by a hash of its id",
+    )
     run.add_argument("--out", type=Path, metavar="DIR", help="where outcomes, rejects and artifacts go")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     run.add_argument("--no-artifacts", action="store_true", help="skip STL meshes and certificate files")
-    run.add_argument("--serve", action="store_true",
-                     help="stay up after the source is read and take more orders (submit) until stopped")
+    run.add_argument(
+        "--serve",
+        action="store_true",
+        help="stay up after the source is read and take more orders (submit) until stopped",
+    )
     _ledger_options(run)
-    run.add_argument("--no-ledger", action="store_true",
-                     help="keep nothing durable: faster, but a crash loses in-flight work and nothing restarts")
+    run.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="keep nothing durable: faster, but a crash loses in-flight work and nothing restarts",
+    )
     _common(run)
 
     replay = commands.add_parser("replay", help="complete a dead-lettered order by re-running its dead stage(s)")
@@ -44,15 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     _ledger_options(replay)
     _common(replay)
 
-    trace = commands.add_parser("trace", help="one order's story from the ledger: its six stage calls on one time "
-                                "axis, retries, compensations, dead letter, replay and outcome")
+    trace = commands.add_parser(
+        "trace",
+        help="one order's story from the ledger: its six stage calls on one time "
+        "axis, retries, compensations, dead letter, replay and outcome",
+    )
     trace.add_argument("order_id", metavar="ORDER_ID")
     trace.add_argument("--out", type=Path, metavar="DIR", help="the run's output directory (holds its ledger)")
     trace.add_argument("--json", action="store_true", help="print the trace as one JSON object")
     _ledger_options(trace)
     _common(trace)
 
-    status = commands.add_parser("status", help="in-flight orders, replicas, queues and stage state of a running system")
+    status = commands.add_parser(
+        "status", help="in-flight orders, replicas, queues and stage state of a running system"
+    )
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     _common(status)
 
@@ -64,8 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(stop)
 
     restock = commands.add_parser("restock", help="add stock to the shared workshop (recorded), and show what it holds")
-    restock.add_argument("lots", nargs="*", metavar="LOT=AMOUNT",
-                         help="e.g. jade/A=5 metal/AU750=250.5 (grams) gem/diamond/G-J/VS=12 (carats) box/ring=100")
+    restock.add_argument(
+        "lots",
+        nargs="*",
+        metavar="LOT=AMOUNT",
+        help="e.g. jade/A=5 metal/AU750=250.5 (grams) gem/diamond/G-J/VS=12 (carats) box/ring=100",
+    )
     restock.add_argument("--reason", default="restocked by an operator", help="recorded with each change")
     restock.add_argument("--out", type=Path, metavar="DIR", help="the run's output directory (holds its ledger)")
     restock.add_argument("--json", action="store_true", help="print the workshop's stock as JSON")
@@ -78,14 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _ledger_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", metavar="PATH|URL", help="the durable ledger: an SQLite file (default: "
-                        "<out>/ledger.sqlite3) or a postgresql:// URL; run again on the same ledger to resume")
+    parser.add_argument(
+        "--ledger",
+        metavar="PATH|URL",
+        help="the durable ledger: an SQLite file (default: "
+        "<out>/ledger.sqlite3) or a postgresql:// URL; run again on the same ledger to resume",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=_assignment,
-                        help="any setting by its dotted path, e.g. quality.defect_rate=0.05 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_assignment,
+        help="any setting by its dotted path, e.g. quality.defect_rate=0.05 (repeatable)",
+    )
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="actor log level")
 
 

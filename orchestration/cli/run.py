@@ -43,8 +43,11 @@ def run_command(settings: FanoutSettings, as_json: bool, serve: bool, err: Conso
     _stop_admitting_on_interrupt(system, err)
     if serve:
         err.print("serving: submit more with `jewelry-fanout submit --input FILE`, end with `jewelry-fanout stop`")
-    resume = ("run the same command again to resume: the ledger has every outcome" if settings.ledger.enabled
-              else "without a ledger the same command starts over")
+    resume = (
+        "run the same command again to resume: the ledger has every outcome"
+        if settings.ledger.enabled
+        else "without a ledger the same command starts over"
+    )
     try:
         result = _run_with_progress(system, settings, err, serve)
     except KeyboardInterrupt:  # the second Ctrl-C: leave now
@@ -61,8 +64,10 @@ def run_command(settings: FanoutSettings, as_json: bool, serve: bool, err: Conso
         render_summary(stdout_console(), result.summary, result.files)
     if result.summary.not_started:  # a stop came while records were still unread
         done = result.summary.completed + result.summary.failed + result.summary.dead_lettered
-        err.print(f"[yellow]interrupted:[/yellow] {done} order(s) done, {result.summary.not_started} record(s) "
-                  f"not started; {resume}")
+        err.print(
+            f"[yellow]interrupted:[/yellow] {done} order(s) done, {result.summary.not_started} record(s) "
+            f"not started; {resume}"
+        )
         return EXIT_INTERRUPTED
     try:
         result.raise_if_incomplete()
@@ -70,8 +75,10 @@ def run_command(settings: FanoutSettings, as_json: bool, serve: bool, err: Conso
         err.print(f"[red]run incomplete:[/red] {error}")
         return EXIT_INCOMPLETE
     if result.summary.dead_lettered:
-        err.print(f"[magenta]{result.summary.dead_lettered} order(s) dead-lettered:[/magenta] see "
-                  f"dead-lettered outcomes in {settings.out_dir}, then `jewelry-fanout replay ORDER_ID`")
+        err.print(
+            f"[magenta]{result.summary.dead_lettered} order(s) dead-lettered:[/magenta] see "
+            f"dead-lettered outcomes in {settings.out_dir}, then `jewelry-fanout replay ORDER_ID`"
+        )
         return EXIT_DEAD_LETTERS
     return EXIT_OK
 
@@ -85,8 +92,10 @@ def _stop_admitting_on_interrupt(system: FanoutSystem, err: Console) -> None:
         interrupts.append(signum)
         if len(interrupts) > 1:
             raise KeyboardInterrupt
-        err.print(f"[yellow]{signal.Signals(signum).name}:[/yellow] admitting no more orders; those in flight "
-                  f"conclude (Ctrl-C again to leave at once)")
+        err.print(
+            f"[yellow]{signal.Signals(signum).name}:[/yellow] admitting no more orders; those in flight "
+            f"conclude (Ctrl-C again to leave at once)"
+        )
         system.drain()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -108,8 +117,13 @@ def start_system(settings: FanoutSettings, err: Console) -> FanoutSystem | int:
 
 
 def _run_with_progress(system: FanoutSystem, settings: FanoutSettings, err: Console, serve: bool) -> RunResult:
-    columns = (TextColumn("orders"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("orders"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("orders", total=None, detail="")
 

@@ -7,8 +7,13 @@ import shutil
 from pathlib import Path
 
 # Root has no sandbox, and the machine has no internet: nothing in the background may try to reach it.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_binary() -> str:
@@ -38,8 +43,11 @@ def actors_alive_on_the_dashboard(dashboard_url: str, token: str, names: list[st
             expect(page.get_by_text("Authentication Token Required")).to_be_hidden()
             page.get_by_label("Page Size").fill("100")  # ten rows a page by default; earlier jobs' actors too
             for name in names:
-                row = (page.locator("tr").filter(has=page.get_by_role("cell", name=name, exact=True))
-                       .filter(has_text="ALIVE"))
+                row = (
+                    page.locator("tr")
+                    .filter(has=page.get_by_role("cell", name=name, exact=True))
+                    .filter(has_text="ALIVE")
+                )
                 expect(row).to_have_count(1)
                 rows[name] = row.inner_text()
             screenshot.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ command line names them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,8 @@ def without_password(url: str) -> str:
 def auth_token() -> str:
     """The token `ray start` created for this machine's clusters (Ray 2.60 token auth)."""
     return (Path.home() / ".ray" / "auth_token").read_text().strip()
+
+
 TERMINAL_JOB_STATES = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -65,24 +68,42 @@ class LocalCluster:
         return env
 
     def _ray(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([str(Path(sys.executable).parent / "ray"), *args], env=env or self.env(),
-                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), *args],
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+        )
 
     def _node_ports(self) -> list[str]:
         """Ports of a node's own agents: two nodes on one machine must not both take the defaults."""
         metrics = free_port()
         self.metrics_ports.append(metrics)
-        return [f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={free_port()}",
-                f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-                f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+        return [
+            f"--metrics-export-port={metrics}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+        ]
 
     def start_head(self, num_cpus: int = 2, resources: dict[str, float] | None = None) -> None:
         self.started_at = time.time()
         proc = self._ray(
-            "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", *self._node_ports(),
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}",
-            f"--resources={json.dumps(resources or {})}", "--disable-usage-stats",
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.gcs_port}",
+            *self._node_ports(),
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--num-cpus={num_cpus}",
+            f"--temp-dir={self.temp_dir}",
+            f"--resources={json.dumps(resources or {})}",
+            "--disable-usage-stats",
             env=self.env(RUNTIME_ENV_RETRY_TIMES=RUNTIME_ENV_TRIES, **self.node_env),
         )
         if proc.returncode != 0:
@@ -95,9 +116,14 @@ class LocalCluster:
         self.nodes += 1
         node_dir = self.temp_dir / f"n{self.nodes}"
         proc = self._ray(
-            "start", f"--address={self.gcs_address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+            "start",
+            f"--address={self.gcs_address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
             f"--temp-dir={node_dir}",
-            f"--resources={json.dumps(resources)}", *self._node_ports(), "--disable-usage-stats",
+            f"--resources={json.dumps(resources)}",
+            *self._node_ports(),
+            "--disable-usage-stats",
             env=self.env(RUNTIME_ENV_RETRY_TIMES=RUNTIME_ENV_TRIES, **self.node_env),
         )
         if proc.returncode != 0:
@@ -121,8 +147,9 @@ class LocalCluster:
     def job_status(self, job_id: str) -> str:
         """The job's state from the dashboard's REST API (what `ray job status` asks): polling through the
         CLI started a Python process that imports Ray, about a second of CPU, every second."""
-        request = urllib.request.Request(f"{self.dashboard_url}/api/jobs/{job_id}",
-                                         headers={"Authorization": f"Bearer {auth_token()}"})
+        request = urllib.request.Request(
+            f"{self.dashboard_url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {auth_token()}"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read())["status"]
@@ -141,13 +168,25 @@ class LocalCluster:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """`python -m orchestration ...` as a client of this cluster."""
-        return subprocess.run([sys.executable, "-m", "orchestration", *args], env=self.env(RAY_ADDRESS=self.gcs_address),
-                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "orchestration", *args],
+            env=self.env(RAY_ADDRESS=self.gcs_address),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+        )
 
     def python(self, code: str) -> str:
         """Run a snippet as a driver on this cluster and return its stdout."""
-        proc = subprocess.run([sys.executable, "-c", code], env=self.env(RAY_ADDRESS=self.gcs_address),
-                              capture_output=True, text=True, timeout=120, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.env(RAY_ADDRESS=self.gcs_address),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
         return proc.stdout
@@ -158,10 +197,8 @@ class LocalCluster:
         markers = (str(self.temp_dir), f":{self.gcs_port}", f"={self.gcs_port}")
         for sig, pause in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 0.5)):
             for pid in self._pids(markers):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             time.sleep(pause)
 
     @staticmethod

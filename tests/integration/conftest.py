@@ -11,17 +11,19 @@ from typing import Any
 import pytest
 import ray
 
-from orchestration.settings import FanoutSettings, load_settings
 from actors.ledger import open_ledger
+from orchestration.settings import FanoutSettings, load_settings
 from orchestration.system import FanoutSystem
-
 
 # The session's Ray has no dashboard and sends no worker logs to the driver, yet its log monitor
 # globs the log directory every 0.1 s and its node reporter walks every process every 5 s: together
 # about 60 s of CPU in a suite run (measured from /proc), time the two cores owe the tests. Slowed
 # down, for this Ray only (its processes read these at start; later clusters get the defaults).
-QUIET_SESSION_RAY = {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0", "LOG_NAME_UPDATE_INTERVAL_S": "5",
-                     "REPORTER_UPDATE_INTERVAL_MS": "60000"}
+QUIET_SESSION_RAY = {
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    "LOG_NAME_UPDATE_INTERVAL_S": "5",
+    "REPORTER_UPDATE_INTERVAL_MS": "60000",
+}
 
 
 @pytest.fixture(scope="session")

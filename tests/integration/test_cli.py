@@ -15,14 +15,29 @@ def _run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("JEWELRY_")}
     return subprocess.run(
         [sys.executable, "-m", "orchestration", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=240,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
 
 
 def test_run_200_orders_as_json_on_the_embedded_ray(tmp_path):
     out = tmp_path / "out"
-    proc = _run_cli("run", "--orders", "200", "--time-scale", "0.002", "--json", "--out", str(out),
-                    "--set", "dashboard=false", cwd=tmp_path)
+    proc = _run_cli(
+        "run",
+        "--orders",
+        "200",
+        "--time-scale",
+        "0.002",
+        "--json",
+        "--out",
+        str(out),
+        "--set",
+        "dashboard=false",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)  # stdout holds exactly one JSON object
     assert (summary["orders_total"], summary["completed"], summary["failed"], summary["rejected"]) == (200, 200, 0, 0)
@@ -43,8 +58,10 @@ def test_run_200_orders_as_json_on_the_embedded_ray(tmp_path):
     trace = json.loads(proc.stdout)
     assert trace["status"] == "completed" and sorted(c["stage"] for c in trace["calls"]) == sorted(summary["stages"])
     at = datetime.fromisoformat
-    assert all(at(trace["admitted_at"]) <= at(c["started_at"]) <= at(c["finished_at"]) <= at(trace["concluded_at"])
-               for c in trace["calls"])
+    assert all(
+        at(trace["admitted_at"]) <= at(c["started_at"]) <= at(c["finished_at"]) <= at(trace["concluded_at"])
+        for c in trace["calls"]
+    )
     assert all(not call["node_id"].startswith("local-") for call in trace["calls"])  # real Ray nodes
     proc = _run_cli("trace", "J2025001", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0 and "stage calls on one time axis" in proc.stdout

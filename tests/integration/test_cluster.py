@@ -10,20 +10,19 @@ import re
 import shutil
 import tempfile
 import time
-from pathlib import Path
 import urllib.request
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
-from orchestration.output import read_outcomes
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import STAGES
+from orchestration.output import read_outcomes
 from tests.integration.browser import actors_alive_on_the_dashboard
 from tests.integration.cluster import REPO, LocalCluster, auth_token, without_password
 from tests.prometheus_server import PrometheusServer
 from tests.support import Pending, free_port, wait_until
-
 
 # What the Actors page looks like, in the README. A run writes its screenshot to its temp dir, and
 # over this figure only when asked (UPDATE_FIGURES=1): a test run never changes the checkout.
@@ -49,9 +48,14 @@ def cluster(postgres_server, prometheus_port):
     # Metrics are exported every 2 s, not Ray's default 10 s: the metrics tests wait for exports and
     # scrapes several times over. Gauges stay live (Ray keeps a gauge two export intervals, 4 s; ours
     # are set every second).
-    cluster = LocalCluster(temp_dir, node_env={"PGPASSFILE": str(pgpass),
-                                               "RAY_PROMETHEUS_HOST": f"http://127.0.0.1:{prometheus_port}",
-                                               "RAY_metrics_report_interval_ms": "2000"})
+    cluster = LocalCluster(
+        temp_dir,
+        node_env={
+            "PGPASSFILE": str(pgpass),
+            "RAY_PROMETHEUS_HOST": f"http://127.0.0.1:{prometheus_port}",
+            "RAY_metrics_report_interval_ms": "2000",
+        },
+    )
     try:
         cluster.start_head(num_cpus=2)
         cluster.add_node(num_cpus=1, resources={"design_node": 4})
@@ -81,11 +85,32 @@ def job_run(cluster, postgres_server, tmp_path_factory):
     ledger_url = postgres_server.new_database()
     ledger = without_password(ledger_url)
     started = time.monotonic()
-    job_id = cluster.submit("python", "-m", "orchestration", "run", "--orders", "300", "--time-scale", "0.01",
-                            "--out", str(out), "--ledger", ledger, "--json", *DESIGN_ON_SECOND_NODE)
+    job_id = cluster.submit(
+        "python",
+        "-m",
+        "orchestration",
+        "run",
+        "--orders",
+        "300",
+        "--time-scale",
+        "0.01",
+        "--out",
+        str(out),
+        "--ledger",
+        ledger,
+        "--json",
+        *DESIGN_ON_SECOND_NODE,
+    )
     status = cluster.wait_for_job(job_id)
-    return {"job_id": job_id, "status": status, "out": out, "seconds": time.monotonic() - started,
-            "logs": cluster.job_logs(job_id), "ledger_url": ledger_url, "password": postgres_server.password}
+    return {
+        "job_id": job_id,
+        "status": status,
+        "out": out,
+        "seconds": time.monotonic() - started,
+        "logs": cluster.job_logs(job_id),
+        "ledger_url": ledger_url,
+        "password": postgres_server.password,
+    }
 
 
 def test_a_submitted_job_succeeds_and_its_outcomes_are_read(job_run):
@@ -107,17 +132,23 @@ def test_the_job_kept_its_ledger_in_postgresql_and_no_actor_opened_an_sqlite_fil
         assert all(len(ledger.effects_of(stage)) == 300 for stage in STAGES)
     finally:
         ledger.close()
-    sqlite_files = [p for root in (job_run["out"], cluster.temp_dir, REPO)
-                    for p in root.rglob("*.sqlite3*") if p.stat().st_mtime >= cluster.started_at]
+    sqlite_files = [
+        p
+        for root in (job_run["out"], cluster.temp_dir, REPO)
+        for p in root.rglob("*.sqlite3*")
+        if p.stat().st_mtime >= cluster.started_at
+    ]
     assert sqlite_files == []
     assert job_run["password"] not in job_run["logs"]
 
 
 def test_replicas_really_ran_on_both_nodes(cluster, job_run):
-    nodes = json.loads(cluster.python(
-        "import json, ray; ray.init(); "
-        "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))"
-    ))
+    nodes = json.loads(
+        cluster.python(
+            "import json, ray; ray.init(); "
+            "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))"
+        )
+    )
     second = next(node for node, resources in nodes.items() if "design_node" in resources)
     outcomes = read_outcomes(job_run["out"] / "outcomes.jsonl")
     by_stage = defaultdict(set)
@@ -137,8 +168,15 @@ def test_a_bad_argument_ends_the_job_failed_with_the_reason_in_its_logs(cluster)
 def test_an_unreachable_dependency_ends_the_job_failed_with_the_reason(cluster):
     # A package the job needs, on a server nobody answers on. (A pip requirement that does not exist
     # fails the same way, after Ray has built a virtualenv for it: 20 s here for the same answer.)
-    job_id = cluster.submit("python", "-m", "orchestration", "run", "--orders", "5",
-                            runtime_env={"py_modules": ["https://127.0.0.1:1/jewelry-fanout-extras.zip"]})
+    job_id = cluster.submit(
+        "python",
+        "-m",
+        "orchestration",
+        "run",
+        "--orders",
+        "5",
+        runtime_env={"py_modules": ["https://127.0.0.1:1/jewelry-fanout-extras.zip"]},
+    )
     assert cluster.wait_for_job(job_id, timeout_s=120) == "FAILED"
     # The driver never starts, so Ray puts the reason in the job's status message, not its logs.
     status = cluster._ray("job", "status", "--address", cluster.dashboard_url, job_id).stdout
@@ -147,7 +185,7 @@ def test_an_unreachable_dependency_ends_the_job_failed_with_the_reason(cluster):
 
 def _scrape(ports: list[int]) -> dict[str, list[tuple[dict[str, str], float]]]:
     samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    pattern = re.compile(r'^(ray_jewelry_\w+)(?:\{(.*)\})? ([0-9.eE+-]+)$')
+    pattern = re.compile(r"^(ray_jewelry_\w+)(?:\{(.*)\})? ([0-9.eE+-]+)$")
     for port in ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             for line in response.read().decode().splitlines():
@@ -170,25 +208,47 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
     # times out too. (At 0.1 s an order, a retry that a busy machine sent late found the first call done
     # and its result recorded, and the order completed: 3 failures instead of 4, one CI run in three.)
     job_id = cluster.submit(
-        "python", "-m", "orchestration", "run", "--input", "examples/orders.jsonl", "--time-scale", "0.05",
-        "--out", str(tmp_path / "job2"), "--no-ledger", "--set", "production.duration_s=20",
-        "--set", "production.timeout_s=0.02",
-        "--set", 'production.retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}',
+        "python",
+        "-m",
+        "orchestration",
+        "run",
+        "--input",
+        "examples/orders.jsonl",
+        "--time-scale",
+        "0.05",
+        "--out",
+        str(tmp_path / "job2"),
+        "--no-ledger",
+        "--set",
+        "production.duration_s=20",
+        "--set",
+        "production.timeout_s=0.02",
+        "--set",
+        'production.retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}',
     )
     assert cluster.wait_for_job(job_id) == "SUCCEEDED", cluster.job_logs(job_id)[-3000:]
     # Counters and histograms outlive the job's actors. Gauges do not: Ray 2.60's metrics agent drops a
     # gauge series that has not been refreshed for two export intervals (about 20 s; its OpenTelemetry
     # recorder's gauge TTL), so a finished job's in-flight and queue-depth gauges are gone by the time a
     # slow machine scrapes. They are live values, checked while a system runs (the serve-mode test).
-    wanted = {"ray_jewelry_orders_total", "ray_jewelry_order_latency_ms_count",
-              "ray_jewelry_stage_call_latency_ms_bucket", "ray_jewelry_stage_results_total",
-              "ray_jewelry_stage_retries_total", "ray_jewelry_rejected_records_total",
-              "ray_jewelry_compensations_total"}
+    wanted = {
+        "ray_jewelry_orders_total",
+        "ray_jewelry_order_latency_ms_count",
+        "ray_jewelry_stage_call_latency_ms_bucket",
+        "ray_jewelry_stage_results_total",
+        "ray_jewelry_stage_retries_total",
+        "ray_jewelry_rejected_records_total",
+        "ray_jewelry_compensations_total",
+    }
 
     def exported():  # the metrics agent exports about every 10 s
         found = _scrape(cluster.metrics_ports)
         failed = _total(found, "ray_jewelry_orders_total", status="failed")
-        return found if wanted <= set(found) and failed >= 4 else Pending(f"{sorted(wanted - set(found))}, failed {failed}")
+        return (
+            found
+            if wanted <= set(found) and failed >= 4
+            else Pending(f"{sorted(wanted - set(found))}, failed {failed}")
+        )
 
     samples = wait_until(exported, timeout_s=90, interval_s=3, what="every counter and histogram on the endpoint")
     assert _total(samples, "ray_jewelry_orders_total", status="completed") >= 300
@@ -216,9 +276,23 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
     # with its first 40 orders, then with the 4 submitted ones (the Grafana query test reads that).
     earlier_workers = set(_latency_counts(prometheus))
     out = tmp_path / "serve"
-    job_id = cluster.submit("python", "-m", "orchestration", "run", "--serve", "--orders", "40", "--time-scale", "0.01",
-                            "--out", str(out), "--ledger", without_password(postgres_server.new_database()),
-                            "--set", f"namespace={namespace}")
+    job_id = cluster.submit(
+        "python",
+        "-m",
+        "orchestration",
+        "run",
+        "--serve",
+        "--orders",
+        "40",
+        "--time-scale",
+        "0.01",
+        "--out",
+        str(out),
+        "--ledger",
+        without_password(postgres_server.new_database()),
+        "--set",
+        f"namespace={namespace}",
+    )
 
     def status() -> dict:
         proc = cluster.cli("status", "--json", "--set", f"namespace={namespace}")
@@ -229,17 +303,36 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
     def status_shows(predicate):
         return lambda: (current := status()) and predicate(current) and current
 
-    first = wait_until(status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 40), timeout_s=120, interval_s=3,
-                       what="40 orders done")
+    first = wait_until(
+        status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 40),
+        timeout_s=120,
+        interval_s=3,
+        what="40 orders done",
+    )
     assert first["producer"]["serving"] and set(first["snapshots"]) == {
-        "material", "design", "production", "quality", "packaging", "logistics"}
+        "material",
+        "design",
+        "production",
+        "quality",
+        "packaging",
+        "logistics",
+    }
     assert first["snapshots"]["packaging"][0]["state"]["serials_issued"] == 40
 
-    listed = cluster._ray("list", "actors", "--format", "json", "--limit", "200",
-                          env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
+    listed = cluster._ray(
+        "list", "actors", "--format", "json", "--limit", "200", env=cluster.env(RAY_ADDRESS=cluster.gcs_address)
+    ).stdout
     names = {a["name"] for a in json.loads(listed) if a.get("ray_namespace") == namespace and a["state"] == "ALIVE"}
-    ours = ["producer", "dispatcher-0", "material-0", "design-0", "production-0", "quality-0", "packaging-0",
-            "logistics-0"]
+    ours = [
+        "producer",
+        "dispatcher-0",
+        "material-0",
+        "design-0",
+        "production-0",
+        "quality-0",
+        "packaging-0",
+        "logistics-0",
+    ]
     assert set(ours) <= names
     # The same, as an operator sees it: the dashboard in Chromium, logged in through its token dialog.
     screenshot = tmp_path / FIGURE.name
@@ -250,11 +343,23 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
     # Stage calls are named after their stage and how many orders they carry ("material[1]",
     # "material[4-7]"), never after an order: Ray keeps a metric series per task name for good. Task
     # events reach the GCS a moment after the call, so look again for a while.
-    named = {stage: re.compile(rf"^{stage}\[\d+(-\d+)?\]$") for stage in
-             ("material", "design", "production", "quality", "packaging", "logistics")}
+    named = {
+        stage: re.compile(rf"^{stage}\[\d+(-\d+)?\]$")
+        for stage in ("material", "design", "production", "quality", "packaging", "logistics")
+    }
+
     def finished_task_names():
-        listed = cluster._ray("list", "tasks", "--format", "json", "--limit", "10000", "--filter", "state=FINISHED",
-                              env=cluster.env(RAY_ADDRESS=cluster.gcs_address)).stdout
+        listed = cluster._ray(
+            "list",
+            "tasks",
+            "--format",
+            "json",
+            "--limit",
+            "10000",
+            "--filter",
+            "state=FINISHED",
+            env=cluster.env(RAY_ADDRESS=cluster.gcs_address),
+        ).stdout
         found = {t["name"] for t in json.loads(listed)} if listed.lstrip().startswith("[") else set()
         if all(any(p.match(n) for n in found) for p in named.values()):
             return found
@@ -276,16 +381,22 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
 
     def serving_latency_scraped(at_least: int):
         def check():
-            counts = {worker: count for worker, count in _latency_counts(prometheus).items()
-                      if worker not in earlier_workers}
+            counts = {
+                worker: count for worker, count in _latency_counts(prometheus).items() if worker not in earlier_workers
+            }
             return counts if any(count >= at_least for count in counts.values()) else Pending(f"serving: {counts}")
+
         return check
 
     wait_until(serving_latency_scraped(40), timeout_s=60, interval_s=2, what="Prometheus to scrape 40 orders' latency")
     submitted = cluster.cli("submit", "--input", "examples/orders.csv", "--set", f"namespace={namespace}")
     assert submitted.returncode == 0 and "4 accepted, 1 rejected" in submitted.stderr, submitted.stderr
-    wait_until(status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 44), timeout_s=120, interval_s=3,
-               what="44 orders done")
+    wait_until(
+        status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 44),
+        timeout_s=120,
+        interval_s=3,
+        what="44 orders done",
+    )
     wait_until(serving_latency_scraped(44), timeout_s=60, interval_s=2, what="Prometheus to scrape 44 orders' latency")
     assert cluster.cli("stop", "--set", f"namespace={namespace}").returncode == 0
     assert cluster.wait_for_job(job_id) == "SUCCEEDED"
@@ -324,7 +435,8 @@ def test_every_grafana_query_returns_series_on_a_real_prometheus(cluster, promet
     print("series per dashboard query:", json.dumps(found, indent=1))  # reported in the closing note
 
     # And Ray's dashboard finds the same Prometheus (its Metrics page shows charts instead of a notice).
-    request = urllib.request.Request(f"{cluster.dashboard_url}/api/prometheus_health",
-                                     headers={"Authorization": f"Bearer {auth_token()}"})
+    request = urllib.request.Request(
+        f"{cluster.dashboard_url}/api/prometheus_health", headers={"Authorization": f"Bearer {auth_token()}"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["result"] is True

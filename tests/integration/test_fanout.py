@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 import ray
 
-from actors.ledger import open_ledger
-from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.intake.sender import WINDOW_PER_ADMITTED
 from actors.intake.sources import SourceSpec
+from actors.ledger import open_ledger
+from actors.models import STAGES, OrderStatus, StageName, StageStatus
 from actors.stages.logistics import is_valid_tracking_number
 from orchestration.output import read_outcomes
 from orchestration.trace import trace_outcome
@@ -52,7 +52,10 @@ def test_200_orders_complete_with_each_stage_called_once_per_order(start_system)
     # Artifacts beside the outcomes: a mesh per distinct design, a certificate per order.
     out = result.files.directory
     assert len(list((out / "certificates").glob("*.txt"))) == 200
-    assert len(list((out / "designs").glob("*.stl"))) == system.status().snapshots[StageName.DESIGN][0].state["designs_cached"]
+    assert (
+        len(list((out / "designs").glob("*.stl")))
+        == system.status().snapshots[StageName.DESIGN][0].state["designs_cached"]
+    )
 
 
 def test_bad_records_are_rejected_with_line_and_field_and_the_good_ones_complete(start_system, tmp_path):
@@ -84,8 +87,12 @@ def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them
         assert outcome.reason.startswith("quality: QC rejected")
         siblings = [r for s, r in outcome.results.items() if s is not StageName.QUALITY]
         assert all(r.status is StageStatus.OK and r.output is not None for r in siblings)
-        assert set(outcome.compensations) == {StageName.MATERIAL, StageName.PRODUCTION, StageName.PACKAGING,
-                                              StageName.LOGISTICS}
+        assert set(outcome.compensations) == {
+            StageName.MATERIAL,
+            StageName.PRODUCTION,
+            StageName.PACKAGING,
+            StageName.LOGISTICS,
+        }
     snapshots = system.status().snapshots
     ledger = open_ledger(system.settings.ledger_spec())
     assert ledger.inventory() == ledger.stock_changes() and ledger.certificates_held() == {}  # all given back
@@ -100,8 +107,12 @@ def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them
 def test_a_stage_timeout_is_an_error_with_its_reason(start_system, ledger):
     # Production really takes 0.4 s per order here; its timeout is 0.1 s and it has no retries.
     # With a ledger the order is dead-lettered (held for replay); without one it fails and is compensated.
-    system = start_system(time_scale=0.2, production={"timeout_s": 0.1, "retry": {"attempts": 1}}, max_in_flight=5,
-                          ledger={"enabled": ledger})
+    system = start_system(
+        time_scale=0.2,
+        production={"timeout_s": 0.1, "retry": {"attempts": 1}},
+        max_in_flight=5,
+        ledger={"enabled": ledger},
+    )
     result = system.run(SourceSpec(count=5), keep_outcomes=True)
     assert (result.summary.dead_lettered, result.summary.failed) == ((5, 0) if ledger else (0, 5))
     for outcome in result.outcomes:
@@ -182,14 +193,19 @@ def test_one_two_or_four_material_replicas_complete_the_same_orders(start_system
     same 36 orders give the same completed set with material x1, x2 and x4. Grade A jade is stocked to
     the piece and every piece sells; grade B is not stocked and every B order fails out of stock; QC
     rejects the same orders each time (its verdict is a function of the order id)."""
-    orders = [order_dict(1, order_id=f"J2028{i:03d}", jade_grade=grade)
-              for i, grade in enumerate(["A"] * 12 + ["B"] * 12 + ["C"] * 12)]
+    orders = [
+        order_dict(1, order_id=f"J2028{i:03d}", jade_grade=grade)
+        for i, grade in enumerate(["A"] * 12 + ["B"] * 12 + ["C"] * 12)
+    ]
     path = tmp_path / "jade.jsonl"
     path.write_text("".join(json.dumps(o) + "\n" for o in orders), encoding="utf-8")
     completed, replicas_used = {}, {}
     for replicas in (1, 2, 4):
-        system = start_system(material={"replicas": replicas, "jade_pieces": {"A": 12, "B": 0, "C": 12}},
-                              quality={"defect_rate": 0.2}, out_dir=str(tmp_path / f"material-x{replicas}"))
+        system = start_system(
+            material={"replicas": replicas, "jade_pieces": {"A": 12, "B": 0, "C": 12}},
+            quality={"defect_rate": 0.2},
+            out_dir=str(tmp_path / f"material-x{replicas}"),
+        )
         result = system.run(SourceSpec(path=path), keep_outcomes=True)
         assert result.summary.orders_total == 36 and result.summary.lost == result.summary.from_ledger == 0
         completed[replicas] = {o.order_id for o in result.outcomes if o.status is OrderStatus.COMPLETED}
@@ -208,8 +224,18 @@ def test_one_two_or_four_material_replicas_complete_the_same_orders(start_system
 def test_serials_and_tracking_numbers_are_unique_across_a_run_and_the_actors_are_named(start_system):
     system = start_system(packaging={"replicas": 2}, logistics={"replicas": 2}, design={"replicas": 2})
     namespace = system.settings.namespace
-    for name in ("dispatcher-0", "material-0", "design-0", "design-1", "production-0", "quality-0",
-                 "packaging-0", "packaging-1", "logistics-0", "logistics-1"):
+    for name in (
+        "dispatcher-0",
+        "material-0",
+        "design-0",
+        "design-1",
+        "production-0",
+        "quality-0",
+        "packaging-0",
+        "packaging-1",
+        "logistics-0",
+        "logistics-1",
+    ):
         assert ray.get_actor(name, namespace=namespace) is not None
     result = system.run(SourceSpec(count=400), keep_outcomes=True)
     serials = [o.results[StageName.PACKAGING].output.certificate_serial for o in result.outcomes]
@@ -254,8 +280,11 @@ def test_a_replica_killed_for_good_is_routed_around_and_no_order_is_lost(start_s
         assert not loads["logistics-1"].alive and loads["logistics-0"].alive
         return
     assert loads["logistics-1"].alive  # replaced
-    by_victim = sorted((r.started_at, r.output.tracking_number) for o in result.outcomes
-                       if (r := o.results[StageName.LOGISTICS]).replica == "logistics-1")
+    by_victim = sorted(
+        (r.started_at, r.output.tracking_number)
+        for o in result.outcomes
+        if (r := o.results[StageName.LOGISTICS]).replica == "logistics-1"
+    )
     before = [number for started, number in by_victim if started < killed_at[0]]
     after = [number for started, number in by_victim if started > killed_at[0] + timedelta(seconds=0.5)]
     assert before and after and min(after) > max(before)  # numbering went on from the checkpoint
@@ -267,7 +296,9 @@ def test_pending_calls_stay_bounded_when_a_stage_saturates(start_system):
     # all, and never more than `max_outstanding` batch calls waiting at the replica.
     system = start_system(time_scale=0.01, max_in_flight=40, batching={"max_batch": 8, "max_outstanding": 2})
     samples = []
-    result = system.run(SourceSpec(count=300), on_progress=lambda *_: samples.append(system.status(snapshots=False).dispatchers[0]))
+    result = system.run(
+        SourceSpec(count=300), on_progress=lambda *_: samples.append(system.status(snapshots=False).dispatchers[0])
+    )
     assert result.summary.completed == 300 and len(samples) > 10
     for stats in samples:
         assert stats.in_flight <= 40 and stats.in_flight + stats.waiting <= WINDOW_PER_ADMITTED * 40

@@ -11,8 +11,11 @@ from orchestration.output import read_outcomes
 from tests.malformed import order_file_lines
 
 
-@settings(max_examples=1, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=1,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(lines=order_file_lines(count=1200))
 def test_a_run_over_malformed_records_reports_every_one_and_completes_the_rest(start_system, store, tmp_path, lines):
     path = tmp_path / "hostile.jsonl"

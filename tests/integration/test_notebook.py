@@ -8,7 +8,6 @@ import nbformat
 import ray
 from nbclient import NotebookClient
 
-
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "explore.ipynb"
 
 
@@ -24,7 +23,15 @@ def test_every_cell_runs_headless(ray_session, tmp_path, monkeypatch):
     monkeypatch.setenv("JEWELRY_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("JEWELRY_DASHBOARD", "false")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     figures = {p.name for p in (tmp_path / "out" / "figures").glob("*.png")}
-    assert figures == {"timeline.png", "order_trace.png", "throughput.png", "stage_latency.png", "replica_load.png",
-                       "design_ring.png"}
+    assert figures == {
+        "timeline.png",
+        "order_trace.png",
+        "throughput.png",
+        "stage_latency.png",
+        "replica_load.png",
+        "design_ring.png",
+    }

@@ -28,9 +28,9 @@ import ray._private.state  # the GCS actor table, for the Killer
 from loguru import logger
 
 from actors.errors import RunIncomplete
+from actors.intake.sources import SourceSpec
 from actors.ledger import LedgerSpec, SqlLedger, open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
-from actors.intake.sources import SourceSpec
 from orchestration import cli
 from orchestration.output import read_outcomes
 from tests.postgres_server import PostgresServer
@@ -82,19 +82,32 @@ def audit(system, ledger: SqlLedger, expected_orders: int) -> dict[str, int]:
     assert sum(s["orders_reserved"] for s in state[StageName.MATERIAL]) == len(completed)
     assert sum(s["orders_scheduled"] for s in state[StageName.PRODUCTION]) == len(completed)
     assert sum(s["serials_issued"] - s["serials_voided"] for s in state[StageName.PACKAGING]) == len(completed)
-    assert sum(s["tracking_numbers_issued"] - s["waybills_voided"] for s in state[StageName.LOGISTICS]) == len(completed)
+    assert sum(s["tracking_numbers_issued"] - s["waybills_voided"] for s in state[StageName.LOGISTICS]) == len(
+        completed
+    )
 
     # Numbers are never issued twice, voided or not.
-    serials = [e.result.output.certificate_serial for e in ledger.effects_of(StageName.PACKAGING)
-               if e.result and e.result.status is StageStatus.OK]
-    tracking = [e.result.output.tracking_number for e in ledger.effects_of(StageName.LOGISTICS)
-                if e.result and e.result.status is StageStatus.OK]
+    serials = [
+        e.result.output.certificate_serial
+        for e in ledger.effects_of(StageName.PACKAGING)
+        if e.result and e.result.status is StageStatus.OK
+    ]
+    tracking = [
+        e.result.output.tracking_number
+        for e in ledger.effects_of(StageName.LOGISTICS)
+        if e.result and e.result.status is StageStatus.OK
+    ]
     assert len(serials) == len(set(serials)) and len(tracking) == len(set(tracking))
     voided = ledger.voided_numbers("certificate_serial")
-    assert voided.isdisjoint(int(o.results[StageName.PACKAGING].output.certificate_serial.rsplit("-", 1)[1])
-                             for o in completed)
-    return {"orders": len(ids), "completed": len(completed), "failed": statuses[OrderStatus.FAILED],
-            "duplicated": len(ids) - len(set(ids))}
+    assert voided.isdisjoint(
+        int(o.results[StageName.PACKAGING].output.certificate_serial.rsplit("-", 1)[1]) for o in completed
+    )
+    return {
+        "orders": len(ids),
+        "completed": len(completed),
+        "failed": statuses[OrderStatus.FAILED],
+        "duplicated": len(ids) - len(set(ids)),
+    }
 
 
 class Killer(threading.Thread):
@@ -111,8 +124,9 @@ class Killer(threading.Thread):
     a replica doing work, and the kills come as fast as the machine can take them back.
     """
 
-    def __init__(self, namespace: str, replicas: dict[StageName, int], every_s: float, max_down: int = 2,
-                 seed: int = 7) -> None:
+    def __init__(
+        self, namespace: str, replicas: dict[StageName, int], every_s: float, max_down: int = 2, seed: int = 7
+    ) -> None:
         super().__init__(daemon=True)
         self.max_down = max_down
         self.names = [f"{stage}-{i}" for stage, n in replicas.items() for i in range(n)]
@@ -158,17 +172,25 @@ class DatabaseDisruptor(threading.Thread):
                 self.server.restart("immediate")
                 self.restarts += 1
                 continue
-            found = self.server.psql(f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                     f"WHERE datname = '{self.database}' AND pid <> pg_backend_pid()")
+            found = self.server.psql(
+                f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                f"WHERE datname = '{self.database}' AND pid <> pg_backend_pid()"
+            )
             self.terminated += int(found.strip() or 0)
 
 
 def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(ledger_of, start_system, store, request):
     """On each store; on PostgreSQL the database is disrupted too: its connections are terminated
     every few seconds and the server crashes and restarts once, while replicas are being killed."""
-    replicas = {stage: 1 for stage in STAGES} | {StageName.MATERIAL: 2, StageName.PRODUCTION: 2, StageName.PACKAGING: 2}
-    system = start_system(time_scale=0.0, material={"replicas": 2, **STOCK}, production={"replicas": 2},
-                          packaging={"replicas": 2}, quality={"defect_rate": 0.05}, ledger=store)
+    replicas = dict.fromkeys(STAGES, 1) | {StageName.MATERIAL: 2, StageName.PRODUCTION: 2, StageName.PACKAGING: 2}
+    system = start_system(
+        time_scale=0.0,
+        material={"replicas": 2, **STOCK},
+        production={"replicas": 2},
+        packaging={"replicas": 2},
+        quality={"defect_rate": 0.05},
+        ledger=store,
+    )
     killer = Killer(system.settings.namespace, replicas, every_s=0.3)
     disruptor = None
     if store:
@@ -194,20 +216,31 @@ def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(led
     assert len({name.rsplit("-", 1)[0] for name in killer.kills}) >= 4, killer.kills  # across the stages
     assert counts["failed"] > 0  # QC rejects were compensated under fire too
     replays = sum(1 for o in result.outcomes for r in o.results.values() if r.replayed)
-    logger.info("kill test ({}): {} orders, {} kills {}, {} ticks waiting for restarts, lost 0, duplicated {}, {} "
-                "answers from the ledger, {:.1f} s{}", "postgresql" if store else "sqlite", counts["orders"], kills,
-                dict(killer.kills), killer.skipped, counts["duplicated"], replays, elapsed,
-                f", {disruptor.terminated} connections terminated, 1 server restart" if disruptor else "")
+    logger.info(
+        "kill test ({}): {} orders, {} kills {}, {} ticks waiting for restarts, lost 0, duplicated {}, {} "
+        "answers from the ledger, {:.1f} s{}",
+        "postgresql" if store else "sqlite",
+        counts["orders"],
+        kills,
+        dict(killer.kills),
+        killer.skipped,
+        counts["duplicated"],
+        replays,
+        elapsed,
+        f", {disruptor.terminated} connections terminated, 1 server restart" if disruptor else "",
+    )
 
 
-def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_orders_loses_nothing(ledger_of,
-        start_system, postgres_server, postgres_url):
+def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_orders_loses_nothing(
+    ledger_of, start_system, postgres_server, postgres_url
+):
     """Each restart is a crash (`pg_ctl stop -m immediate`: no checkpoint, recovery on start) while
     every actor has transactions in flight: they are retried within the budget, the ones whose commit
     answer was lost find their effect recorded, and the run never notices beyond a pause."""
     orders = 2000
-    system = start_system(time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05},
-                          ledger={"location": postgres_url})
+    system = start_system(
+        time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger={"location": postgres_url}
+    )
     restarts: list[int] = []
 
     def crash_every_500(progress, tally) -> None:
@@ -222,20 +255,27 @@ def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_order
     assert (result.summary.lost, result.summary.unfinished) == (0, 0) and len(result.outcomes) == orders
     counts = audit(system, ledger_of(system), orders)
     assert counts["failed"] > 0  # QC rejects were compensated across the crashes too
-    logger.info("postgresql restarts: {} orders, server crashed at {}, lost 0, duplicated {}, {:.1f} s",
-                orders, restarts, counts["duplicated"], elapsed)
+    logger.info(
+        "postgresql restarts: {} orders, server crashed at {}, lost 0, duplicated {}, {:.1f} s",
+        orders,
+        restarts,
+        counts["duplicated"],
+        elapsed,
+    )
 
 
 def test_killing_a_dispatcher_shard_and_the_producer_mid_run_still_accounts_for_every_order_once(
-        ledger_of, start_system, store):
+    ledger_of, start_system, store
+):
     """The control plane's actors, killed during one run: a Dispatcher shard twice (its restart
     resumes its orders in flight from the ledger) and the Producer once (its restart re-reads the
     source; what it had already handed over is counted once). On SQLite the run has two shards and
     `dispatcher-0` is the one killed while `dispatcher-1` keeps going; on PostgreSQL it has one,
     so that both counts are covered without a third run."""
     shards = 2 if not store else 1
-    system = start_system(time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger=store,
-                          control={"dispatchers": shards})
+    system = start_system(
+        time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger=store, control={"dispatchers": shards}
+    )
     namespace = system.settings.namespace
     plan = [(300, "dispatcher-0"), (600, "producer"), (900, "dispatcher-0")]
     kills = []
@@ -258,20 +298,28 @@ def test_killing_a_dispatcher_shard_and_the_producer_mid_run_still_accounts_for_
     ids = [o.order_id for o in result.outcomes]
     assert result.summary.lost == 0 and len(ids) == len(set(ids)) == 1200  # the re-reads were counted once
     audit(system, ledger_of(system), 1200)
-    done = [shard.orders_done + before for shard, before in
-            zip(system.status(snapshots=False).dispatchers, done_before_kills, strict=True)]
+    done = [
+        shard.orders_done + before
+        for shard, before in zip(system.status(snapshots=False).dispatchers, done_before_kills, strict=True)
+    ]
     assert all(count > 0 for count in done), done  # every shard did its share
 
 
-def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(ledger_of,
-        start_system, postgres_server, postgres_url):
+def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(
+    ledger_of, start_system, postgres_server, postgres_url
+):
     """PostgreSQL crashes mid-run and stays down for longer than the store's retry budget (3 s here, 60 s by
     default). The run ends rather than hangs, says why, and loses nothing: each order has a committed
     outcome or is reported unfinished or was never read. Once the server is back, the same run
     finishes them all, each stage's work done once."""
     orders = 400
-    system = start_system(time_scale=0.002, material=STOCK, quality={"defect_rate": 0.05}, max_in_flight=20,
-                          ledger={"location": postgres_url, "retry_s": 3.0})
+    system = start_system(
+        time_scale=0.002,
+        material=STOCK,
+        quality={"defect_rate": 0.05},
+        max_in_flight=20,
+        ledger={"location": postgres_url, "retry_s": 3.0},
+    )
     crashed = threading.Event()
 
     def crash_after_100(progress, tally) -> None:
@@ -287,8 +335,10 @@ def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and
     assert crashed.is_set()
     summary = first.summary
     assert summary.lost == 0 and summary.unfinished == len(first.lost) > 0, summary
-    assert all(order.resumable and order.reason.startswith("LedgerUnavailable: ledger postgresql://postgres:***@")
-               for order in first.lost), first.lost[:3]
+    assert all(
+        order.resumable and order.reason.startswith("LedgerUnavailable: ledger postgresql://postgres:***@")
+        for order in first.lost
+    ), first.lost[:3]
     assert "the ledger is unreachable" in first.source_error and "run the same command again" in first.source_error
     with pytest.raises(RunIncomplete, match="not recorded in the ledger, so not lost"):
         first.raise_if_incomplete()
@@ -304,10 +354,29 @@ def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and
 
 def _driver(out: Path, namespace: str, orders: int, ledger: str) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    command = [sys.executable, "-m", "orchestration", "run", "--orders", str(orders), "--time-scale", "0.002",
-               "--out", str(out), "--ledger", ledger, "--no-artifacts", "--log-level", "WARNING",
-               "--set", f"namespace={namespace}", "--set", "material.stock_multiplier=10",
-               "--set", "quality.defect_rate=0.05"]
+    command = [
+        sys.executable,
+        "-m",
+        "orchestration",
+        "run",
+        "--orders",
+        str(orders),
+        "--time-scale",
+        "0.002",
+        "--out",
+        str(out),
+        "--ledger",
+        ledger,
+        "--no-artifacts",
+        "--log-level",
+        "WARNING",
+        "--set",
+        f"namespace={namespace}",
+        "--set",
+        "material.stock_multiplier=10",
+        "--set",
+        "quality.defect_rate=0.05",
+    ]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -327,9 +396,16 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(ledger_of
 
     # The same job again, on the same ledger, with more replicas than wrote it (it ran one of each):
     # replicas are workers of one workshop, so a ledger resumes under any replica counts.
-    system = start_system(time_scale=0.002, out_dir=str(out), artifacts=False, material={"replicas": 2, **STOCK},
-                          packaging={"replicas": 2}, production={"replicas": 3}, quality={"defect_rate": 0.05},
-                          ledger=store)
+    system = start_system(
+        time_scale=0.002,
+        out_dir=str(out),
+        artifacts=False,
+        material={"replicas": 2, **STOCK},
+        packaging={"replicas": 2},
+        production={"replicas": 3},
+        quality={"defect_rate": 0.05},
+        ledger=store,
+    )
     result = system.run(SourceSpec(count=orders), out_dir=out, keep_outcomes=True)
     assert result.summary.from_ledger == len(finished_before)  # nothing reprocessed
     fresh = [o for o in result.outcomes if not o.from_ledger]
@@ -342,8 +418,12 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(ledger_of
     assert all(o.results[StageName.MATERIAL].replayed for o in resumed)
     audit(system, ledger_of(system), orders)  # nothing missing
     assert len(read_outcomes(out / "outcomes.jsonl")) == orders
-    logger.info("driver SIGKILL: {} done before, {} in flight resumed from recorded effects, {} new",
-                len(finished_before), len(resumed), len(fresh) - len(resumed))
+    logger.info(
+        "driver SIGKILL: {} done before, {} in flight resumed from recorded effects, {} new",
+        len(finished_before),
+        len(resumed),
+        len(fresh) - len(resumed),
+    )
 
 
 def test_ctrl_c_stops_admitting_lets_the_orders_in_flight_conclude_and_the_same_command_resumes(ray_session, tmp_path):
@@ -363,8 +443,11 @@ def test_ctrl_c_stops_admitting_lets_the_orders_in_flight_conclude_and_the_same_
     stderr = stderr.decode()
     assert driver.returncode == cli.EXIT_INTERRUPTED, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    told = re.search(r"interrupted: (\d+) order\(s\) done, (\d+) record\(s\) not started; run the same "
-                     r"command again to resume", stderr)
+    told = re.search(
+        r"interrupted: (\d+) order\(s\) done, (\d+) record\(s\) not started; run the same "
+        r"command again to resume",
+        stderr,
+    )
     assert told, stderr[-3000:]
     done, not_started = map(int, told.groups())
     assert done >= 200 and not_started > 0 and done + not_started == orders  # every admitted order concluded
@@ -382,8 +465,13 @@ def test_ctrl_c_stops_admitting_lets_the_orders_in_flight_conclude_and_the_same_
     assert summary["from_ledger"] == done and summary["not_started"] == 0
     assert summary["completed"] + summary["failed"] == orders and summary["lost"] == 0
     assert len(read_outcomes(out / "outcomes.jsonl")) == orders
-    logger.info("interrupt: {} orders done at the interrupt ({} not started), drained and exited in {:.1f} s; "
-                "resumed: {} new", done, not_started, drained_s, orders - done)
+    logger.info(
+        "interrupt: {} orders done at the interrupt ({} not started), drained and exited in {:.1f} s; resumed: {} new",
+        done,
+        not_started,
+        drained_s,
+        orders - done,
+    )
 
 
 def _open(location: str) -> SqlLedger:
@@ -393,6 +481,7 @@ def _open(location: str) -> SqlLedger:
 
 def _wait_for_outcomes(driver: subprocess.Popen, location: str, count: int, when: str) -> None:
     """Until the running driver's ledger holds `count` outcomes; the test fails if the driver ends first."""
+
     def enough() -> bool:
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         try:
@@ -432,9 +521,16 @@ def _ids(ledger: SqlLedger) -> list[str]:
 def test_replay_of_a_dead_lettered_stage_completes_its_order(ledger_of, start_system, store):
     # Logistics is down: every call errors (a timeout, no retries), so every order is dead-lettered.
     down = {"duration_s": 1.0, "timeout_s": 0.2, "retry": {"attempts": 1}}
-    system = start_system(time_scale=1.0, logistics=down, quality={"duration_s": 0}, material={"duration_s": 0},
-                          design={"duration_s": 0}, production={"duration_s": 0}, packaging={"duration_s": 0},
-                          ledger=store)
+    system = start_system(
+        time_scale=1.0,
+        logistics=down,
+        quality={"duration_s": 0},
+        material={"duration_s": 0},
+        design={"duration_s": 0},
+        production={"duration_s": 0},
+        packaging={"duration_s": 0},
+        ledger=store,
+    )
     result = system.run(SourceSpec(count=3), keep_outcomes=True)
     assert result.summary.dead_lettered == 3
     parked = result.outcomes[0]
@@ -446,8 +542,24 @@ def test_replay_of_a_dead_lettered_stage_completes_its_order(ledger_of, start_sy
     # The carrier is back: replay one order from the CLI, on the same ledger, in a fresh system.
     namespace = f"replay-{os.getpid()}"
     on_the_ledger = ["--ledger", store["location"]] if store else []
-    code = cli.main(["replay", parked.order_id, "--stage", "logistics", "--out", str(out), "--json", *on_the_ledger,
-                     "--set", f"namespace={namespace}", "--set", "time_scale=0", "--set", "log_level=WARNING"])
+    code = cli.main(
+        [
+            "replay",
+            parked.order_id,
+            "--stage",
+            "logistics",
+            "--out",
+            str(out),
+            "--json",
+            *on_the_ledger,
+            "--set",
+            f"namespace={namespace}",
+            "--set",
+            "time_scale=0",
+            "--set",
+            "log_level=WARNING",
+        ]
+    )
     assert code == cli.EXIT_OK
     ledger = ledger_of(system)  # read from the settings alone: the system is gone
     done = ledger.outcome(parked.order_id)

@@ -8,8 +8,9 @@ from pydantic import ValidationError
 
 from actors.dispatch.autoscaling import AutoscalingConfig, AutoscalingPolicy
 
-CONFIG = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_per_replica=5, upscale_delay_s=2,
-                           downscale_delay_s=10, look_back_s=3)
+CONFIG = AutoscalingConfig(
+    min_replicas=1, max_replicas=4, target_ongoing_per_replica=5, upscale_delay_s=2, downscale_delay_s=10, look_back_s=3
+)
 
 
 def _feed(policy, start, end, ongoing, current, step=0.5):

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from actors.dispatch.batching import BatchPolicy, ReplicaBatcher
+from actors.intake.samples import generate_orders
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import STAGES, OrderStatus, Priority, StageName, StageStatus
-from actors.intake.samples import generate_orders
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 from tests.fakes import FakeClock, FakeReplica, FakeTimers, LocalHandle
@@ -31,7 +31,7 @@ def test_a_batch_gives_each_order_the_result_it_gets_alone(stage):
     orders = list(generate_orders(60, seed=11))
     alone, batched = _replica(stage), _replica(stage)
     one_by_one = [alone.process(order) for order in orders]
-    in_batches = [r for i in range(0, 60, 16) for r in batched.process_batch(orders[i:i + 16])]
+    in_batches = [r for i in range(0, 60, 16) for r in batched.process_batch(orders[i : i + 16])]
     assert [_answer(r) for r in in_batches] == [_answer(r) for r in one_by_one]
     assert batched.snapshot().state == alone.snapshot().state
 
@@ -68,8 +68,11 @@ async def _busy_replica(
 ) -> tuple[FakeReplica, ReplicaBatcher, asyncio.Future]:
     """A batcher allowing one call at a time, and that call under way for the first order."""
     replica = FakeReplica()
-    batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=max_batch, max_outstanding=1),
-                             call_later=timers.call_later if timers else None)
+    batcher = ReplicaBatcher(
+        replica.send,
+        BatchPolicy(max_batch=max_batch, max_outstanding=1),
+        call_later=timers.call_later if timers else None,
+    )
     first = batcher.submit(make_order(0))
     await _turns()
     return replica, batcher, first
@@ -163,7 +166,7 @@ def test_dispatcher_results_are_the_same_with_and_without_batching():
 
     async def run(policy):
         handles = {s: {f"{s}-0": LocalHandle(_replica(s))} for s in STAGES}
-        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, batching=policy)
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0), batching=policy)
         outcomes = await asyncio.gather(*(dispatcher.process(o) for o in orders))
         return outcomes, {s: len(h[f"{s}-0"].batches) for s, h in handles.items()}
 

@@ -1,5 +1,7 @@
 """Compensation: each stage undoes exactly what it did for an order, once, and reuses nothing."""
 
+from pathlib import Path
+
 from actors.models import StageStatus
 from actors.stages import (
     Logistics,
@@ -65,7 +67,7 @@ def test_packaging_voids_the_serial_never_reuses_it_and_returns_the_box(tmp_path
     assert "voided certificate JF-00000001" in packing.compensate(ring.order_id)
     assert packing.snapshot().state["workshop_boxes_left"]["ring"] == boxes + 1
     assert packing.store.voided_numbers("certificate_serial") == {1}
-    assert open(first.certificate_path, encoding="utf-8").read().startswith("VOID")
+    assert Path(first.certificate_path).read_text(encoding="utf-8").startswith("VOID")
     second = packing.process(make_order(0, order_id="J2025090")).output
     assert second.certificate_serial != first.certificate_serial
     assert packing.snapshot().state["serials_voided"] == 1

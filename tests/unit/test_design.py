@@ -1,14 +1,15 @@
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from actors.stages.mesh import cylinder, prism, torus
 from actors.models import ProductType, StageStatus
 from actors.models.catalog import SIZE_CONVENTIONS
 from actors.models.styles import STYLES, nominal_volume_mm3
 from actors.stages import Design, DesignConfig, ReplicaContext
+from actors.stages.mesh import cylinder, prism, torus
 from tests.conftest import make_order
 
 
@@ -45,7 +46,7 @@ def test_designs_are_cached_by_type_style_and_size(tmp_path, ring):
 def test_the_mesh_is_kept_as_a_binary_stl(tmp_path, ring):
     design = Design(DesignConfig(), ReplicaContext("design-0", time_scale=0, artifacts_dir=tmp_path))
     output = design.process(ring).output
-    data = open(output.mesh_path, "rb").read()
+    data = Path(output.mesh_path).read_bytes()
     (count,) = struct.unpack("<I", data[80:84])
     assert count == output.triangles and len(data) == 84 + 50 * count
 

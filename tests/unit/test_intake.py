@@ -30,8 +30,19 @@ def test_the_ledger_answers_a_known_order_and_refuses_a_used_id_with_other_detai
 
     ledger = open_ledger(LedgerSpec(path=tmp_path / "ledger.sqlite3"), create=True)
     order, now = make_order(0), datetime.now(UTC)
-    declined = [StageResult(order_id=order.order_id, stage=stage, status=StageStatus.BUSINESS_FAILURE, reason="no",
-                            started_at=now, finished_at=now, replica=f"{stage}-0", node_id="n") for stage in STAGES]
+    declined = [
+        StageResult(
+            order_id=order.order_id,
+            stage=stage,
+            status=StageStatus.BUSINESS_FAILURE,
+            reason="no",
+            started_at=now,
+            finished_at=now,
+            replica=f"{stage}-0",
+            node_id="n",
+        )
+        for stage in STAGES
+    ]
     ledger.record_outcome(OrderOutcome.from_results(order, declined, now, now))
     known = Acceptance(ledger).accept(order, "orders.jsonl", 1)
     assert isinstance(known, Accepted) and known.recorded is not None and known.recorded.status is OrderStatus.FAILED
@@ -60,7 +71,7 @@ def test_the_outbox_holds_at_most_its_limit_of_outcomes_until_they_are_taken():
         third = asyncio.ensure_future(outbox.reserve())
         await asyncio.sleep(0)
         blocked = not third.done()
-        outbox.outcome("first")  # type: ignore[arg-type]
+        outbox.outcome("first")  # type: ignore[arg-type]  # any object stands for an outcome here
         outbox.take(10)
         await asyncio.sleep(0)
         return blocked, third.done()

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from actors.errors import ConfigurationError, LedgerUnavailable
+from actors.intake.samples import generate_orders
 from actors.ledger import CANCELLED_BEFORE_RUN, LedgerMismatch, LedgerSpec, SqliteLedger, open_ledger
 from actors.models import STAGES, DeadLetter, OrderOutcome, OrderStatus, StageName, StageStatus
-from actors.intake.samples import generate_orders
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 
@@ -128,8 +128,9 @@ def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(spec, ring, necklace
     assert packing.process(necklace).output.certificate_serial.endswith("00000003")
 
 
-def test_a_failure_part_way_through_a_batch_leaves_memory_as_the_ledger_has_it(spec, ring, necklace, jade_bangle,
-                                                                               monkeypatch):
+def test_a_failure_part_way_through_a_batch_leaves_memory_as_the_ledger_has_it(
+    spec, ring, necklace, jade_bangle, monkeypatch
+):
     """The store went down between two orders of a batch (here while deciding the second order's
     claim): the first had already booked a bench, in memory only. Before anything else reads or
     changes the replica, memory is back at the last commit."""
@@ -173,7 +174,9 @@ def test_a_batch_reads_its_recorded_effects_in_one_read(spec, ring, necklace, ja
     monkeypatch.setattr(packing.store, "effect", per_order)
     again = packing.process_batch([necklace, jade_bangle, ring])
     assert reads == [[necklace.order_id, jade_bangle.order_id, ring.order_id]]
-    assert [r.replayed for r in again] == [True, False, True] and again[0].model_copy(update={"replayed": False}) == first[1]
+    assert [r.replayed for r in again] == [True, False, True] and again[0].model_copy(
+        update={"replayed": False}
+    ) == first[1]
 
 
 def _racing(first, second, order):
@@ -243,8 +246,13 @@ def test_the_stock_is_read_once_per_batch_but_a_shortage_only_from_the_store_now
 
 def test_a_batch_looks_up_its_certificates_in_one_read_and_declines_only_from_a_fresh_one(spec, monkeypatch):
     def certified(order_id: str, number: str):
-        stone = {"kind": "diamond", "carat": 0.5, "colour": "G", "clarity": "VS1",
-                 "certificate": {"lab": "GIA", "number": number}}
+        stone = {
+            "kind": "diamond",
+            "carat": 0.5,
+            "colour": "G",
+            "clarity": "VS1",
+            "certificate": {"lab": "GIA", "number": number},
+        }
         return make_order(0, order_id=order_id, gemstones=[stone])
 
     material, other = (_replica(StageName.MATERIAL, spec, index=i, count=2) for i in range(2))
@@ -262,7 +270,8 @@ def test_a_batch_looks_up_its_certificates_in_one_read_and_declines_only_from_a_
 
 @pytest.mark.parametrize("slots", [1, 4])
 def test_on_postgresql_a_batch_is_one_statement_and_writes_what_the_general_transaction_writes(
-        postgres_server, monkeypatch, slots):
+    postgres_server, monkeypatch, slots
+):
     """The one-statement shortcut (`_record_at_once`, `_outcomes_at_once`) against the general
     transaction, on the same orders: the same effects, stock, certificates, checkpoints, outcomes and
     dead-letter resolutions. Scarce stock, so some orders decline; a certified stone sold twice."""
@@ -276,27 +285,53 @@ def test_on_postgresql_a_batch_is_one_statement_and_writes_what_the_general_tran
         spec = LedgerSpec(url=postgres_server.new_database(), stock_slots=slots)
         open_ledger(spec, create=True).close()
         taken: list[bool] = []
-        monkeypatch.setattr(PostgresLedger, "_record_at_once", lambda self, *a: shortcut and (
-            taken.append(done := at_once(self, *a)) or done))
-        monkeypatch.setattr(PostgresLedger, "_outcomes_at_once", lambda self, *a: shortcut and outcomes_at_once(self, *a))
-        stages = {s: _replica(s, spec, **({"stock_multiplier": 0.05} if s is StageName.MATERIAL else {})) for s in STAGES}
-        results = {s: [r for i in range(0, len(orders), 7) for r in stages[s].process_batch(orders[i:i + 7])]
-                   for s in STAGES}
+        monkeypatch.setattr(
+            PostgresLedger,
+            "_record_at_once",
+            lambda self, *a: shortcut and (taken.append(done := at_once(self, *a)) or done),
+        )
+        monkeypatch.setattr(
+            PostgresLedger, "_outcomes_at_once", lambda self, *a: shortcut and outcomes_at_once(self, *a)
+        )
+        stages = {
+            s: _replica(s, spec, **({"stock_multiplier": 0.05} if s is StageName.MATERIAL else {})) for s in STAGES
+        }
+        results = {
+            s: [r for i in range(0, len(orders), 7) for r in stages[s].process_batch(orders[i : i + 7])] for s in STAGES
+        }
         ledger = open_ledger(spec)
-        parked = [DeadLetter(order_id=orders[0].order_id, stage=StageName.LOGISTICS, error="down", attempts=3,
-                             order=orders[0], recorded_at=now)]
-        concluded = [OrderOutcome.from_results(o, [results[s][n] for s in STAGES], now, now) for n, o in enumerate(orders)]
+        parked = [
+            DeadLetter(
+                order_id=orders[0].order_id,
+                stage=StageName.LOGISTICS,
+                error="down",
+                attempts=3,
+                order=orders[0],
+                recorded_at=now,
+            )
+        ]
+        concluded = [
+            OrderOutcome.from_results(o, [results[s][n] for s in STAGES], now, now) for n, o in enumerate(orders)
+        ]
         ledger.record_outcomes([(concluded[0].model_copy(update={"status": OrderStatus.DEAD_LETTERED}), parked)])
         ledger.record_outcomes([(outcome, []) for outcome in concluded])
         if shortcut:
             assert taken and all(taken[:3])  # the ordinary batches went in one statement each
-        effects = {(s, e.order_id): (e.result.status, e.result.output, e.compensated) for s in STAGES
-                   for e in ledger.effects_of(s)}
-        return {"effects": effects, "inventory": ledger.inventory(), "held": ledger.certificates_held(),
-                "checkpoints": {s: {k: v for k, v in ledger.checkpoint_of(f"{s.value}-0").items() if k != "busy_s"}
-                                for s in STAGES},
-                "outcomes": ledger.outcome_counts(),
-                "letters": [(d.order_id, d.resolution) for d in ledger.dead_letters(open_only=False)]}
+        effects = {
+            (s, e.order_id): (e.result.status, e.result.output, e.compensated)
+            for s in STAGES
+            for e in ledger.effects_of(s)
+        }
+        return {
+            "effects": effects,
+            "inventory": ledger.inventory(),
+            "held": ledger.certificates_held(),
+            "checkpoints": {
+                s: {k: v for k, v in ledger.checkpoint_of(f"{s.value}-0").items() if k != "busy_s"} for s in STAGES
+            },
+            "outcomes": ledger.outcome_counts(),
+            "letters": [(d.order_id, d.resolution) for d in ledger.dead_letters(open_only=False)],
+        }
 
     general, shortcut = workshop(False), workshop(True)
     statuses = [status for status, _, _ in general["effects"].values()]
@@ -325,11 +360,14 @@ def test_ledger_locations():
 def test_outcomes_and_dead_letters(spec, ring):
     ledger = open_ledger(spec)
     now = datetime.now(UTC)
-    results = [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES]
+    results = [
+        STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES
+    ]
     outcome = OrderOutcome.from_results(ring, results, now, now)
     parked = outcome.model_copy(update={"status": OrderStatus.DEAD_LETTERED, "reason": "logistics: down"})
-    letter = DeadLetter(order_id=ring.order_id, stage=StageName.LOGISTICS, error="down", attempts=3, order=ring,
-                        recorded_at=now)
+    letter = DeadLetter(
+        order_id=ring.order_id, stage=StageName.LOGISTICS, error="down", attempts=3, order=ring, recorded_at=now
+    )
     ledger.record_outcome(parked, [letter])
     assert [d.stage for d in ledger.dead_letters(ring.order_id)] == [StageName.LOGISTICS]
     assert ledger.outcome(ring.order_id).status is OrderStatus.DEAD_LETTERED
@@ -354,7 +392,9 @@ def test_an_older_incarnation_still_running_cannot_overwrite_the_newer_ones_stat
 def test_a_terminal_outcome_is_final(spec, ring):
     ledger = open_ledger(spec)
     now = datetime.now(UTC)
-    results = [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES]
+    results = [
+        STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES
+    ]
     completed = OrderOutcome.from_results(ring, results, now, now)
     ledger.record_outcome(completed)
     ledger.record_outcome(completed.model_copy(update={"status": OrderStatus.DEAD_LETTERED, "reason": "late"}))
@@ -395,8 +435,12 @@ def test_outcomes_concluded_in_one_loop_turn_share_one_commit_and_each_waits_for
     outcomes = [
         OrderOutcome.from_results(
             order,
-            [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(order) for s in STAGES],
-            now, now,
+            [
+                STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(order)
+                for s in STAGES
+            ],
+            now,
+            now,
         )
         for order in orders
     ]
@@ -432,8 +476,10 @@ def test_a_failed_group_commit_fails_every_order_of_the_group(spec, ring):
     ledger.record_outcomes = broken
     now = datetime.now(UTC)
     outcome = OrderOutcome.from_results(
-        ring, [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES],
-        now, now,
+        ring,
+        [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES],
+        now,
+        now,
     )
     writer = OutcomeGroupCommit(ledger)
 

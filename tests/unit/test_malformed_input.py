@@ -8,8 +8,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
-from actors.models import JewelryOrder, RejectedRecord
 from actors.intake.sources import SourceSpec, read_records
+from actors.models import JewelryOrder, RejectedRecord
 from tests.malformed import order_file_lines
 
 

@@ -3,8 +3,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from actors.models import JewelryOrder, Metal, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
 from actors.intake.samples import original_orders
+from actors.models import JewelryOrder, Metal, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
 from tests.conftest import make_order, order_dict
 
 
@@ -16,7 +16,12 @@ def test_the_three_original_orders_are_expressible():
     ring, bangle, necklace = original_orders()
     assert (ring.product_type, ring.metal, ring.style) == ("ring", Metal.AU750, "classic six-prong")
     assert ring.gemstones[0].certificate.lab == "GIA" and ring.gemstones[0].carat == 0.5
-    assert (bangle.product_type, bangle.jade_grade, bangle.metal, bangle.style) == ("bangle", "A", None, "retro round bar")
+    assert (bangle.product_type, bangle.jade_grade, bangle.metal, bangle.style) == (
+        "bangle",
+        "A",
+        None,
+        "retro round bar",
+    )
     assert (necklace.metal, necklace.size, necklace.style) == (Metal.PT950, 450, "minimal collarbone chain")
 
 
@@ -36,11 +41,26 @@ def test_metal_aliases_resolve_to_the_hallmark(alias):
         ({"product_type": "tiara"}, "product_type"),
         ({"gemstones": [{"kind": "diamond", "carat": -0.2, "colour": "G", "clarity": "VS1"}]}, "gemstones.0.carat"),
         ({"gemstones": [{"kind": "diamond", "carat": 0.2, "colour": "G", "clarity": "VS9"}]}, "gemstones.0.clarity"),
-        ({"gemstones": [{"kind": "diamond", "carat": 0.2, "colour": "purple", "clarity": "VS1"}]}, "gemstones.0.colour"),
-        ({"gemstones": [{"kind": "diamond", "carat": 0.8, "colour": "G", "clarity": "VS1"}]}, "gemstones.0.certificate"),
         (
-            {"gemstones": [{"kind": "diamond", "carat": 0.8, "colour": "G", "clarity": "VS1",
-                            "certificate": {"lab": "GIA", "number": "12AB"}}]},
+            {"gemstones": [{"kind": "diamond", "carat": 0.2, "colour": "purple", "clarity": "VS1"}]},
+            "gemstones.0.colour",
+        ),
+        (
+            {"gemstones": [{"kind": "diamond", "carat": 0.8, "colour": "G", "clarity": "VS1"}]},
+            "gemstones.0.certificate",
+        ),
+        (
+            {
+                "gemstones": [
+                    {
+                        "kind": "diamond",
+                        "carat": 0.8,
+                        "colour": "G",
+                        "clarity": "VS1",
+                        "certificate": {"lab": "GIA", "number": "12AB"},
+                    }
+                ]
+            },
             "gemstones.0.certificate.number",
         ),
         ({"unexpected": 1}, "unexpected"),
@@ -58,8 +78,13 @@ def test_an_order_needs_a_metal_or_jade():
 
 
 def test_two_stones_cannot_share_a_certificate():
-    stone = {"kind": "diamond", "carat": 0.5, "colour": "G", "clarity": "VS1",
-             "certificate": {"lab": "GIA", "number": "2141438167"}}
+    stone = {
+        "kind": "diamond",
+        "carat": 0.5,
+        "colour": "G",
+        "clarity": "VS1",
+        "certificate": {"lab": "GIA", "number": "2141438167"},
+    }
     with pytest.raises(ValidationError) as caught:
         JewelryOrder.model_validate(order_dict(0, gemstones=[stone, stone]))
     assert "gemstones" in _fields(caught.value)
@@ -74,8 +99,16 @@ def _result(stage, status, reason=None):
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
-    return StageResult(order_id="J2025001", stage=stage, status=status, reason=reason,
-                       started_at=now, finished_at=now, replica=f"{stage}-0", node_id="n")
+    return StageResult(
+        order_id="J2025001",
+        stage=stage,
+        status=status,
+        reason=reason,
+        started_at=now,
+        finished_at=now,
+        replica=f"{stage}-0",
+        node_id="n",
+    )
 
 
 def test_fan_in_keeps_sibling_results_when_one_stage_fails(ring):
@@ -97,9 +130,15 @@ def test_an_outcome_without_all_six_results_is_refused(ring):
 
     now = datetime.now(UTC)
     with pytest.raises(ValidationError, match="no result from"):
-        OrderOutcome(order_id=ring.order_id, order=ring, status=OrderStatus.COMPLETED,
-                     results={StageName.MATERIAL: _result(StageName.MATERIAL, StageStatus.OK)},
-                     started_at=now, finished_at=now, latency_ms=0)
+        OrderOutcome(
+            order_id=ring.order_id,
+            order=ring,
+            status=OrderStatus.COMPLETED,
+            results={StageName.MATERIAL: _result(StageName.MATERIAL, StageStatus.OK)},
+            started_at=now,
+            finished_at=now,
+            latency_ms=0,
+        )
 
 
 def test_a_failed_stage_result_must_say_why():
@@ -119,7 +158,9 @@ def test_orders_and_outcomes_cross_the_wire_as_json_and_come_back_equal(order):
     from actors.models.wire import Prepickled
     from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 
-    results = [STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(order) for s in STAGES]
+    results = [
+        STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(order) for s in STAGES
+    ]
     now = datetime.now(UTC)
     outcome = OrderOutcome.from_results(order, results, now, now)
     for model in (order, results[1], outcome):

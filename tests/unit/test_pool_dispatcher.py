@@ -5,11 +5,11 @@ import asyncio
 import pytest
 
 from actors.dispatch.dispatcher import Dispatcher
+from actors.dispatch.pool import ReplicaPool
+from actors.dispatch.retry import RetryPolicy
 from actors.errors import ReplayRefused
 from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus, StageName, StageStatus
-from actors.dispatch.retry import RetryPolicy
-from actors.dispatch.pool import ReplicaPool
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 from tests.fakes import DispatcherHandle, LocalHandle, local_stage_handles
@@ -18,8 +18,12 @@ from tests.fakes import DispatcherHandle, LocalHandle, local_stage_handles
 def _handles(gates=None):
     gates = gates or {}
     return {
-        stage: {f"{stage}-0": LocalHandle(STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0)),
-                                          gates.get(stage))}
+        stage: {
+            f"{stage}-0": LocalHandle(
+                STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0)),
+                gates.get(stage),
+            )
+        }
         for stage in STAGES
     }
 
@@ -44,8 +48,8 @@ def test_ties_go_to_the_replica_that_has_done_least():
 def test_all_six_stages_are_called_concurrently_and_gathered():
     async def scenario():
         gate = asyncio.Event()
-        handles = _handles({stage: gate for stage in STAGES})
-        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES})
+        handles = _handles(dict.fromkeys(STAGES, gate))
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0))
         task = asyncio.create_task(dispatcher.process(make_order(0)))
         for _ in range(10):  # a few turns of the loop; the gate keeps every stage from answering
             await asyncio.sleep(0)
@@ -62,7 +66,7 @@ def test_all_six_stages_are_called_concurrently_and_gathered():
 def test_a_stage_timeout_fails_the_order_and_keeps_the_other_results():
     async def scenario():
         never = asyncio.Event()
-        dispatcher = Dispatcher(_handles({"production": never}), {s: 0.05 for s in STAGES})
+        dispatcher = Dispatcher(_handles({"production": never}), dict.fromkeys(STAGES, 0.05))
         return await dispatcher.process(make_order(0)), await dispatcher.stats()
 
     outcome, stats = asyncio.run(scenario())
@@ -76,7 +80,7 @@ def test_the_same_order_sent_again_while_in_flight_waits_for_the_one_outcome():
     async def scenario():
         gate = asyncio.Event()
         handles = _handles({"design": gate})
-        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES})
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0))
         first = asyncio.create_task(dispatcher.process(make_order(0)))
         await asyncio.sleep(0)
         second = asyncio.create_task(dispatcher.process(make_order(0)))  # e.g. re-sent by a restarted Producer
@@ -92,7 +96,7 @@ def test_the_same_order_sent_again_while_in_flight_waits_for_the_one_outcome():
 def test_admission_bounds_the_orders_in_flight():
     async def scenario():
         gate = asyncio.Event()
-        dispatcher = Dispatcher(_handles({"quality": gate}), {s: 5.0 for s in STAGES}, max_in_flight=3)
+        dispatcher = Dispatcher(_handles({"quality": gate}), dict.fromkeys(STAGES, 5.0), max_in_flight=3)
         orders = [make_order(0, order_id=f"J20288{i:02d}") for i in range(10)]
         tasks = [asyncio.create_task(dispatcher.process(order)) for order in orders[:5]]
         tasks.append(asyncio.create_task(dispatcher.process_batch(orders[5:])))
@@ -108,7 +112,6 @@ def test_admission_bounds_the_orders_in_flight():
     assert all(stats.in_flight <= 3 for stats in steps), [(s.in_flight, s.waiting) for s in steps]
     assert (steps[-1].in_flight, steps[-1].waiting) == (3, 7)
     assert after.orders_done == 10 and after.in_flight == 0
-
 
 
 def _jam(handle, failures):
@@ -136,7 +139,7 @@ def test_errors_are_retried_on_the_same_replica_and_the_result_counts_attempts()
     handles = _handles()
     production = handles["production"]["production-0"]
     _jam(production, failures=2)
-    dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, retry_policies=_fast_retries(3))
+    dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0), retry_policies=_fast_retries(3))
     outcome = asyncio.run(dispatcher.process(make_order(0)))
     assert outcome.status is OrderStatus.COMPLETED
     assert outcome.results["production"].attempts == 3 and production.calls == 3
@@ -147,7 +150,7 @@ def test_retries_stop_at_the_policy_and_business_failures_are_never_retried():
     production, quality = handles["production"]["production-0"], handles["quality"]["quality-0"]
     _jam(production, failures=5)
     quality.stage.config = quality.stage.config.model_copy(update={"defect_rate": 1.0})
-    dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, retry_policies=_fast_retries(2))
+    dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0), retry_policies=_fast_retries(2))
     outcome = asyncio.run(dispatcher.process(make_order(0)))
     assert outcome.results["production"].status is StageStatus.ERROR
     assert outcome.results["production"].attempts == 2 and production.calls == 2
@@ -171,7 +174,7 @@ def test_a_failed_order_is_compensated_by_the_stages_that_did_their_part():
     quality.stage.config = quality.stage.config.model_copy(update={"defect_rate": 1.0})
     material = handles["material"]["material-0"].stage
     before = material.store.inventory()
-    outcome = asyncio.run(Dispatcher(handles, {s: 5.0 for s in STAGES}).process(make_order(0)))
+    outcome = asyncio.run(Dispatcher(handles, dict.fromkeys(STAGES, 5.0)).process(make_order(0)))
     assert outcome.status is OrderStatus.FAILED
     assert set(outcome.compensations) == {"material", "production", "packaging", "logistics"}
     assert outcome.compensations["material"].startswith("released metal/AU750")
@@ -194,7 +197,7 @@ def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes
     async def scenario():
         closed = asyncio.Event()
         handles = local_stage_handles(spec, {"logistics": closed})
-        dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES}, retry_policies=once, ledger=spec)
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=once, ledger=spec)
         parked = await dispatcher.process(make_order(0))
         closed.set()  # the carrier's system is back
         replayed = await dispatcher.replay(parked.order_id)
@@ -206,7 +209,7 @@ def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes
     assert replayed.status is OrderStatus.COMPLETED
     # The other five ran once, never again. Logistics got the stuck first attempt and the replay: the
     # retry waited behind the stuck call (one call per replica at a time) and timed out unsent.
-    assert calls == {**{s: 1 for s in STAGES}, "logistics": 2}
+    assert calls == {**dict.fromkeys(STAGES, 1), "logistics": 2}
     ledger = open_ledger(spec)
     assert ledger.outcome(parked.order_id).status is OrderStatus.COMPLETED
     assert ledger.dead_letters(parked.order_id) == []
@@ -216,8 +219,8 @@ def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes
 def test_an_abandoned_dead_letter_is_compensated(spec):
     async def scenario():
         handles = local_stage_handles(spec, {"design": asyncio.Event()})
-        dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES},
-                                retry_policies={s: RetryPolicy(attempts=1) for s in STAGES}, ledger=spec)
+        once = dict.fromkeys(STAGES, RetryPolicy(attempts=1))
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=once, ledger=spec)
         parked = await dispatcher.process(make_order(0))
         with pytest.raises(ReplayRefused, match="no dead letter for material"):
             await dispatcher.replay(parked.order_id, StageName.MATERIAL)
@@ -231,8 +234,8 @@ def test_an_abandoned_dead_letter_is_compensated(spec):
 def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec):
     async def scenario():
         handles = local_stage_handles(spec)
-        first = await Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec).process(make_order(0))
-        again = await Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec).process(make_order(0))
+        first = await Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec).process(make_order(0))
+        again = await Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec).process(make_order(0))
         return first, again, {h[f"{s}-0"].calls for s, h in handles.items()}
 
     first, again, calls = asyncio.run(scenario())
@@ -241,16 +244,19 @@ def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec):
 
 def test_a_resent_batch_is_answered_from_the_ledger_and_by_joining_what_is_in_flight(spec):
     """One ledger query serves a whole batch; the order still running is joined, not run twice."""
+
     async def scenario():
         gate = asyncio.Event()
         handles = local_stage_handles(spec, {"design": gate})
-        dispatcher = Dispatcher(handles, {s: 5.0 for s in STAGES}, ledger=spec)
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec)
         gate.set()
         finished = await dispatcher.process(make_order(0))
         gate.clear()
         running = asyncio.create_task(dispatcher.process(make_order(1)))
         await asyncio.sleep(0.01)
-        batch = asyncio.create_task(dispatcher.process_batch([make_order(0), make_order(1), make_order(2), make_order(2)]))
+        batch = asyncio.create_task(
+            dispatcher.process_batch([make_order(0), make_order(1), make_order(2), make_order(2)])
+        )
         await asyncio.sleep(0.01)
         gate.set()
         return finished, await running, await batch, handles["design"]["design-0"].calls
@@ -275,14 +281,14 @@ def _drain(producer) -> tuple[list, list]:
 
 
 def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_rush_first():
-    from actors.models import Priority
     from actors.intake.producer import Producer
-    from actors.intake.sender import DISPATCH_CALLS, WINDOW_PER_ADMITTED
     from actors.intake.samples import generate_orders
+    from actors.intake.sender import DISPATCH_CALLS, WINDOW_PER_ADMITTED
     from actors.intake.sources import SourceSpec
+    from actors.models import Priority
 
     async def scenario():
-        handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}, max_in_flight=40))
+        handle = DispatcherHandle(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=40))
         producer = Producer(SourceSpec(count=300, seed=11), handle, max_in_flight=40)
         await producer.start()
         for _ in range(50):  # the Dispatcher answers nothing yet: the window fills
@@ -302,7 +308,7 @@ def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_
     # The first batch taken from the queue: its waiting rush orders first, then normal ones in order.
     sent = {order.order_id for batch in held for order in batch}
     waiting = [order for order in generate_orders(window, seed=11) if order.order_id not in sent]
-    first_rank = sorted(waiting, key=lambda order: order.priority is not Priority.RUSH)[:window // DISPATCH_CALLS]
+    first_rank = sorted(waiting, key=lambda order: order.priority is not Priority.RUSH)[: window // DISPATCH_CALLS]
     assert any(order.priority is Priority.RUSH for order in first_rank)
     assert [order.order_id for order in handle.batches[DISPATCH_CALLS]] == [order.order_id for order in first_rank]
     # Every order answered exactly once.
@@ -315,7 +321,7 @@ def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
     from actors.intake.sources import SourceSpec
 
     async def scenario():
-        handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}), failing=1)
+        handle = DispatcherHandle(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0)), failing=1)
         producer = Producer(SourceSpec(count=20, seed=3), handle, max_in_flight=8)
         await producer.start()
         handle.open.set()
@@ -334,7 +340,7 @@ def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concl
     from actors.intake.sources import SourceSpec
 
     async def scenario():
-        handle = DispatcherHandle(Dispatcher(_handles(), {s: 5.0 for s in STAGES}, max_in_flight=10))
+        handle = DispatcherHandle(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=10))
         producer = Producer(SourceSpec(count=100, seed=5), handle, max_in_flight=10)
         await producer.start()
         for _ in range(50):  # the Dispatcher answers nothing yet: the window fills and reading waits
@@ -354,8 +360,14 @@ def test_stage_calls_are_named_by_stage_and_batch_size_in_powers_of_two():
     from actors.dispatch.client import task_name
 
     assert [task_name(StageName.MATERIAL, n) for n in (1, 2, 3, 4, 7, 8, 127, 128)] == [
-        "material[1]", "material[2-3]", "material[2-3]", "material[4-7]", "material[4-7]", "material[8-15]",
-        "material[64-127]", "material[128-255]",
+        "material[1]",
+        "material[2-3]",
+        "material[2-3]",
+        "material[4-7]",
+        "material[4-7]",
+        "material[8-15]",
+        "material[64-127]",
+        "material[128-255]",
     ]
     # Ray keeps a metric series per task name for good: the names must stay few whatever the batch sizes
     assert len({task_name(StageName.MATERIAL, n) for n in range(1, 257)}) == 9
@@ -375,8 +387,16 @@ def test_a_late_death_of_the_replaced_actor_does_not_mark_its_replacement_dead()
     pool = ReplicaPool("logistics", {"logistics-0": handle("aa"), "logistics-1": handle("bb")})
     replica = pool.named("logistics-1")
     assert is_replica_dead(RayActorError(actor_id="bb"), replica)  # the actor it points to died
-    assert pool.apply(PoolMembers("logistics", 1, (PoolMember("logistics-0", 0, pool.named("logistics-0").handle),
-                                                   PoolMember("logistics-1", 1, handle("cc")))))
+    assert pool.apply(
+        PoolMembers(
+            "logistics",
+            1,
+            (
+                PoolMember("logistics-0", 0, pool.named("logistics-0").handle),
+                PoolMember("logistics-1", 1, handle("cc")),
+            ),
+        )
+    )
     assert not is_replica_dead(RayActorError(actor_id="bb"), replica)  # a call to the old one, failing late
     assert is_replica_dead(RayActorError(actor_id="cc"), replica)
     # by type, not by name: restarting is not dead, and an error merely named like a death is not one

@@ -8,7 +8,9 @@ from tests.conftest import make_order
 
 
 def test_orders_are_booked_on_the_earliest_free_benches(ring, necklace):
-    floor = Production(ProductionConfig(casting_benches=2, setting_benches=1), ReplicaContext("production-0", time_scale=0))
+    floor = Production(
+        ProductionConfig(casting_benches=2, setting_benches=1), ReplicaContext("production-0", time_scale=0)
+    )
     a = floor.process(ring).output
     b = floor.process(necklace).output
     c = floor.process(make_order(0, order_id="J2025070", gemstones=[])).output
@@ -19,7 +21,9 @@ def test_orders_are_booked_on_the_earliest_free_benches(ring, necklace):
     state = floor.snapshot().state
     assert state["orders_scheduled"] == 3
     assert all(0 < u <= 1 for u in state["bench_utilisation"].values())
-    assert state["metal_loss_g"] == pytest.approx(a.metal_loss_g + b.metal_loss_g + c.metal_loss_g, abs=2e-3)  # three roundings
+    assert state["metal_loss_g"] == pytest.approx(
+        a.metal_loss_g + b.metal_loss_g + c.metal_loss_g, abs=2e-3
+    )  # three roundings
 
 
 def test_jade_is_carved_with_no_casting_loss(jade_bangle):

@@ -27,8 +27,18 @@ def test_precedence_is_defaults_then_env_then_toml_then_cli(tmp_path, monkeypatc
 
 def test_command_line_flags_become_overrides():
     args = build_parser().parse_args(
-        ["run", "--orders", "5", "--time-scale", "0", "--replicas", "production=4,design=2",
-         "--set", "quality.defect_rate=0.25", "--no-artifacts"]
+        [
+            "run",
+            "--orders",
+            "5",
+            "--time-scale",
+            "0",
+            "--replicas",
+            "production=4,design=2",
+            "--set",
+            "quality.defect_rate=0.25",
+            "--no-artifacts",
+        ]
     )
     settings = load_settings(overrides_from(args))
     assert (settings.orders, settings.time_scale, settings.artifacts) == (5, 0, False)
@@ -37,12 +47,12 @@ def test_command_line_flags_become_overrides():
 
 
 def test_unknown_stage_in_replicas_is_refused_with_the_known_ones():
-    with pytest.raises(argparse.ArgumentTypeError, match="unknown stage 'polishing'; stages are design"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown stage 'polishing'; stages are design"):
         _replicas("polishing=2")
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(ValidationError, match="design.replicas"):
+    with pytest.raises(ValidationError, match=r"design\.replicas"):
         load_settings({"design": {"replicas": 0}})
 
 
@@ -55,7 +65,7 @@ def test_theoretical_limit_is_the_slowest_pool():
 
 
 def test_config_command_prints_the_effective_settings(capsys):
-    assert main(["config", "--set", "namespace=\"elsewhere\""]) == 0
+    assert main(["config", "--set", 'namespace="elsewhere"']) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["namespace"] == "elsewhere" and printed["production"]["duration_s"] == 2.0
 
@@ -96,7 +106,7 @@ def test_auto_and_client_addresses_are_left_to_ray_and_host_ports_are_probed(mon
     check_reachable("ray://head:10001")
     check_reachable("http://127.0.0.1:8265")
     assert probed == []  # Ray resolves and reports these forms itself
-    with pytest.raises(SystemStartError, match="RAY_ADDRESS=127.0.0.1:6379"):
+    with pytest.raises(SystemStartError, match=r"RAY_ADDRESS=127\.0\.0\.1:6379"):
         check_reachable("127.0.0.1:6379")
     assert probed == [("127.0.0.1", 6379)]
 
@@ -114,7 +124,7 @@ def test_autoscaling_lays_slots_out_to_max_and_is_refused_where_it_would_lose_st
     assert settings.theoretical_limit_per_s() == 100.0  # production at max: material and quality decide
     for stage in ("material", "packaging"):  # replicas share the workshop: these pools may scale too
         assert load_settings({stage: {"autoscaling": {"max_replicas": 2}}}).pool(StageName(stage)).slots == 2
-    with pytest.raises(ValidationError, match="production.autoscaling needs the ledger"):
+    with pytest.raises(ValidationError, match=r"production\.autoscaling needs the ledger"):
         load_settings({"ledger": {"enabled": False}})
     with pytest.raises(ValidationError, match=r"production.replicas \(4\) must be within"):
         load_settings({"production": {"replicas": 4}})
@@ -131,12 +141,15 @@ def test_restock_adds_recorded_stock_to_the_ledger_in_the_lots_own_units(spec, c
     assert json.loads(capsys.readouterr().out) == {"jade/A": 5, "metal/AU750": 1500}
 
 
-@pytest.mark.parametrize(("lot", "message"), [
-    ("jade/A=1.5", "whole number of pieces"),
-    ("metal/AU750=-2", "must be positive"),
-    ("ruby=3", "expected metal/<hallmark>"),
-    ("gem/ruby=lots", "is not a number of ct"),
-])
+@pytest.mark.parametrize(
+    ("lot", "message"),
+    [
+        ("jade/A=1.5", "whole number of pieces"),
+        ("metal/AU750=-2", "must be positive"),
+        ("ruby=3", "expected metal/<hallmark>"),
+        ("gem/ruby=lots", "is not a number of ct"),
+    ],
+)
 def test_restock_refuses_an_amount_or_lot_it_cannot_record(tmp_path, lot, message, capsys):
     assert main(["restock", lot, "--ledger", str(tmp_path / "l.sqlite3")]) == 2
     assert message in capsys.readouterr().err
@@ -152,8 +165,9 @@ def test_a_ledger_is_bound_to_business_settings_not_to_replica_counts_or_stock(s
     settings (a new ledger's initial stock); other business settings are refused."""
     ledger = open_ledger(spec)
     ledger.bind(load_settings({"material": {"replicas": 1}}).stage_setup())
-    ledger.bind(load_settings({"material": {"replicas": 4, "stock_multiplier": 3}, "packaging": {"replicas": 2}})
-                .stage_setup())
+    ledger.bind(
+        load_settings({"material": {"replicas": 4, "stock_multiplier": 3}, "packaging": {"replicas": 2}}).stage_setup()
+    )
     with pytest.raises(LedgerMismatch, match="quality"):
         ledger.bind(load_settings({"quality": {"defect_rate": 0.5}}).stage_setup())
 

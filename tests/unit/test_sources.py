@@ -3,8 +3,8 @@ import json
 import pytest
 
 from actors.errors import SourceError
-from actors.models import JewelryOrder, RejectedRecord
 from actors.intake.sources import SourceSpec, count_records, read_records
+from actors.models import JewelryOrder, RejectedRecord
 from tests.conftest import order_dict
 
 
@@ -14,10 +14,20 @@ def _write_jsonl(path, lines):
 
 
 def test_bad_lines_are_rejected_with_line_and_field_and_the_rest_still_reads(tmp_path):
-    bad_carat = order_dict(0, order_id="J2025010", gemstones=[{"kind": "diamond", "carat": -1, "colour": "G", "clarity": "VS1"}])
-    path = _write_jsonl(tmp_path / "orders.jsonl", [
-        order_dict(0), "{not json", bad_carat, "[1, 2]", order_dict(1), order_dict(2, metal="unobtainium"),
-    ])
+    bad_carat = order_dict(
+        0, order_id="J2025010", gemstones=[{"kind": "diamond", "carat": -1, "colour": "G", "clarity": "VS1"}]
+    )
+    path = _write_jsonl(
+        tmp_path / "orders.jsonl",
+        [
+            order_dict(0),
+            "{not json",
+            bad_carat,
+            "[1, 2]",
+            order_dict(1),
+            order_dict(2, metal="unobtainium"),
+        ],
+    )
     records = list(read_records(SourceSpec(path=path)))
     orders = [r for r in records if isinstance(r, JewelryOrder)]
     rejects = {r.line: r for r in records if isinstance(r, RejectedRecord)}
@@ -39,9 +49,13 @@ def test_duplicate_order_ids_after_the_first_are_rejected(tmp_path):
 
 
 def test_csv_rows_nest_dotted_columns_and_parse_gemstones(tmp_path):
-    header = "order_id,product_type,metal,jade_grade,gemstones,style,size,customer,destination.city,destination.country,declared_value,created_at"
+    header = (
+        "order_id,product_type,metal,jade_grade,gemstones,style,size,customer,"
+        "destination.city,destination.country,declared_value,created_at"
+    )
     rows = [
-        'J2025101,ring,18K,,"[{""kind"": ""diamond"", ""carat"": 0.2, ""colour"": ""F"", ""clarity"": ""VS2""}]",plain band,7,Li Na,Shanghai,CN,5200,2025-02-01T10:00:00+08:00',
+        'J2025101,ring,18K,,"[{""kind"": ""diamond"", ""carat"": 0.2, ""colour"": ""F"", ""clarity"": ""VS2""}]",'
+        "plain band,7,Li Na,Shanghai,CN,5200,2025-02-01T10:00:00+08:00",
         "J2025102,bangle,,A,,retro round bar,300,Wu Lei,Beijing,CN,90000,2025-02-01T10:00:00+08:00",
         "J2025103,pendant,PT950,,,teardrop,18,Xu Min,Paris,FR,4200,2025-02-01T10:00:00+08:00",
     ]

@@ -27,9 +27,15 @@ class CountingStage(Stage[StageConfig]):
         if step == "decline":
             raise BusinessFailure("no carrier serves this address")
         self.effects += 1
-        return LogisticsOutput(carrier="SF Express", service="s", zone="domestic", tracking_number="EE000000019CN",
-                               insured_value=order.declared_value, insurance_premium=order.declared_value,
-                               estimated_delivery=order.created_at.date())
+        return LogisticsOutput(
+            carrier="SF Express",
+            service="s",
+            zone="domestic",
+            tracking_number="EE000000019CN",
+            insured_value=order.declared_value,
+            insurance_premium=order.declared_value,
+            estimated_delivery=order.created_at.date(),
+        )
 
     def state(self) -> dict[str, Any]:
         return {"effects": self.effects}
@@ -76,4 +82,3 @@ def test_results_say_who_did_the_work_and_when():
     result = CountingStage(["ok"]).process(make_order(0))
     assert result.replica == "logistics-7" and result.node_id == current_node_id()
     assert result.started_at <= result.finished_at and result.attempts == 1
-

@@ -86,18 +86,28 @@ def test_an_attempt_that_times_out_or_fails_is_an_error_result_naming_its_replic
         for error in (TimeoutError(), ActorDiedError()):
             future = loop.create_future()
             future.set_exception(error)
-            answers.append(await answer_of(make_order(0), Attempt(QUALITY, replica, future, datetime.now(UTC), 0.0), 2.5))
+            answers.append(
+                await answer_of(make_order(0), Attempt(QUALITY, replica, future, datetime.now(UTC), 0.0), 2.5)
+            )
         return answers
 
     timed_out, died = asyncio.run(scenario())
     assert timed_out.result.status is StageStatus.ERROR and timed_out.result.reason == "timed out after 2.5 s"
-    assert timed_out.result.replica == "quality-3" and timed_out.result.node_id == "node-a" and not timed_out.replica_dead
+    assert (
+        timed_out.result.replica == "quality-3" and timed_out.result.node_id == "node-a" and not timed_out.replica_dead
+    )
     assert died.replica_dead and died.result.reason.startswith("ActorDiedError")
 
 
 def _client(replicas, attempts=3):
-    return StageClient(QUALITY, replicas, timeout_s=5.0, retry=RetryPolicy(attempts=attempts, base_delay_s=0, max_delay_s=0),
-                       batching=BatchPolicy(), metrics=DispatchMetrics())
+    return StageClient(
+        QUALITY,
+        replicas,
+        timeout_s=5.0,
+        retry=RetryPolicy(attempts=attempts, base_delay_s=0, max_delay_s=0),
+        batching=BatchPolicy(),
+        metrics=DispatchMetrics(),
+    )
 
 
 def test_a_dead_replica_is_marked_and_the_retry_goes_to_another():

@@ -31,7 +31,7 @@ def ledger_dir(tmp_path_factory):
     async def scenario():
         logistics_open = asyncio.Event()
         handles = local_stage_handles(spec, {"logistics": logistics_open})
-        dispatcher = Dispatcher(handles, {s: 0.05 for s in STAGES}, retry_policies=retries, ledger=spec)
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=retries, ledger=spec)
         parked = await dispatcher.process(make_order(1))  # logistics never answers in time: dead letter
         logistics_open.set()
         await dispatcher.replay(parked.order_id)
@@ -88,9 +88,18 @@ def test_overlap_is_how_long_all_six_ran_at_once_and_peak_the_most_at_one_moment
     t0 = datetime(2026, 12, 1, tzinfo=UTC)
 
     def call(start_ms, end_ms):
-        return StageCall(stage=StageName.DESIGN, replica="design-0", node_id="n", attempts=1,
-                         started_at=t0 + timedelta(milliseconds=start_ms), finished_at=t0 + timedelta(milliseconds=end_ms),
-                         status="ok", reason=None, replayed=False, compensation=None)
+        return StageCall(
+            stage=StageName.DESIGN,
+            replica="design-0",
+            node_id="n",
+            attempts=1,
+            started_at=t0 + timedelta(milliseconds=start_ms),
+            finished_at=t0 + timedelta(milliseconds=end_ms),
+            status="ok",
+            reason=None,
+            replayed=False,
+            compensation=None,
+        )
 
     together = [call(i, 20 + i) for i in range(6)]
     assert _all_overlap_ms(together) == pytest.approx(15.0) and _peak(together) == 6

@@ -17,9 +17,20 @@ NOW = datetime.now(UTC)
 
 def _outcome(**failed: StageStatus) -> OrderOutcome:
     order = make_order(0)
-    results = [StageResult(order_id=order.order_id, stage=stage, status=failed.get(stage.value, StageStatus.OK),
-                           reason=None if stage.value not in failed else "why", started_at=NOW, finished_at=NOW,
-                           replica=f"{stage}-0", node_id="n", output=None) for stage in STAGES]
+    results = [
+        StageResult(
+            order_id=order.order_id,
+            stage=stage,
+            status=failed.get(stage.value, StageStatus.OK),
+            reason=None if stage.value not in failed else "why",
+            started_at=NOW,
+            finished_at=NOW,
+            replica=f"{stage}-0",
+            node_id="n",
+            output=None,
+        )
+        for stage in STAGES
+    ]
     return OrderOutcome.from_results(order, results, NOW, NOW)
 
 
@@ -58,7 +69,7 @@ def test_a_repeat_joins_the_run_in_flight_and_only_the_admitted_count_as_in_flig
             await asyncio.sleep(0)
             counts = (orders.admitted, orders.waiting)
         await waiting_for_second
-        orders.settle(first.order_id, "the outcome")  # type: ignore[arg-type]
+        orders.settle(first.order_id, "the outcome")  # type: ignore[arg-type]  # any object stands for an outcome
         idle = orders.settle(second.order_id, RuntimeError("failed"))
         return counts, await joined, idle
 
