@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -24,26 +24,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(autouse=True)
-def _postgres_ledgers_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every PostgreSQL ledger a test opens in this process (its own readers, its stage replicas', a
-    system's) is closed when the test ends, on this thread, after its other fixtures.
+class Closable(Protocol):
+    def close(self) -> None: ...
 
-    Tests drop many of them unclosed. A connection pool left to the garbage collector could be collected
-    on one of its own worker threads, which cannot join itself: pytest warned of it in most suite runs."""
-    from actors.ledger.postgres import PostgresLedger
 
-    opened: list[PostgresLedger] = []
-    init = PostgresLedger.__init__
+C = TypeVar("C", bound=Closable)
 
-    def opening(self: PostgresLedger, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        opened.append(self)
 
-    monkeypatch.setattr(PostgresLedger, "__init__", opening)
-    yield
-    for ledger in opened:
-        ledger.close()  # a no-op for those already closed
+@pytest.fixture
+def closing() -> Iterator[Callable[[C], C]]:
+    """Registers what a test opens that holds store connections (a ledger, a stage replica, a
+    Dispatcher, a Producer) to be closed when the test ends, on the test's own thread.
+
+    A PostgreSQL connection pool left to the garbage collector can be collected on one of its own
+    worker threads, which cannot join itself (pytest warns of it): so nothing is left to it."""
+    opened: list[Closable] = []
+
+    def register(thing: C) -> C:
+        opened.append(thing)
+        return thing
+
+    yield register
+    for thing in reversed(opened):
+        thing.close()
 
 
 @pytest.fixture(scope="session")

@@ -192,9 +192,12 @@ class DeadHandle:
         return call()
 
 
-def local_stage_handles(ledger: Any = None, gates: dict[str, asyncio.Event] | None = None) -> dict[Any, dict[str, Any]]:
+def local_stage_handles(
+    ledger: Any = None, gates: dict[str, asyncio.Event] | None = None, closing: Callable[[Any], Any] = lambda x: x
+) -> dict[Any, dict[str, Any]]:
     """One real replica of every stage (time scale 0, on `ledger` if given) behind a `LocalHandle`:
-    the pools a plain Dispatcher is given in unit tests."""
+    the pools a plain Dispatcher is given in unit tests. Each replica is handed to `closing` (the
+    test's fixture, which closes its store connection at the end)."""
     from actors.models import STAGES
     from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 
@@ -202,7 +205,11 @@ def local_stage_handles(ledger: Any = None, gates: dict[str, asyncio.Event] | No
     return {
         stage: {
             f"{stage}-0": LocalHandle(
-                STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0, ledger=ledger)),
+                closing(
+                    STAGE_CLASSES[stage](
+                        STAGE_CONFIGS[stage](), ReplicaContext(f"{stage}-0", time_scale=0, ledger=ledger)
+                    )
+                ),
                 gates.get(stage),
             )
         }

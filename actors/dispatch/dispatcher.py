@@ -203,6 +203,11 @@ class Dispatcher:
         await self._orders.concluded()
         await self._clients[stage].drained(name)
 
+    def close(self) -> None:
+        """Release the shard's ledger connection."""
+        if self._ledger is not None:
+            self._ledger.close()
+
     async def stats(self) -> DispatcherStats:
         return DispatcherStats(
             shard=self.shard,

@@ -96,6 +96,10 @@ class Producer:
             not_started=self._not_started,
         )
 
+    def close(self) -> None:
+        """Release the Producer's ledger connection."""
+        self._acceptance.close()
+
     async def describe(self) -> dict[str, object]:
         """Where the source stands, for `status`; unlike `poll` it collects nothing."""
         return {

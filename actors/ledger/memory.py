@@ -1,44 +1,73 @@
-"""The journal of a stage without a ledger: the same rules, kept in one process's memory.
+"""The journal of a stage without a ledger: the same rules as the SQL stores, kept in memory.
 
 It keeps a replica idempotent and its compensations single for as long as the process lives, and
 holds a workshop (stock, certificate register, counters) that only this process sees. Unit tests
 use it; runs without a ledger give the replicas that share a workshop a scratch SQLite store
 instead (see `FanoutSettings.ledger_spec`), because memory is one replica's, not the pool's.
+
+It passes the same contract tests as SQLite and PostgreSQL (tests/unit/test_ledger.py), so a rule
+it kept more loosely would fail a test rather than hide a bug: a batch commits whole or not at all,
+a certificate has one holder even within one batch, and an older incarnation of a replica is
+fenced off once a newer one has claimed it. `MemoryStore` is what a store holds; each
+`MemoryJournal` opened on it is one connection, as each replica opens its own on a SQL store.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from actors.errors import ClaimRefused, DuplicateEffect
+from actors.errors import ClaimRefused, DuplicateEffect, Superseded
 from actors.ledger.claims import Claim
 from actors.ledger.journal import RecordedEffect
 from actors.models import StageName, StageResult, StageStatus
 
 
-class MemoryJournal:
+class MemoryStore:
+    """The data of one in-memory store, shared by every journal opened on it."""
+
     def __init__(self) -> None:
-        self._effects: dict[tuple[StageName, str], RecordedEffect] = {}
-        self._checkpoints: dict[str, dict[str, Any]] = {}
-        self._stock: dict[str, int] = {}
-        self._changes: dict[str, int] = {}
-        self._holds: dict[str, str] = {}
-        self._counters: dict[str, itertools.count[int]] = {}
-        self._voided: set[tuple[str, int]] = set()
+        self.lock = threading.RLock()  # replicas of a test may write from several threads
+        self.effects: dict[tuple[StageName, str], RecordedEffect] = {}
+        self.checkpoints: dict[str, str] = {}  # replica -> its state, as JSON (as the SQL stores keep it)
+        self.generations: dict[str, int] = {}  # replica -> its newest incarnation
+        self.stock: dict[str, int] = {}
+        self.changes: dict[str, int] = {}
+        self.seeded: set[str] = set()  # lots given their initial stock (once per store, as SQL's change ids)
+        self.holds: dict[str, str] = {}
+        self.counters: dict[str, itertools.count[int]] = {}
+        self.voided: set[tuple[str, int]] = set()
+
+
+class MemoryJournal:
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self._store = store or MemoryStore()
+        self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
 
     def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
-        return self._checkpoints.get(replica)
+        with self._store.lock:
+            generation = self._store.generations.get(replica, 0) + 1
+            self._store.generations[replica] = generation
+            self._generation[replica] = generation
+            return self.checkpoint_of(replica)
 
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
-        return self._checkpoints.get(replica)
+        saved = self._store.checkpoints.get(replica)
+        return json.loads(saved) if saved else None
 
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
-        return self._effects.get((stage, order_id))
+        return self._store.effects.get((stage, order_id))
 
     def effects(self, stage: StageName, order_ids: Sequence[str]) -> dict[str, RecordedEffect]:
-        return {order_id: found for order_id in order_ids if (found := self._effects.get((stage, order_id)))}
+        found = self._store.effects
+        return {order_id: effect for order_id in order_ids if (effect := found.get((stage, order_id)))}
+
+    def effects_of(self, stage: StageName) -> list[RecordedEffect]:
+        """Every recorded effect of a stage (audits and tests), as `SqlLedger.effects_of`."""
+        return [effect for (of, _), effect in self._store.effects.items() if of is stage]
 
     def record_effects(
         self,
@@ -48,15 +77,21 @@ class MemoryJournal:
         checkpoint: dict[str, Any],
         claims: Mapping[str, Claim] | None = None,
     ) -> None:
-        for result in results:
-            if (result.stage, result.order_id) in self._effects:
-                raise DuplicateEffect(f"{result.stage} already recorded an effect for order {result.order_id}")
-        self._grant(claims or {})
-        for result in results:
-            self._effects[(result.stage, result.order_id)] = RecordedEffect(
-                result.stage, result.order_id, result.replica, result, False, None
-            )
-        self._checkpoints[replica] = checkpoint
+        """All of it or none of it, checked in the order the SQL stores check: a duplicate effect, then
+        the claims, then the fence."""
+        store = self._store
+        with store.lock:
+            keys = [(result.stage, result.order_id) for result in results]
+            if len(set(keys)) < len(keys) or any(key in store.effects for key in keys):
+                raise DuplicateEffect(f"{stage}: an effect of this batch was recorded already")
+            takes, holds = self._grantable(claims or {})
+            self._fenced(replica)
+            for (_, order_id), result in zip(keys, results, strict=True):
+                store.effects[(stage, order_id)] = RecordedEffect(stage, order_id, result.replica, result, False, None)
+            for lot, quantity in takes.items():
+                store.stock[lot] -= quantity
+            store.holds.update(holds)
+            store.checkpoints[replica] = json.dumps(checkpoint)
 
     def record_compensation(
         self,
@@ -67,21 +102,27 @@ class MemoryJournal:
         checkpoint: dict[str, Any],
         release: Claim | None = None,
     ) -> None:
-        recorded = self._effects.get((stage, order_id))
-        if recorded is None or not recorded.compensated:
-            if recorded is not None and release is not None:
-                for lot, quantity in release.takes.items():
-                    self._stock[lot] = self._stock.get(lot, 0) + quantity
-                for certificate in release.holds:
-                    if self._holds.get(certificate) == order_id:
-                        del self._holds[certificate]
-                self._voided.update(release.numbers)
-            result = recorded.result if recorded else None
-            self._effects[(stage, order_id)] = RecordedEffect(stage, order_id, replica, result, True, done)
-        self._checkpoints[replica] = checkpoint
+        store = self._store
+        with store.lock:
+            self._fenced(replica)
+            recorded = store.effects.get((stage, order_id))
+            if recorded is None:  # a tombstone: the stage never ran for the order
+                store.effects[(stage, order_id)] = RecordedEffect(stage, order_id, replica, None, True, done)
+            elif not recorded.compensated:
+                if release is not None:
+                    for lot, quantity in release.takes.items():
+                        store.stock[lot] = store.stock.get(lot, 0) + quantity
+                    for certificate in release.holds:
+                        if store.holds.get(certificate) == order_id:
+                            del store.holds[certificate]
+                    store.voided.update(release.numbers)
+                store.effects[(stage, order_id)] = RecordedEffect(
+                    stage, order_id, recorded.replica, recorded.result, True, done
+                )
+            store.checkpoints[replica] = json.dumps(checkpoint)
 
     def live_effects(self, replica: str) -> Iterator[StageResult]:
-        for recorded in self._effects.values():
+        for recorded in list(self._store.effects.values()):
             result = recorded.result
             if recorded.replica == replica and not recorded.compensated and result and result.status is StageStatus.OK:
                 yield result
@@ -89,56 +130,72 @@ class MemoryJournal:
     # -- the workshop ----------------------------------------------------------------------------
 
     def available(self, lots: Collection[str]) -> dict[str, int]:
-        return {lot: self._stock.get(lot, 0) for lot in lots}
+        return {lot: self._store.stock.get(lot, 0) for lot in lots}
 
     def holder(self, certificate: str) -> str | None:
-        return self._holds.get(certificate)
+        return self._store.holds.get(certificate)
 
     def holders(self, certificates: Collection[str]) -> dict[str, str]:
-        return {c: self._holds[c] for c in certificates if c in self._holds}
+        holds = self._store.holds
+        return {c: holds[c] for c in certificates if c in holds}
 
     def next_number(self, sequence: str) -> int:
-        return next(self._counters.setdefault(sequence, itertools.count(1)))
+        with self._store.lock:
+            return next(self._store.counters.setdefault(sequence, itertools.count(1)))
 
     def seed_stock(self, stock: Mapping[str, int]) -> None:
-        for lot, quantity in stock.items():
-            if lot not in self._changes:
-                self._stock[lot] = quantity
-                self._changes[lot] = quantity
+        with self._store.lock:
+            for lot, quantity in stock.items():
+                if lot not in self._store.seeded:
+                    self._store.seeded.add(lot)
+                    self._store.stock[lot] = self._store.stock.get(lot, 0) + quantity
+                    self._store.changes[lot] = self._store.changes.get(lot, 0) + quantity
 
     def restock(self, lot: str, quantity: int, reason: str) -> int:
-        self._stock[lot] = self._stock.get(lot, 0) + quantity
-        self._changes[lot] = self._changes.get(lot, 0) + quantity
-        return self._stock[lot]
+        if quantity <= 0:
+            raise ValueError(f"restock {lot}: the quantity must be positive, got {quantity}")
+        with self._store.lock:
+            self._store.stock[lot] = self._store.stock.get(lot, 0) + quantity
+            self._store.changes[lot] = self._store.changes.get(lot, 0) + quantity
+            return self._store.stock[lot]
 
     def inventory(self) -> dict[str, int]:
-        return dict(sorted(self._stock.items()))
+        return dict(sorted(self._store.stock.items()))
 
     def stock_changes(self) -> dict[str, int]:
-        return dict(sorted(self._changes.items()))
+        return dict(sorted(self._store.changes.items()))
 
     def certificates_held(self) -> dict[str, str]:
-        return dict(self._holds)
+        return dict(self._store.holds)
 
     def voided_numbers(self, sequence: str) -> set[int]:
-        return {number for name, number in self._voided if name == sequence}
+        return {number for name, number in self._store.voided if name == sequence}
 
-    def _grant(self, claims: Mapping[str, Claim]) -> None:
-        """All of a batch's claims or none of them."""
-        needed: dict[str, int] = {}
+    def _grantable(self, claims: Mapping[str, Claim]) -> tuple[dict[str, int], dict[str, str]]:
+        """A batch's takes summed per lot and its certificate holds, or `ClaimRefused` if the workshop
+        cannot grant all of them: a lot short, or a certificate held by another order, in the store or
+        by another order of the same batch."""
+        takes: dict[str, int] = {}
+        holds: dict[str, str] = {}
         for order_id, claim in claims.items():
             for lot, quantity in claim.takes.items():
-                needed[lot] = needed.get(lot, 0) + quantity
-                if self._stock.get(lot, 0) < needed[lot]:
+                takes[lot] = takes.get(lot, 0) + quantity
+                if self._store.stock.get(lot, 0) < takes[lot]:
                     raise ClaimRefused(order_id, f"{lot} has less than {quantity} left")
             for certificate in claim.holds:
-                if self._holds.get(certificate, order_id) != order_id:
-                    raise ClaimRefused(order_id, f"certificate {certificate} is held by another order")
-        for order_id, claim in claims.items():
-            for lot, quantity in claim.takes.items():
-                self._stock[lot] -= quantity
-            for certificate in claim.holds:
-                self._holds[certificate] = order_id
+                holder = holds.get(certificate) or self._store.holds.get(certificate)
+                if holder not in (None, order_id):
+                    raise ClaimRefused(order_id, f"certificate {certificate} is held by order {holder}")
+                holds[certificate] = order_id
+        return takes, holds
+
+    def _fenced(self, replica: str) -> None:
+        """Write the replica's state only as its newest incarnation, as the SQL stores do."""
+        generation = self._generation.get(replica)
+        if generation is None:
+            raise Superseded(f"{replica}: this connection never claimed the replica")
+        if generation != self._store.generations.get(replica):
+            raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")
 
     def close(self) -> None:
         pass

@@ -22,7 +22,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from actors.errors import ClaimRefused, DuplicateEffect, LedgerMismatch, Superseded
 from actors.ledger.claims import Claim
@@ -91,7 +91,14 @@ class SqlLedger(ABC):
     outcome_order = "rowid"
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the store's connections; closing twice is harmless."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     # -- set-up ------------------------------------------------------------------------------------
 

@@ -431,6 +431,10 @@ class Stage(ABC, Generic[ConfigT]):
             for result in self._journal.live_effects(self.context.replica):
                 self.remember(result)
 
+    def close(self) -> None:
+        """Release the replica's store connection (a PostgreSQL pool: its connections and threads)."""
+        self._journal.close()
+
     def snapshot(self) -> StageSnapshot:
         with self._state_lock:
             self._resync()

@@ -78,7 +78,7 @@ def test_bad_records_are_rejected_with_line_and_field_and_the_good_ones_complete
     assert {o.order_id for o in read_outcomes(result.files.outcomes_path)} == {"J2025001", "J2025002", "J2025003"}
 
 
-def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them(start_system):
+def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them(start_system, closing):
     system = start_system(quality={"defect_rate": 1.0})
     result = system.run(SourceSpec(count=30), keep_outcomes=True)
     assert result.summary.failed == 30 and result.summary.completed == 0
@@ -94,7 +94,7 @@ def test_a_failing_stage_fails_the_order_keeps_the_siblings_and_compensates_them
             StageName.LOGISTICS,
         }
     snapshots = system.status().snapshots
-    ledger = open_ledger(system.settings.ledger_spec())
+    ledger = closing(open_ledger(system.settings.ledger_spec()))
     assert ledger.inventory() == ledger.stock_changes() and ledger.certificates_held() == {}  # all given back
     (packaging,) = snapshots[StageName.PACKAGING]
     assert packaging.state["serials_voided"] == packaging.state["serials_issued"] == 30
@@ -151,7 +151,7 @@ def test_three_replicas_of_a_stage_share_its_calls(start_system):
     assert snapshot_calls == dict(calls)
 
 
-def test_stock_never_goes_negative_and_is_conserved(start_system):
+def test_stock_never_goes_negative_and_is_conserved(start_system, closing):
     system = start_system(material={"replicas": 2, "stock_multiplier": 0.01})
     result = system.run(SourceSpec(count=300), keep_outcomes=True)
     out_of_stock = [o for o in result.outcomes if "out of stock" in (o.reason or "")]
@@ -162,14 +162,14 @@ def test_stock_never_goes_negative_and_is_conserved(start_system):
         if outcome.status is OrderStatus.COMPLETED:
             for item in material.output.reservations:
                 reserved_by_outcomes[item.item] += round(item.quantity * (1 if item.unit == "pcs" else 1000))
-    ledger = open_ledger(system.settings.ledger_spec())
+    ledger = closing(open_ledger(system.settings.ledger_spec()))
     stocked, left = ledger.stock_changes(), ledger.inventory()
     assert min(left.values()) >= 0
     reserved = {lot: stocked[lot] - left[lot] for lot in stocked if not lot.startswith("box/")}
     assert +Counter(reserved) == +reserved_by_outcomes
 
 
-def test_replicas_are_workers_of_one_workshop_so_scaling_changes_no_answer(start_system, store, tmp_path):
+def test_replicas_are_workers_of_one_workshop_so_scaling_changes_no_answer(start_system, store, tmp_path, closing):
     """Three material replicas: a certified stone is sold once, and every jade piece can be sold,
     wherever the orders land (the partitioned workshop sold the stone three times, and refused a
     jade order while another replica held the piece)."""
@@ -184,7 +184,7 @@ def test_replicas_are_workers_of_one_workshop_so_scaling_changes_no_answer(start
     assert len(sold) == 1
     assert all(by_id[o["order_id"]].status is OrderStatus.COMPLETED for o in jade)
     assert len({o.results[StageName.MATERIAL].replica for o in result.outcomes}) >= 2  # really shared out
-    ledger = open_ledger(system.settings.ledger_spec())
+    ledger = closing(open_ledger(system.settings.ledger_spec()))
     assert ledger.certificates_held() == {"GIA 2141438167": sold[0]} and ledger.inventory()["jade/A"] == 0
 
 

@@ -36,25 +36,25 @@ def test_a_batch_gives_each_order_the_result_it_gets_alone(stage):
     assert batched.snapshot().state == alone.snapshot().state
 
 
-def test_batches_repeat_no_side_effect(spec):
+def test_batches_repeat_no_side_effect(spec, closing):
     orders = list(generate_orders(10, seed=3))
-    packing = _replica(StageName.PACKAGING, ledger=spec)
+    packing = closing(_replica(StageName.PACKAGING, ledger=spec))
     first = packing.process_batch(orders + orders[:2])  # the same order twice in one batch: one answer
     assert [r.output.certificate_serial for r in first[-2:]] == [r.output.certificate_serial for r in first[:2]]
     again = packing.process_batch(orders)
     assert all(r.replayed for r in again) and packing.snapshot().state["serials_issued"] == 10
-    assert len(open_ledger(spec).effects_of(StageName.PACKAGING)) == 10
+    assert len(closing(open_ledger(spec)).effects_of(StageName.PACKAGING)) == 10
 
 
-def test_a_batch_holding_an_order_another_replica_recorded_gets_that_record(spec):
+def test_a_batch_holding_an_order_another_replica_recorded_gets_that_record(spec, closing):
     orders = list(generate_orders(6, seed=4))
-    a = _replica(StageName.LOGISTICS, index=0, count=2, ledger=spec)
-    b = _replica(StageName.LOGISTICS, index=1, count=2, ledger=spec)
+    a = closing(_replica(StageName.LOGISTICS, index=0, count=2, ledger=spec))
+    b = closing(_replica(StageName.LOGISTICS, index=1, count=2, ledger=spec))
     by_a = a.process(orders[3])
     results = b.process_batch(orders)
     assert results[3].replica == "logistics-0" and results[3].output == by_a.output
     assert b.snapshot().state["tracking_numbers_issued"] == 5
-    numbers = [e.result.output.tracking_number for e in open_ledger(spec).effects_of(StageName.LOGISTICS)]
+    numbers = [e.result.output.tracking_number for e in closing(open_ledger(spec)).effects_of(StageName.LOGISTICS)]
     assert len(numbers) == len(set(numbers)) == 6
 
 

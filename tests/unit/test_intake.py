@@ -22,13 +22,13 @@ def test_an_id_accepted_once_is_rejected_the_second_time_from_any_source():
     assert again.errors[0].field == "order_id" and "orders.jsonl line 1" in again.errors[0].reason
 
 
-def test_the_ledger_answers_a_known_order_and_refuses_a_used_id_with_other_details(tmp_path):
+def test_the_ledger_answers_a_known_order_and_refuses_a_used_id_with_other_details(tmp_path, closing):
     from datetime import UTC, datetime
 
     from actors.ledger import LedgerSpec
     from actors.models import STAGES, OrderOutcome, StageResult, StageStatus
 
-    ledger = open_ledger(LedgerSpec(path=tmp_path / "ledger.sqlite3"), create=True)
+    ledger = closing(open_ledger(LedgerSpec(path=tmp_path / "ledger.sqlite3"), create=True))
     order, now = make_order(0), datetime.now(UTC)
     declined = [
         StageResult(

@@ -8,17 +8,33 @@ from typing import Any
 
 import pytest
 
-from actors.errors import ConfigurationError, LedgerUnavailable
+from actors.errors import ClaimRefused, ConfigurationError, LedgerUnavailable
 from actors.intake.samples import generate_orders
-from actors.ledger import CANCELLED_BEFORE_RUN, LedgerMismatch, LedgerSpec, SqliteLedger, open_ledger
-from actors.models import STAGES, DeadLetter, OrderOutcome, OrderStatus, StageName, StageStatus
+from actors.ledger import CANCELLED_BEFORE_RUN, Claim, LedgerMismatch, LedgerSpec, SqliteLedger, open_ledger
+from actors.models import STAGES, DeadLetter, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
+from tests.unit.conftest import Backend
 
 
-def _replica(stage: StageName, spec: LedgerSpec, index: int = 0, count: int = 1, **config: Any):
-    context = ReplicaContext(f"{stage.value}-{index}", index=index, replica_count=count, time_scale=0, ledger=spec)
+def _replica(stage: StageName, where: LedgerSpec | Backend, index: int = 0, count: int = 1, **config: Any):
+    """A stage replica on a store: a ledger it opens itself (SQL stores), or any backend of the contract."""
+    name = f"{stage.value}-{index}"
+    if isinstance(where, LedgerSpec):
+        context = ReplicaContext(name, index=index, replica_count=count, time_scale=0, ledger=where)
+    else:
+        context = where.context(name, index, count)
     return STAGE_CLASSES[stage](STAGE_CONFIGS[stage](**config), context)
+
+
+@pytest.fixture
+def replica(closing):
+    """`_replica`, closed (its store connection) when the test ends."""
+
+    def build(stage: StageName, where: LedgerSpec | Backend, index: int = 0, count: int = 1, **config: Any):
+        return closing(_replica(stage, where, index, count, **config))
+
+    return build
 
 
 def _comparable(snapshot) -> dict[str, Any]:
@@ -28,32 +44,32 @@ def _comparable(snapshot) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_restarted_replica_comes_back_with_its_state_and_answers_repeats_from_the_ledger(stage, spec):
+def test_a_restarted_replica_comes_back_with_its_state_and_answers_repeats_from_the_ledger(stage, backend, replica):
     config = {"defect_rate": 0.2} if stage is StageName.QUALITY else {}
     orders = list(generate_orders(40, seed=7))
-    first = _replica(stage, spec, **config)
+    first = replica(stage, backend, **config)
     for order in orders:
         first.process(order)
     for order in orders[:5]:
         first.compensate(order.order_id)
     before = first.snapshot()
 
-    restarted = _replica(stage, spec, **config)  # what Ray does: the same replica, __init__ again
+    restarted = replica(stage, backend, **config)  # what Ray does: the same replica, __init__ again
     assert _comparable(restarted.snapshot()) == _comparable(before)
     again = restarted.process(orders[-1])
     assert again.replayed and again.output == first.process(orders[-1]).output
     assert restarted.snapshot().ok == before.ok  # the repeat did no work
 
 
-def test_state_after_a_restart_is_not_the_initial_state(spec, ring):
-    fresh = _replica(StageName.MATERIAL, spec).snapshot().state["workshop_left"]
-    _replica(StageName.MATERIAL, spec).process(ring)
-    assert _replica(StageName.MATERIAL, spec).snapshot().state["workshop_left"] != fresh
+def test_state_after_a_restart_is_not_the_initial_state(backend, ring, replica):
+    fresh = replica(StageName.MATERIAL, backend).snapshot().state["workshop_left"]
+    replica(StageName.MATERIAL, backend).process(ring)
+    assert replica(StageName.MATERIAL, backend).snapshot().state["workshop_left"] != fresh
 
 
-def test_a_retry_on_another_replica_returns_the_effect_the_first_one_recorded(spec, ring):
-    a = _replica(StageName.PACKAGING, spec, index=0, count=2)
-    b = _replica(StageName.PACKAGING, spec, index=1, count=2)
+def test_a_retry_on_another_replica_returns_the_effect_the_first_one_recorded(backend, ring, replica):
+    a = replica(StageName.PACKAGING, backend, index=0, count=2)
+    b = replica(StageName.PACKAGING, backend, index=1, count=2)
     first = a.process(ring)
     retried = b.process(ring)
     assert retried.replayed and retried.replica == "packaging-0"
@@ -61,58 +77,90 @@ def test_a_retry_on_another_replica_returns_the_effect_the_first_one_recorded(sp
     assert b.snapshot().state["serials_issued"] == 0  # b issued nothing
 
 
-def test_after_a_restart_compensation_leaves_stock_as_if_the_order_never_came(spec, ring):
-    ledger = open_ledger(spec)
-    _replica(StageName.MATERIAL, spec)
+def test_after_a_restart_compensation_leaves_stock_as_if_the_order_never_came(backend, ring, replica):
+    ledger = backend.open()
+    replica(StageName.MATERIAL, backend)
     initial = ledger.inventory()
-    assert _replica(StageName.MATERIAL, spec).process(ring).status is StageStatus.OK
-    restarted = _replica(StageName.MATERIAL, spec)
+    assert replica(StageName.MATERIAL, backend).process(ring).status is StageStatus.OK
+    restarted = replica(StageName.MATERIAL, backend)
     assert ledger.certificates_held() == {"GIA 2141438167": ring.order_id}
     assert "freed certificate" in restarted.compensate(ring.order_id)
-    again = _replica(StageName.MATERIAL, spec)
+    again = replica(StageName.MATERIAL, backend)
     assert ledger.inventory() == initial == ledger.stock_changes() and ledger.certificates_held() == {}
     assert again.compensate(ring.order_id).startswith("released")  # the recorded answer, not a second undo
     assert ledger.inventory() == initial
 
 
-def test_a_certificate_held_before_a_restart_is_still_held_after_it(spec, ring):
-    _replica(StageName.MATERIAL, spec).process(ring)
+def test_a_certificate_held_before_a_restart_is_still_held_after_it(backend, ring, replica):
+    replica(StageName.MATERIAL, backend).process(ring)
     twin = make_order(0, order_id="J2025777")  # the same certified stone
-    result = _replica(StageName.MATERIAL, spec).process(twin)
+    result = replica(StageName.MATERIAL, backend).process(twin)
     assert result.status is StageStatus.BUSINESS_FAILURE and "already reserved by order" in result.reason
 
 
-def test_production_gives_back_bench_time_exactly_after_a_restart(spec, ring, necklace):
-    shop = _replica(StageName.PRODUCTION, spec)
+def _recorded(order_id: str, stage: StageName = StageName.MATERIAL) -> StageResult:
+    now = datetime.now(UTC)
+    return StageResult(
+        order_id=order_id,
+        stage=stage,
+        status=StageStatus.OK,
+        started_at=now,
+        finished_at=now,
+        replica=f"{stage.value}-0",
+        node_id="test",
+    )
+
+
+def test_two_orders_of_one_batch_cannot_hold_the_same_certificate(backend):
+    """The journal itself refuses it, whatever the stage above it decided: the batch commits nothing
+    (no effect, no hold, no stock taken, no state), and the batch without the second order commits."""
+    journal = backend.open()
+    journal.claim("material-0", StageName.MATERIAL)
+    journal.seed_stock({"metal/AU750": 10})
+    held = Claim(takes={"metal/AU750": 1}, holds=("GIA 1000000099",))
+    batch = [_recorded("J2025001"), _recorded("J2025002")]
+    with pytest.raises(ClaimRefused, match="GIA 1000000099"):
+        journal.record_effects("material-0", StageName.MATERIAL, batch, {"n": 2}, {r.order_id: held for r in batch})
+    reader = backend.open()
+    assert reader.effects(StageName.MATERIAL, ["J2025001", "J2025002"]) == {}
+    assert reader.certificates_held() == {} and reader.inventory() == {"metal/AU750": 10}
+    assert reader.checkpoint_of("material-0") is None
+    journal.record_effects("material-0", StageName.MATERIAL, batch[:1], {"n": 1}, {"J2025001": held})
+    assert reader.certificates_held() == {"GIA 1000000099": "J2025001"} and reader.inventory() == {"metal/AU750": 9}
+    assert reader.checkpoint_of("material-0") == {"n": 1}
+
+
+def test_production_gives_back_bench_time_exactly_after_a_restart(backend, ring, necklace, replica):
+    shop = replica(StageName.PRODUCTION, backend)
     shop.process(ring)
     before = shop.snapshot().state
     shop.process(necklace)
-    restarted = _replica(StageName.PRODUCTION, spec)
+    restarted = replica(StageName.PRODUCTION, backend)
     assert restarted.compensate(necklace.order_id).startswith("freed ")
     after = restarted.snapshot().state
     assert after["makespan_minutes"] == before["makespan_minutes"]
     assert after["labour_minutes"] == before["labour_minutes"] and after["orders_cancelled"] == 1
 
 
-def test_a_voided_serial_is_never_issued_again_even_after_a_restart(spec, ring, necklace):
-    packing = _replica(StageName.PACKAGING, spec)
+def test_a_voided_serial_is_never_issued_again_even_after_a_restart(backend, ring, necklace, replica):
+    packing = replica(StageName.PACKAGING, backend)
     voided = packing.process(ring).output.certificate_serial
     packing.compensate(ring.order_id)
-    restarted = _replica(StageName.PACKAGING, spec)
+    restarted = replica(StageName.PACKAGING, backend)
     assert restarted.process(necklace).output.certificate_serial != voided
     assert restarted.snapshot().state["serials_voided"] == 1
 
 
-def test_a_compensation_that_arrives_first_stops_the_call_behind_it(spec, ring):
-    logistics = _replica(StageName.LOGISTICS, spec)
+def test_a_compensation_that_arrives_first_stops_the_call_behind_it(backend, ring, replica):
+    logistics = replica(StageName.LOGISTICS, backend)
     assert logistics.compensate(ring.order_id) is None
     late = logistics.process(ring)
     assert late.status is StageStatus.ERROR and late.reason == CANCELLED_BEFORE_RUN
     assert logistics.snapshot().state["tracking_numbers_issued"] == 0
 
 
-def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(spec, ring, necklace, monkeypatch):
-    packing = _replica(StageName.PACKAGING, spec)
+def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(backend, ring, necklace, monkeypatch, replica):
+    packing = replica(StageName.PACKAGING, backend)
     packing.process(ring)
     before = packing.snapshot().state
 
@@ -129,12 +177,12 @@ def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(spec, ring, necklace
 
 
 def test_a_failure_part_way_through_a_batch_leaves_memory_as_the_ledger_has_it(
-    spec, ring, necklace, jade_bangle, monkeypatch
+    backend, ring, necklace, jade_bangle, monkeypatch, replica
 ):
     """The store went down between two orders of a batch (here while deciding the second order's
     claim): the first had already booked a bench, in memory only. Before anything else reads or
     changes the replica, memory is back at the last commit."""
-    production = _replica(StageName.PRODUCTION, spec)
+    production = replica(StageName.PRODUCTION, backend)
     production.process(ring)
     before = production.snapshot().state
     claim, claims_decided = production.claim, []
@@ -155,8 +203,8 @@ def test_a_failure_part_way_through_a_batch_leaves_memory_as_the_ledger_has_it(
     assert production.snapshot().state["orders_scheduled"] == before["orders_scheduled"] + 2
 
 
-def test_a_batch_reads_its_recorded_effects_in_one_read(spec, ring, necklace, jade_bangle, monkeypatch):
-    packing = _replica(StageName.PACKAGING, spec)
+def test_a_batch_reads_its_recorded_effects_in_one_read(backend, ring, necklace, jade_bangle, monkeypatch, replica):
+    packing = replica(StageName.PACKAGING, backend)
     first = packing.process_batch([ring, necklace])
     found = packing.store.effects(StageName.PACKAGING, [ring.order_id, jade_bangle.order_id, necklace.order_id])
     assert sorted(found) == sorted([ring.order_id, necklace.order_id])
@@ -192,41 +240,41 @@ def _racing(first, second, order):
     return raced
 
 
-def test_a_batch_whose_stock_went_meanwhile_is_refused_whole_and_decided_again(spec):
+def test_a_batch_whose_stock_went_meanwhile_is_refused_whole_and_decided_again(backend, replica):
     """Replica a decides four jade orders from its snapshot (6 pieces), replica b takes four before a
     commits: a's batch is refused whole (its takes are summed per row, spread over 4 rows on
     PostgreSQL), and decided again order by order from the store: 2 sell, 2 are out of stock."""
-    spec = spec.model_copy(update={"stock_slots": 4})
+    backend = backend.with_stock_slots(4)
     jade = {"jade_pieces": {"A": 6, "B": 0, "C": 0}}
-    a, b = (_replica(StageName.MATERIAL, spec, index=i, count=2, **jade) for i in range(2))
+    a, b = (replica(StageName.MATERIAL, backend, index=i, count=2, **jade) for i in range(2))
     raced = _racing(a, b, make_order(1, order_id="J2025700"))
     b.process_batch([make_order(1, order_id=f"J202570{i}") for i in range(1, 4)])  # b: 3 now, 1 racing
     late = a.process_batch([make_order(1, order_id=f"J202571{i}") for i in range(4)])
     assert raced[0].status is StageStatus.OK
     assert [r.status for r in late].count(StageStatus.OK) == 2
     assert all("jade/A needs 1 pcs, 0 pcs left" in r.reason for r in late if r.status is not StageStatus.OK)
-    ledger = open_ledger(spec)
+    ledger = backend.open()
     assert ledger.inventory()["jade/A"] == 0 and ledger.stock_changes()["jade/A"] == 6
     ok = [e for e in ledger.effects_of(StageName.MATERIAL) if e.result.status is StageStatus.OK]
     assert len(ok) == 6 and len(ledger.effects_of(StageName.MATERIAL)) == 8
 
 
-def test_a_certificate_taken_meanwhile_refuses_the_batch_and_the_order_is_declined_naming_the_holder(spec):
-    a, b = (_replica(StageName.MATERIAL, spec, index=i, count=2) for i in range(2))
+def test_a_certificate_taken_meanwhile_refuses_the_batch_and_the_order_is_declined_naming_the_holder(backend, replica):
+    a, b = (replica(StageName.MATERIAL, backend, index=i, count=2) for i in range(2))
     raced = _racing(a, b, make_order(0, order_id="J2025800"))
     late = a.process_batch([make_order(0, order_id="J2025801"), make_order(1, order_id="J2025802")])
     assert raced[0].status is StageStatus.OK
     assert late[0].status is StageStatus.BUSINESS_FAILURE
     assert "GIA 2141438167 already reserved by order J2025800" in late[0].reason
     assert late[1].status is StageStatus.OK
-    assert open_ledger(spec).certificates_held() == {"GIA 2141438167": "J2025800"}
+    assert backend.open().certificates_held() == {"GIA 2141438167": "J2025800"}
 
 
-def test_the_stock_is_read_once_per_batch_but_a_shortage_only_from_the_store_now(spec, monkeypatch):
+def test_the_stock_is_read_once_per_batch_but_a_shortage_only_from_the_store_now(backend, monkeypatch, replica):
     """A batch decides from one read of the stock, not one per order; a shortage in that snapshot is
     read again before an order is declined, so a piece delivered after the snapshot is sold."""
-    material = _replica(StageName.MATERIAL, spec, jade_pieces={"A": 0, "B": 0, "C": 0})
-    elsewhere = open_ledger(spec)  # an operator's restock, through a connection of its own
+    material = replica(StageName.MATERIAL, backend, jade_pieces={"A": 0, "B": 0, "C": 0})
+    elsewhere = backend.open()  # an operator's restock, through a connection of its own
     snapshots, rereads = [], []
     inventory, available = material.store.inventory, material.store.available
 
@@ -244,7 +292,9 @@ def test_the_stock_is_read_once_per_batch_but_a_shortage_only_from_the_store_now
     assert elsewhere.inventory()["jade/A"] == 0
 
 
-def test_a_batch_looks_up_its_certificates_in_one_read_and_declines_only_from_a_fresh_one(spec, monkeypatch):
+def test_a_batch_looks_up_its_certificates_in_one_read_and_declines_only_from_a_fresh_one(
+    backend, monkeypatch, replica
+):
     def certified(order_id: str, number: str):
         stone = {
             "kind": "diamond",
@@ -255,7 +305,7 @@ def test_a_batch_looks_up_its_certificates_in_one_read_and_declines_only_from_a_
         }
         return make_order(0, order_id=order_id, gemstones=[stone])
 
-    material, other = (_replica(StageName.MATERIAL, spec, index=i, count=2) for i in range(2))
+    material, other = (replica(StageName.MATERIAL, backend, index=i, count=2) for i in range(2))
     assert other.process(certified("J2025960", "1000000001")).status is StageStatus.OK
     store, reads = material.store, {"holders": 0, "holder": 0}
     holders, holder = store.holders, store.holder
@@ -270,7 +320,7 @@ def test_a_batch_looks_up_its_certificates_in_one_read_and_declines_only_from_a_
 
 @pytest.mark.parametrize("slots", [1, 4])
 def test_on_postgresql_a_batch_is_one_statement_and_writes_what_the_general_transaction_writes(
-    postgres_server, monkeypatch, slots
+    postgres_server, monkeypatch, slots, replica, closing
 ):
     """The one-statement shortcut (`_record_at_once`, `_outcomes_at_once`) against the general
     transaction, on the same orders: the same effects, stock, certificates, checkpoints, outcomes and
@@ -294,12 +344,12 @@ def test_on_postgresql_a_batch_is_one_statement_and_writes_what_the_general_tran
             PostgresLedger, "_outcomes_at_once", lambda self, *a: shortcut and outcomes_at_once(self, *a)
         )
         stages = {
-            s: _replica(s, spec, **({"stock_multiplier": 0.05} if s is StageName.MATERIAL else {})) for s in STAGES
+            s: replica(s, spec, **({"stock_multiplier": 0.05} if s is StageName.MATERIAL else {})) for s in STAGES
         }
         results = {
             s: [r for i in range(0, len(orders), 7) for r in stages[s].process_batch(orders[i : i + 7])] for s in STAGES
         }
-        ledger = open_ledger(spec)
+        ledger = closing(open_ledger(spec))
         parked = [
             DeadLetter(
                 order_id=orders[0].order_id,
@@ -339,8 +389,8 @@ def test_on_postgresql_a_batch_is_one_statement_and_writes_what_the_general_tran
     assert shortcut == general
 
 
-def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec):
-    ledger = open_ledger(spec)
+def test_the_ledger_refuses_another_stage_setup_and_a_missing_file(tmp_path, spec, closing):
+    ledger = closing(open_ledger(spec))
     ledger.bind({"material": {"replicas": 1}})
     ledger.bind({"material": {"replicas": 1}})  # the same setup resumes
     with pytest.raises(LedgerMismatch, match="material"):
@@ -357,8 +407,8 @@ def test_ledger_locations():
         LedgerSpec.from_location("mysql://db")
 
 
-def test_outcomes_and_dead_letters(spec, ring):
-    ledger = open_ledger(spec)
+def test_outcomes_and_dead_letters(spec, ring, closing):
+    ledger = closing(open_ledger(spec))
     now = datetime.now(UTC)
     results = [
         STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES
@@ -378,19 +428,19 @@ def test_outcomes_and_dead_letters(spec, ring):
     assert ledger.outcome_counts() == {"completed": 1} and len(list(ledger.outcome_lines())) == 1
 
 
-def test_an_older_incarnation_still_running_cannot_overwrite_the_newer_ones_state(spec, ring, necklace):
-    zombie = _replica(StageName.MATERIAL, spec)  # e.g. a SIGKILLed driver's replica, not yet reaped
-    successor = _replica(StageName.MATERIAL, spec)  # the resumed run's replica under the same name
+def test_an_older_incarnation_still_running_cannot_overwrite_the_newer_ones_state(backend, ring, necklace, replica):
+    zombie = replica(StageName.MATERIAL, backend)  # e.g. a SIGKILLed driver's replica, not yet reaped
+    successor = replica(StageName.MATERIAL, backend)  # the resumed run's replica under the same name
     late = zombie.process(ring)
     assert late.status is StageStatus.ERROR and "Superseded" in late.reason
     assert successor.process(necklace).status is StageStatus.OK
-    assert _replica(StageName.MATERIAL, spec).snapshot().state["orders_reserved"] == 1
-    ledger = open_ledger(spec)
+    assert replica(StageName.MATERIAL, backend).snapshot().state["orders_reserved"] == 1
+    ledger = backend.open()
     assert [e.order_id for e in ledger.effects_of(StageName.MATERIAL)] == [necklace.order_id]
 
 
-def test_a_terminal_outcome_is_final(spec, ring):
-    ledger = open_ledger(spec)
+def test_a_terminal_outcome_is_final(spec, ring, closing):
+    ledger = closing(open_ledger(spec))
     now = datetime.now(UTC)
     results = [
         STAGE_CLASSES[s](STAGE_CONFIGS[s](), ReplicaContext(f"{s}-0", time_scale=0)).process(ring) for s in STAGES
@@ -401,7 +451,7 @@ def test_a_terminal_outcome_is_final(spec, ring):
     assert ledger.outcome(ring.order_id) == completed
 
 
-def test_concurrent_writers_queue_for_the_lock_and_all_commit(spec):
+def test_concurrent_writers_queue_for_the_lock_and_all_commit(backend, replica):
     import threading
 
     orders = list(generate_orders(200, seed=5))
@@ -409,9 +459,9 @@ def test_concurrent_writers_queue_for_the_lock_and_all_commit(spec):
 
     def packer(index: int) -> None:
         try:
-            replica = _replica(StageName.PACKAGING, spec, index=index, count=4)
+            packer = replica(StageName.PACKAGING, backend, index=index, count=4)
             for order in orders[index::4]:
-                assert replica.process(order).status is StageStatus.OK
+                assert packer.process(order).status is StageStatus.OK
         except BaseException as error:  # noqa: BLE001 - reported by the assertion below
             errors.append(error)
 
@@ -421,15 +471,15 @@ def test_concurrent_writers_queue_for_the_lock_and_all_commit(spec):
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(open_ledger(spec).effects_of(StageName.PACKAGING)) == 200
+    assert len(backend.open().effects_of(StageName.PACKAGING)) == 200
 
 
-def test_outcomes_concluded_in_one_loop_turn_share_one_commit_and_each_waits_for_it(spec):
+def test_outcomes_concluded_in_one_loop_turn_share_one_commit_and_each_waits_for_it(spec, closing):
     import asyncio
 
     from actors.ledger import OutcomeGroupCommit
 
-    ledger = open_ledger(spec)
+    ledger = closing(open_ledger(spec))
     now = datetime.now(UTC)
     orders = list(generate_orders(12, seed=3))
     outcomes = [
@@ -463,12 +513,12 @@ def test_outcomes_concluded_in_one_loop_turn_share_one_commit_and_each_waits_for
     assert ledger.outcome_counts() == {"completed": 12}
 
 
-def test_a_failed_group_commit_fails_every_order_of_the_group(spec, ring):
+def test_a_failed_group_commit_fails_every_order_of_the_group(spec, ring, closing):
     import asyncio
 
     from actors.ledger import OutcomeGroupCommit
 
-    ledger = open_ledger(spec)
+    ledger = closing(open_ledger(spec))
 
     def broken(group):
         raise OSError("disk full")

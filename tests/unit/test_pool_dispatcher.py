@@ -45,11 +45,11 @@ def test_ties_go_to_the_replica_that_has_done_least():
     assert [load.calls for load in pool.loads()] == [2, 2]
 
 
-def test_all_six_stages_are_called_concurrently_and_gathered():
+def test_all_six_stages_are_called_concurrently_and_gathered(closing):
     async def scenario():
         gate = asyncio.Event()
         handles = _handles(dict.fromkeys(STAGES, gate))
-        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0))
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0)))
         task = asyncio.create_task(dispatcher.process(make_order(0)))
         for _ in range(10):  # a few turns of the loop; the gate keeps every stage from answering
             await asyncio.sleep(0)
@@ -63,10 +63,10 @@ def test_all_six_stages_are_called_concurrently_and_gathered():
     assert outcome.status is OrderStatus.COMPLETED and len(outcome.results) == 6
 
 
-def test_a_stage_timeout_fails_the_order_and_keeps_the_other_results():
+def test_a_stage_timeout_fails_the_order_and_keeps_the_other_results(closing):
     async def scenario():
         never = asyncio.Event()
-        dispatcher = Dispatcher(_handles({"production": never}), dict.fromkeys(STAGES, 0.05))
+        dispatcher = closing(Dispatcher(_handles({"production": never}), dict.fromkeys(STAGES, 0.05)))
         return await dispatcher.process(make_order(0)), await dispatcher.stats()
 
     outcome, stats = asyncio.run(scenario())
@@ -76,11 +76,11 @@ def test_a_stage_timeout_fails_the_order_and_keeps_the_other_results():
     assert stats.by_status["failed"] == 1 and stats.stages["production"][0].errors == 1
 
 
-def test_the_same_order_sent_again_while_in_flight_waits_for_the_one_outcome():
+def test_the_same_order_sent_again_while_in_flight_waits_for_the_one_outcome(closing):
     async def scenario():
         gate = asyncio.Event()
         handles = _handles({"design": gate})
-        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0))
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0)))
         first = asyncio.create_task(dispatcher.process(make_order(0)))
         await asyncio.sleep(0)
         second = asyncio.create_task(dispatcher.process(make_order(0)))  # e.g. re-sent by a restarted Producer
@@ -93,10 +93,10 @@ def test_the_same_order_sent_again_while_in_flight_waits_for_the_one_outcome():
     assert design_calls == 1
 
 
-def test_admission_bounds_the_orders_in_flight():
+def test_admission_bounds_the_orders_in_flight(closing):
     async def scenario():
         gate = asyncio.Event()
-        dispatcher = Dispatcher(_handles({"quality": gate}), dict.fromkeys(STAGES, 5.0), max_in_flight=3)
+        dispatcher = closing(Dispatcher(_handles({"quality": gate}), dict.fromkeys(STAGES, 5.0), max_in_flight=3))
         orders = [make_order(0, order_id=f"J20288{i:02d}") for i in range(10)]
         tasks = [asyncio.create_task(dispatcher.process(order)) for order in orders[:5]]
         tasks.append(asyncio.create_task(dispatcher.process_batch(orders[5:])))
@@ -135,22 +135,22 @@ def _fast_retries(attempts):
     return {s: RetryPolicy(attempts=attempts, base_delay_s=0.001, max_delay_s=0.002) for s in STAGES}
 
 
-def test_errors_are_retried_on_the_same_replica_and_the_result_counts_attempts():
+def test_errors_are_retried_on_the_same_replica_and_the_result_counts_attempts(closing):
     handles = _handles()
     production = handles["production"]["production-0"]
     _jam(production, failures=2)
-    dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0), retry_policies=_fast_retries(3))
+    dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0), retry_policies=_fast_retries(3)))
     outcome = asyncio.run(dispatcher.process(make_order(0)))
     assert outcome.status is OrderStatus.COMPLETED
     assert outcome.results["production"].attempts == 3 and production.calls == 3
 
 
-def test_retries_stop_at_the_policy_and_business_failures_are_never_retried():
+def test_retries_stop_at_the_policy_and_business_failures_are_never_retried(closing):
     handles = _handles()
     production, quality = handles["production"]["production-0"], handles["quality"]["quality-0"]
     _jam(production, failures=5)
     quality.stage.config = quality.stage.config.model_copy(update={"defect_rate": 1.0})
-    dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0), retry_policies=_fast_retries(2))
+    dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0), retry_policies=_fast_retries(2)))
     outcome = asyncio.run(dispatcher.process(make_order(0)))
     assert outcome.results["production"].status is StageStatus.ERROR
     assert outcome.results["production"].attempts == 2 and production.calls == 2
@@ -168,13 +168,13 @@ def test_backoff_grows_with_full_jitter_up_to_the_cap():
     assert max(delays[8]) > 0.9 and min(delays[8]) < 0.1  # jitter spreads retries over the whole window
 
 
-def test_a_failed_order_is_compensated_by_the_stages_that_did_their_part():
+def test_a_failed_order_is_compensated_by_the_stages_that_did_their_part(closing):
     handles = _handles()
     quality = handles["quality"]["quality-0"]
     quality.stage.config = quality.stage.config.model_copy(update={"defect_rate": 1.0})
     material = handles["material"]["material-0"].stage
     before = material.store.inventory()
-    outcome = asyncio.run(Dispatcher(handles, dict.fromkeys(STAGES, 5.0)).process(make_order(0)))
+    outcome = asyncio.run(closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0))).process(make_order(0)))
     assert outcome.status is OrderStatus.FAILED
     assert set(outcome.compensations) == {"material", "production", "packaging", "logistics"}
     assert outcome.compensations["material"].startswith("released metal/AU750")
@@ -191,13 +191,13 @@ def test_a_dead_replica_gets_no_more_calls():
     assert [load.alive for load in pool.loads()] == [dead.name != "design-0", dead.name != "design-1"]
 
 
-def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes_it(spec):
+def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes_it(spec, closing):
     once = {s: RetryPolicy(attempts=2, base_delay_s=0, max_delay_s=0) for s in STAGES}
 
     async def scenario():
         closed = asyncio.Event()
-        handles = local_stage_handles(spec, {"logistics": closed})
-        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=once, ledger=spec)
+        handles = local_stage_handles(spec, {"logistics": closed}, closing=closing)
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=once, ledger=spec))
         parked = await dispatcher.process(make_order(0))
         closed.set()  # the carrier's system is back
         replayed = await dispatcher.replay(parked.order_id)
@@ -210,17 +210,17 @@ def test_a_stage_erroring_after_its_retries_parks_the_order_and_replay_completes
     # The other five ran once, never again. Logistics got the stuck first attempt and the replay: the
     # retry waited behind the stuck call (one call per replica at a time) and timed out unsent.
     assert calls == {**dict.fromkeys(STAGES, 1), "logistics": 2}
-    ledger = open_ledger(spec)
+    ledger = closing(open_ledger(spec))
     assert ledger.outcome(parked.order_id).status is OrderStatus.COMPLETED
     assert ledger.dead_letters(parked.order_id) == []
     assert ledger.dead_letters(parked.order_id, open_only=False)[0].attempts == 2
 
 
-def test_an_abandoned_dead_letter_is_compensated(spec):
+def test_an_abandoned_dead_letter_is_compensated(spec, closing):
     async def scenario():
-        handles = local_stage_handles(spec, {"design": asyncio.Event()})
+        handles = local_stage_handles(spec, {"design": asyncio.Event()}, closing=closing)
         once = dict.fromkeys(STAGES, RetryPolicy(attempts=1))
-        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=once, ledger=spec)
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=once, ledger=spec))
         parked = await dispatcher.process(make_order(0))
         with pytest.raises(ReplayRefused, match="no dead letter for material"):
             await dispatcher.replay(parked.order_id, StageName.MATERIAL)
@@ -231,24 +231,24 @@ def test_an_abandoned_dead_letter_is_compensated(spec):
     assert {"material", "packaging", "logistics", "production"} <= set(abandoned.compensations)
 
 
-def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec):
+def test_a_restarted_dispatcher_answers_a_finished_order_from_the_ledger(spec, closing):
     async def scenario():
-        handles = local_stage_handles(spec)
-        first = await Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec).process(make_order(0))
-        again = await Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec).process(make_order(0))
+        handles = local_stage_handles(spec, closing=closing)
+        first = await closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec)).process(make_order(0))
+        again = await closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec)).process(make_order(0))
         return first, again, {h[f"{s}-0"].calls for s, h in handles.items()}
 
     first, again, calls = asyncio.run(scenario())
     assert again == first and calls == {1}
 
 
-def test_a_resent_batch_is_answered_from_the_ledger_and_by_joining_what_is_in_flight(spec):
+def test_a_resent_batch_is_answered_from_the_ledger_and_by_joining_what_is_in_flight(spec, closing):
     """One ledger query serves a whole batch; the order still running is joined, not run twice."""
 
     async def scenario():
         gate = asyncio.Event()
-        handles = local_stage_handles(spec, {"design": gate})
-        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec)
+        handles = local_stage_handles(spec, {"design": gate}, closing=closing)
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0), ledger=spec))
         gate.set()
         finished = await dispatcher.process(make_order(0))
         gate.clear()
@@ -280,7 +280,7 @@ def _drain(producer) -> tuple[list, list]:
     return collect()
 
 
-def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_rush_first():
+def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_rush_first(closing):
     from actors.intake.producer import Producer
     from actors.intake.samples import generate_orders
     from actors.intake.sender import DISPATCH_CALLS, WINDOW_PER_ADMITTED
@@ -288,8 +288,8 @@ def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_
     from actors.models import Priority
 
     async def scenario():
-        handle = DispatcherHandle(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=40))
-        producer = Producer(SourceSpec(count=300, seed=11), handle, max_in_flight=40)
+        handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=40)))
+        producer = closing(Producer(SourceSpec(count=300, seed=11), handle, max_in_flight=40))
         await producer.start()
         for _ in range(50):  # the Dispatcher answers nothing yet: the window fills
             await asyncio.sleep(0)
@@ -316,13 +316,13 @@ def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_
     assert len(outcomes) == 300
 
 
-def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
+def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost(closing):
     from actors.intake.producer import Producer
     from actors.intake.sources import SourceSpec
 
     async def scenario():
-        handle = DispatcherHandle(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0)), failing=1)
-        producer = Producer(SourceSpec(count=20, seed=3), handle, max_in_flight=8)
+        handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0))), failing=1)
+        producer = closing(Producer(SourceSpec(count=20, seed=3), handle, max_in_flight=8))
         await producer.start()
         handle.open.set()
         return handle, await _drain(producer)
@@ -334,14 +334,14 @@ def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost():
     assert len(outcomes) + len(lost) == 20
 
 
-def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concludes():
+def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concludes(closing):
     """What Ctrl-C asks of a run that is still reading its source."""
     from actors.intake.producer import Producer
     from actors.intake.sources import SourceSpec
 
     async def scenario():
-        handle = DispatcherHandle(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=10))
-        producer = Producer(SourceSpec(count=100, seed=5), handle, max_in_flight=10)
+        handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=10)))
+        producer = closing(Producer(SourceSpec(count=100, seed=5), handle, max_in_flight=10))
         await producer.start()
         for _ in range(50):  # the Dispatcher answers nothing yet: the window fills and reading waits
             await asyncio.sleep(0)

@@ -130,12 +130,12 @@ def test_autoscaling_lays_slots_out_to_max_and_is_refused_where_it_would_lose_st
         load_settings({"production": {"replicas": 4}})
 
 
-def test_restock_adds_recorded_stock_to_the_ledger_in_the_lots_own_units(spec, capsys):
-    open_ledger(spec).seed_stock({"jade/A": 2, "metal/AU750": 1000})
+def test_restock_adds_recorded_stock_to_the_ledger_in_the_lots_own_units(spec, capsys, closing):
+    closing(open_ledger(spec)).seed_stock({"jade/A": 2, "metal/AU750": 1000})
     location = spec.url or str(spec.path)
     assert main(["restock", "jade/A=3", "metal/AU750=0.5", "--ledger", location, "--reason", "delivery 42"]) == 0
     assert "jade/A: +3 pcs, now 5 pcs" in capsys.readouterr().err
-    ledger = open_ledger(spec)
+    ledger = closing(open_ledger(spec))
     assert ledger.inventory() == {"jade/A": 5, "metal/AU750": 1500} == ledger.stock_changes()
     assert main(["restock", "--ledger", location, "--json"]) == 0  # no lots: just show the stock
     assert json.loads(capsys.readouterr().out) == {"jade/A": 5, "metal/AU750": 1500}
@@ -160,10 +160,10 @@ def test_restock_needs_an_existing_ledger(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_a_ledger_is_bound_to_business_settings_not_to_replica_counts_or_stock(spec):
+def test_a_ledger_is_bound_to_business_settings_not_to_replica_counts_or_stock(spec, closing):
     """Resume and replay may use other replica counts (replicas share the workshop) and other stock
     settings (a new ledger's initial stock); other business settings are refused."""
-    ledger = open_ledger(spec)
+    ledger = closing(open_ledger(spec))
     ledger.bind(load_settings({"material": {"replicas": 1}}).stage_setup())
     ledger.bind(
         load_settings({"material": {"replicas": 4, "stock_multiplier": 3}, "packaging": {"replicas": 2}}).stage_setup()

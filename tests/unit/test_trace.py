@@ -2,6 +2,7 @@
 real stage replicas wrote (in-process, no Ray), through the CLI as a user runs it."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -25,19 +26,26 @@ def ledger_dir(tmp_path_factory):
     settings = load_settings({"out_dir": str(out)})
     from actors.ledger import open_ledger
 
-    open_ledger(spec, create=True).bind(settings.stage_setup())
+    with open_ledger(spec, create=True) as ledger:
+        ledger.bind(settings.stage_setup())
     retries = {s: RetryPolicy(attempts=2, base_delay_s=0, max_delay_s=0) for s in STAGES}
+    opened = contextlib.ExitStack()
+
+    def closing(thing):
+        opened.callback(thing.close)
+        return thing
 
     async def scenario():
         logistics_open = asyncio.Event()
-        handles = local_stage_handles(spec, {"logistics": logistics_open})
-        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=retries, ledger=spec)
+        handles = local_stage_handles(spec, {"logistics": logistics_open}, closing=closing)
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 0.05), retry_policies=retries, ledger=spec))
         parked = await dispatcher.process(make_order(1))  # logistics never answers in time: dead letter
         logistics_open.set()
         await dispatcher.replay(parked.order_id)
         await asyncio.gather(dispatcher.process(make_order(0)), dispatcher.process(make_order(2)))
 
-    asyncio.run(scenario())
+    with opened:
+        asyncio.run(scenario())
     return out
 
 
