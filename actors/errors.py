@@ -96,6 +96,10 @@ class NotServing(FanoutError):
     """A submission reached a Producer that is not taking any (not in serve mode, or stopping)."""
 
 
+class RunInProgress(FanoutError):
+    """Another run is still going on this system: one run at a time."""
+
+
 class NumbersExhausted(FanoutError):
     """A number series (S10 tracking numbers) has issued every number it has."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import ray
 from loguru import logger
 
 from actors.dispatch.sharding import shard_of
-from actors.errors import FanoutError, LedgerUnavailable, NotServing, ReplayRefused, RunIncomplete
+from actors.errors import FanoutError, LedgerUnavailable, NotServing, ReplayRefused, RunIncomplete, describe_error
+from actors.intake.intake_run import RunPlan
 from actors.intake.sources import Row, SourceSpec
 from actors.ledger import SqlLedger, open_ledger
 from actors.models import OrderOutcome, RejectedRecord, StageName
@@ -78,13 +80,19 @@ class RunResult(_Collected):
 
 class FanoutSystem:
     def __init__(
-        self, settings: FanoutSettings, supervisor: PoolSupervisor, dispatchers: list[Any], ledger: SqlLedger | None
+        self,
+        settings: FanoutSettings,
+        supervisor: PoolSupervisor,
+        dispatchers: list[Any],
+        producer: Any,
+        ledger: SqlLedger | None,
     ) -> None:
         self.settings = settings
         self._ledger = ledger
         self._supervisor = supervisor
         self._dispatchers = dispatchers
-        self._producer: Any = None  # the run in progress's, for `submit` and `status`
+        self._producer = producer
+        self._running: RunPlan | None = None  # the run in progress, for `submit`
         self._stop_admitting = threading.Event()
         self.log = logger.bind(stage="system")
 
@@ -95,8 +103,8 @@ class FanoutSystem:
 
     @classmethod
     def start(cls, settings: FanoutSettings) -> FanoutSystem:
-        """Create every stage replica and the Dispatcher shards, and wait until all are running (on
-        the Ray this process is connected to, or else on one `connect` finds or starts)."""
+        """Create every stage replica, the Dispatcher shards and the Producer, and wait until all are
+        running (on the Ray this process is connected to, or else on one `connect` finds or starts)."""
         cls.connect(settings)
         artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
         for warning in settings.timeout_warnings():
@@ -111,10 +119,11 @@ class FanoutSystem:
         supervisor = PoolSupervisor(settings, artifacts_dir)
         replicas = supervisor.create_pools()
         dispatchers = create_dispatchers(settings, supervisor.member_names())
-        system = cls(settings, supervisor, dispatchers, ledger)
+        producer = create_producer(settings)
+        system = cls(settings, supervisor, dispatchers, producer, ledger)
         try:
             shards = {dispatcher_name(i): handle for i, handle in enumerate(dispatchers)}
-            wait_until_ready({**replicas, **shards}, settings.actor_start_timeout_s)
+            wait_until_ready({**replicas, **shards, "producer": producer}, settings.actor_start_timeout_s)
             supervisor.attach(dispatchers)
         except Exception:
             system.shutdown()
@@ -137,20 +146,19 @@ class FanoutSystem:
         files = RunFiles.open(out_dir) if out_dir is not None else None
         tally, collected = RunTally(), _Collected()
         seen: set[str] = set()
-        producer = create_producer(self.settings, source, serve)
+        producer = self._producer
+        plan = RunPlan(run_id=uuid.uuid4().hex[:12], source=source, serve=serve)
         stop_sent = False  # a stop asked before the run began (a Ctrl-C during start-up) is honoured
         not_started = 0  # records an interrupt left unread
         try:
-            # A new worker process per run: its start-up is not order flow, so the clock starts after.
-            wait_until_ready({"producer": producer}, self.settings.actor_start_timeout_s)
-            self._producer = producer
             started = time.perf_counter()
-            ray.get(producer.start.remote())
+            ray.get(producer.begin.remote(plan))
+            self._running = plan
             while True:
                 if self._stop_admitting.is_set() and not stop_sent:
                     producer.stop.remote()
                     stop_sent = True
-                progress: ProducerProgress = ray.get(producer.poll.remote(POLL_BATCH, POLL_WAIT_S))
+                progress: ProducerProgress = ray.get(producer.poll.remote(plan, POLL_BATCH, POLL_WAIT_S))
                 self._collect(progress, tally, collected, files, keep_outcomes, seen)
                 if on_progress is not None:
                     on_progress(progress, tally)
@@ -159,9 +167,8 @@ class FanoutSystem:
                     break
             wall_s = time.perf_counter() - started
         finally:
-            self._producer = None
+            self._running = None
             self._stop_admitting.clear()  # the next run starts admitting
-            kill_all({"producer": producer})
             if files is not None:
                 files.close()
                 if self._ledger is not None:
@@ -181,10 +188,9 @@ class FanoutSystem:
     def submit(self, rows: list[Row], source: str = "submitted") -> SubmitReceipt:
         """Hand records to the serving run in progress (`run(serve=True)` on another thread); they
         are checked like its own source's, and the receipt names each reject."""
-        producer = self._producer
-        if producer is None:
+        if self._running is None:
             raise NotServing("no run is in progress: start one with run(serve=True)")
-        return _get_refusing(producer.submit.remote(rows, source), NotServing, SubmitReceipt)
+        return _get_refusing(self._producer.submit.remote(rows, source), NotServing, SubmitReceipt)
 
     def drain(self) -> None:
         """Admit no more orders (Ctrl-C, SIGTERM): a serving run stops serving, a run reading its
@@ -195,13 +201,11 @@ class FanoutSystem:
     def status(self, snapshots: bool = True) -> SystemStatus:
         """Every shard's stats; with `snapshots`, every live replica's snapshot as well."""
         shards = ray.get([shard.stats.remote() for shard in self._dispatchers])
-        producer = self._producer
-        described = None
-        if producer is not None:
-            try:
-                described = ray.get(producer.describe.remote(), timeout=15)
-            except Exception:  # noqa: BLE001 - the run just ended: there is no producer to describe
-                described = None
+        try:
+            described = ray.get(self._producer.describe.remote(), timeout=15)
+        except Exception as error:  # noqa: BLE001 - a restarting Producer: status goes on without it
+            self.log.debug("no description from the producer: {}", describe_error(error))
+            described = None
         taken = {stage: collect_snapshots(self._supervisor.replicas(stage)) for stage in StageName} if snapshots else {}
         return SystemStatus(
             namespace=self.settings.namespace,
@@ -218,6 +222,7 @@ class FanoutSystem:
 
     def shutdown(self) -> None:
         self._supervisor.stop()
+        kill_all({"producer": self._producer})
         kill_all({dispatcher_name(i): handle for i, handle in enumerate(self._dispatchers)})
         self._supervisor.stop_replicas()
         if self._ledger is not None:

@@ -20,7 +20,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.dispatch.dispatcher import Dispatcher
 from actors.errors import SystemStartError, describe_error
 from actors.intake.producer import Producer
-from actors.intake.sources import SourceSpec
 from actors.models import STAGES, StageName
 from actors.naming import NamedActor
 from actors.stages import STAGE_CLASSES, ReplicaContext
@@ -144,9 +143,9 @@ def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[s
     return shards
 
 
-def create_producer(settings: FanoutSettings, source: SourceSpec, serve: bool = False) -> Any:
-    """The Producer runs on the driver's node, where the input file named on the command line is; it
-    finds the Dispatcher shards by name."""
+def create_producer(settings: FanoutSettings) -> Any:
+    """The Producer, for as long as the system is up. It runs on the driver's node, where the input
+    file named on the command line is, and finds the Dispatcher shards by name."""
     options = {
         "name": "producer",
         "namespace": settings.namespace,
@@ -158,12 +157,10 @@ def create_producer(settings: FanoutSettings, source: SourceSpec, serve: bool = 
     return _create(
         ray.remote(Producer),
         options,
-        source,
         shards,
         settings.max_in_flight,
         settings.control.outbox_limit,
         settings.log_level,
-        serve,
         settings.ledger_spec(),
     )
 

@@ -28,10 +28,6 @@ class Acceptance:
         self._seen: dict[str, str] = {}  # accepted order id -> where it was first accepted
         self._ahead: dict[str, OrderOutcome | None] = {}  # the ledger's answers for records about to come
 
-    def close(self) -> None:
-        if self._ledger is not None:
-            self._ledger.close()
-
     def look_ahead(self, records: Iterable[JewelryOrder | RejectedRecord]) -> None:
         """Read what the ledger has for the next records in one query, not one per record (on
         PostgreSQL, a round trip per order was the Producer's largest cost at zero wait). May raise

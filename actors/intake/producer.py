@@ -1,226 +1,92 @@
-"""The Producer: reads or generates orders, rejects bad records, and feeds the Dispatcher shards.
+"""The Producer: the system's one intake, for as long as the system is up; it runs one run at a time.
 
-Its parts each do one thing: a source yields records (`sources`; in serve mode, then the queue that
-`submit` feeds, `submissions`), one rule accepts or rejects each of them (`accept`), the sender
-takes accepted orders to their shards in bounded windows (`sender`), and the outbox holds what the
-driver has not polled yet, bounded so that a slow reader slows the source instead of growing a
-queue (`outbox`).
+A run (`IntakeRun`) reads or generates orders, rejects bad records and feeds the Dispatcher shards;
+the Producer holds what outlives a run: the shards it feeds, its ledger connection and its metrics.
+It is created with the rest of the system rather than per run, so a run starts without waiting
+for a new worker process.
 
-With a ledger, an order that already has an outcome there (an earlier run, or this run before the
-Producer restarted) is answered from the ledger instead of being sent again: that is how a run
-resumes. A restarted Producer reads its source again from the top on the first `poll`.
+The driver names the run it wants on every poll (`RunPlan`). A restarted Producer has lost its run
+and takes it up from that plan: it reads its source again from the top, and answers the orders
+already finished from the ledger.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 import time
-from collections.abc import Iterable, Iterator
-from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 from loguru import logger
 
-from actors.errors import LedgerUnavailable, NotServing, describe_error
-from actors.intake.accept import Acceptance, Accepted
-from actors.intake.outbox import Outbox
-from actors.intake.sender import ShardedSender
-from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
-from actors.intake.submissions import SubmissionQueue
+from actors.errors import NotServing, RunInProgress
+from actors.intake.intake_run import IntakeRun, RunPlan
+from actors.intake.sources import Row
 from actors.ledger import LedgerSpec, open_ledger
-from actors.models import JewelryOrder, OrderOutcome, RejectedRecord
-from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
+from actors.models.messages import ProducerProgress, SubmitReceipt
 from actors.naming import resolve
 from actors.runtime import prepare_process
 from actors.telemetry import SourceMetrics
-
-T = TypeVar("T")
-LOOK_AHEAD = 64  # records read ahead of acceptance, so that the ledger is asked about them in one query
 
 
 class Producer:
     def __init__(
         self,
-        source: SourceSpec,
         dispatchers: Any,
         max_in_flight: int = 100,
         outbox_limit: int = 10_000,
         log_level: str | None = None,
-        serve: bool = False,
         ledger: LedgerSpec | None = None,
     ) -> None:
         prepare_process(log_level)
-        self._source = source
         shards = dispatchers if isinstance(dispatchers, list) else [dispatchers]
-        self._sender = ShardedSender([resolve(shard) for shard in shards], max_in_flight, self._answered)
-        self._outbox = Outbox(outbox_limit)
-        self._ledgered = ledger is not None
-        self._acceptance = Acceptance(open_ledger(ledger) if ledger is not None else None)
-        self._submissions = SubmissionQueue() if serve else None
+        self._shards = [resolve(shard) for shard in shards]
+        self._max_in_flight = max_in_flight
+        self._outbox_limit = outbox_limit
+        self._ledger = open_ledger(ledger) if ledger is not None else None
         self._metrics = SourceMetrics()
-        self._feeder: asyncio.Task[None] | None = None
-        self._expected = self._read = self._accepted = self._from_ledger = 0
-        self._reading_done = False
-        self._source_error: str | None = None
-        self._stop_requested = False
-        self._not_started: int | None = None
+        self._run: IntakeRun | None = None
         self.log = logger.bind(stage="producer")
 
-    async def start(self) -> int:
-        """Begin feeding in the background; returns how many records the source holds."""
-        if self._feeder is None:
-            self._expected = count_records(self._source)
-            self._feeder = asyncio.get_running_loop().create_task(self._feed())
-            self.log.info("feeding {} record(s) from {}", self._expected, self._source.label)
-        return self._expected
+    async def begin(self, plan: RunPlan) -> int:
+        """Start the run (or go on with it, if it is the one running); how many records its source
+        holds. A run that has not finished refuses another."""
+        run = self._run
+        if run is None or run.plan.run_id != plan.run_id:
+            if run is not None and not run.finished:
+                raise RunInProgress(f"run {run.plan.run_id} is still going; another cannot start")
+            run = self._run = IntakeRun(
+                plan, self._shards, self._max_in_flight, self._outbox_limit, self._ledger, self._metrics
+            )
+        return run.start()
 
-    async def poll(self, max_items: int = 1000, wait_s: float = 0.5) -> ProducerProgress:
-        """Collect finished outcomes and rejects; waits up to `wait_s` when there is nothing new."""
-        if self._feeder is None:  # a restarted Producer: Ray re-sent the driver's poll to a fresh instance
-            await self.start()
-        if self._outbox.empty and not self._finished:
-            await self._outbox.wait(wait_s)
-        outcomes, rejects, lost = self._outbox.take(max_items)
-        return ProducerProgress(
-            outcomes=outcomes,
-            rejects=rejects,
-            lost=lost,
-            expected_records=self._expected,
-            read=self._read,
-            accepted=self._accepted,
-            in_flight=self._sender.in_flight,
-            finished=self._finished and not self._outbox.outcomes,
-            serving=self._serving,
-            source_error=self._source_error,
-            not_started=self._not_started,
-        )
+    async def poll(self, plan: RunPlan, max_items: int = 1000, wait_s: float = 0.5) -> ProducerProgress:
+        """Collect the run's finished outcomes and rejects, taking the run up first if this Producer
+        does not have it (it restarted); waits up to `wait_s` when there is nothing new."""
+        if self._run is None or self._run.plan.run_id != plan.run_id:
+            await self.begin(plan)
+        assert self._run is not None
+        return await self._run.poll(max_items, wait_s)
+
+    async def describe(self) -> dict[str, object] | None:
+        """Where the run in progress stands, for `status` (None between runs); it collects nothing."""
+        if self._run is None or self._run.finished:
+            return None
+        return {**self._run.describe(), "cpu_s": time.process_time()}
+
+    async def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
+        """Serve mode: take further records into the serving run."""
+        return self._serving_run().submit(rows, source)
+
+    async def stop(self) -> None:
+        """Admit no more orders into the run in progress (see `IntakeRun.stop`)."""
+        if self._run is not None:
+            self._run.stop()
 
     def close(self) -> None:
         """Release the Producer's ledger connection."""
-        self._acceptance.close()
+        if self._ledger is not None:
+            self._ledger.close()
 
-    async def describe(self) -> dict[str, object]:
-        """Where the source stands, for `status`; unlike `poll` it collects nothing."""
-        return {
-            "source": self._source.label,
-            "expected_records": self._expected,
-            "read": self._read,
-            "accepted": self._accepted,
-            "in_flight": self._sender.in_flight,
-            "outcomes_waiting_for_driver": len(self._outbox.outcomes),
-            "serving": self._serving,
-            "cpu_s": time.process_time(),
-        }
-
-    async def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
-        """Serve mode: take further records; the accepted ones queue behind what is in flight."""
-        if self._submissions is None or self._stop_requested:
-            raise NotServing("this producer is not taking submissions (not in serve mode, or stopping)")
-        rejected: list[RejectedRecord] = []
-        records = [(line, raw, record_from_row((line, raw, problem), source)) for line, raw, problem in rows]
-        self._acceptance.look_ahead(record for *_, record in records)
-        for line, raw, record in records:
-            self._expected += 1
-            verdict = self._take(record, source, line, raw)
-            if isinstance(verdict, Accepted):
-                self._submissions.put(verdict)
-            else:
-                rejected.append(verdict)
-        self.log.info("submitted from {}: {} accepted, {} rejected", source, len(rows) - len(rejected), len(rejected))
-        return SubmitReceipt(accepted=len(rows) - len(rejected), rejected=rejected)
-
-    async def stop(self) -> None:
-        """Admit no more orders: a serving run stops taking submissions, a run still reading its
-        source stops reading it. The run finishes once what is already accepted has its outcomes."""
-        self._stop_requested = True
-        if self._submissions is not None:
-            self._submissions.close()
-        self._outbox.news.set()
-
-    @property
-    def _serving(self) -> bool:
-        return self._submissions is not None and not self._stop_requested
-
-    @property
-    def _finished(self) -> bool:
-        return self._reading_done and self._sender.in_flight == 0
-
-    async def _feed(self) -> None:
-        try:
-            await self._feed_source(read_numbered_records(self._source))
-            if self._submissions is not None:
-                async for accepted in self._submissions.orders():  # serve mode: until `stop`, then what is queued
-                    await self._send(accepted)
-        except LedgerUnavailable as error:  # the store's retries are spent
-            self._source_error = (
-                f"the ledger is unreachable ({error}); reading stopped at record {self._read}: "
-                f"run the same command again to finish the rest"
-            )
-            self.log.opt(exception=error).error("{}", self._source_error)
-        except Exception as error:  # noqa: BLE001 - the run must end with the reason, not hang
-            self._source_error = describe_error(error)
-            self.log.opt(exception=error).error("source stopped: {}", self._source_error)
-        finally:
-            self._reading_done = True
-            self._outbox.news.set()
-
-    async def _feed_source(self, records: Iterable[tuple[int, JewelryOrder | RejectedRecord]]) -> None:
-        for chunk in chunked(records, LOOK_AHEAD):
-            self._acceptance.look_ahead(record for _, record in chunk)
-            for line, record in chunk:
-                if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
-                    self._not_started = self._expected - self._read
-                    self.log.info(
-                        "stopped reading at record {}: {} record(s) not started", self._read, self._not_started
-                    )
-                    return
-                verdict = self._take(record, self._source.label, line)
-                if isinstance(verdict, Accepted):
-                    await self._send(verdict)
-                else:
-                    await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
-        self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
-
-    def _take(
-        self,
-        record: JewelryOrder | RejectedRecord,
-        source: str,
-        line: int,
-        raw: object = None,
-    ) -> Accepted | RejectedRecord:
-        """One record read, through the one acceptance rule; a reject is reported at once."""
-        self._read += 1
-        verdict = self._acceptance.accept(record, source, line, raw)
-        if isinstance(verdict, RejectedRecord):
-            self.log.warning("rejected {}", verdict.message)
-            self._metrics.rejects.inc(tags={"field": re.sub(r"\.\d+", "[]", verdict.errors[0].field)})  # bounded tag
-            self._outbox.reject(verdict)
-        return verdict
-
-    async def _send(self, accepted: Accepted) -> None:
-        """Dispatch the order, or answer it with the outcome the ledger already has for it."""
-        await self._outbox.reserve()
-        self._accepted += 1
-        if accepted.recorded is not None:
-            self._from_ledger += 1
-            self._outbox.outcome(accepted.recorded.model_copy(update={"from_ledger": True}))
-            if self._from_ledger % 1000 == 0:
-                await asyncio.sleep(0)  # let polls through during a long stretch of finished orders
-            return
-        await self._sender.send(accepted.order)
-
-    def _answered(self, order: JewelryOrder, answer: OrderOutcome | BaseException) -> None:
-        if isinstance(answer, OrderOutcome):
-            self._outbox.outcome(answer)
-            return
-        reason = describe_error(answer)  # reported as lost; the run ends non-zero
-        self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
-        self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledgered))
-
-
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """`items` in lists of `size` (the last one shorter), read lazily."""
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
+    def _serving_run(self) -> IntakeRun:
+        if self._run is None or self._run.finished:
+            raise NotServing("no run is taking submissions: start one with `jewelry-fanout run --serve`")
+        return self._run

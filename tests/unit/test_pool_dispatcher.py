@@ -267,11 +267,17 @@ def test_a_resent_batch_is_answered_from_the_ledger_and_by_joining_what_is_in_fl
     assert design_calls == 3  # orders 0, 1 and 2, once each
 
 
-def _drain(producer) -> tuple[list, list]:
+def _plan(source):
+    from actors.intake.intake_run import RunPlan
+
+    return RunPlan(run_id="test", source=source)
+
+
+def _drain(producer, plan) -> tuple[list, list]:
     async def collect():
         outcomes, lost = [], []
         while True:
-            progress = await producer.poll(wait_s=0.05)
+            progress = await producer.poll(plan, wait_s=0.05)
             outcomes += progress.outcomes
             lost += progress.lost
             if progress.finished:
@@ -289,13 +295,14 @@ def test_the_producer_sends_alone_when_idle_and_in_few_batched_calls_under_load_
 
     async def scenario():
         handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=40)))
-        producer = closing(Producer(SourceSpec(count=300, seed=11), handle, max_in_flight=40))
-        await producer.start()
+        producer = closing(Producer(handle, max_in_flight=40))
+        plan = _plan(SourceSpec(count=300, seed=11))
+        await producer.begin(plan)
         for _ in range(50):  # the Dispatcher answers nothing yet: the window fills
             await asyncio.sleep(0)
         held = [list(batch) for batch in handle.batches]
         handle.open.set()
-        return handle, held, await _drain(producer)
+        return handle, held, await _drain(producer, plan)
 
     handle, held, (outcomes, lost) = asyncio.run(scenario())
     # Nothing queued: each of the first orders went alone, at once, in its own call.
@@ -322,10 +329,11 @@ def test_a_failed_dispatcher_call_reports_each_of_its_orders_as_lost(closing):
 
     async def scenario():
         handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0))), failing=1)
-        producer = closing(Producer(SourceSpec(count=20, seed=3), handle, max_in_flight=8))
-        await producer.start()
+        producer = closing(Producer(handle, max_in_flight=8))
+        plan = _plan(SourceSpec(count=20, seed=3))
+        await producer.begin(plan)
         handle.open.set()
-        return handle, await _drain(producer)
+        return handle, await _drain(producer, plan)
 
     handle, (outcomes, lost) = asyncio.run(scenario())
     first_call = [order.order_id for order in handle.batches[0]]
@@ -341,14 +349,15 @@ def test_a_stop_while_reading_admits_nothing_more_and_every_admitted_order_concl
 
     async def scenario():
         handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=10)))
-        producer = closing(Producer(SourceSpec(count=100, seed=5), handle, max_in_flight=10))
-        await producer.start()
+        producer = closing(Producer(handle, max_in_flight=10))
+        plan = _plan(SourceSpec(count=100, seed=5))
+        await producer.begin(plan)
         for _ in range(50):  # the Dispatcher answers nothing yet: the window fills and reading waits
             await asyncio.sleep(0)
         await producer.stop()
         handle.open.set()
-        outcomes, lost = await _drain(producer)
-        return outcomes, lost, await producer.poll(wait_s=0)
+        outcomes, lost = await _drain(producer, plan)
+        return outcomes, lost, await producer.poll(plan, wait_s=0)
 
     outcomes, lost, last = asyncio.run(scenario())
     assert not lost and last.finished and 0 < last.read < 100
@@ -402,3 +411,32 @@ def test_a_late_death_of_the_replaced_actor_does_not_mark_its_replacement_dead()
     # by type, not by name: restarting is not dead, and an error merely named like a death is not one
     assert not is_replica_dead(ActorUnavailableError("restarting", None), replica)
     assert not is_replica_dead(RuntimeError("ActorDiedError"), replica)
+
+
+def test_one_producer_runs_one_run_after_another_and_a_restarted_one_takes_its_run_up_from_the_poll(closing):
+    """The Producer lives as long as the system: runs follow each other on it, a second run is refused
+    while one is going, and a fresh instance (what Ray restarts) takes the run up from the plan the
+    driver sends with every poll."""
+    from actors.errors import RunInProgress
+    from actors.intake.producer import Producer
+    from actors.intake.sources import SourceSpec
+
+    async def scenario():
+        handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), max_in_flight=10)))
+        producer = closing(Producer(handle, max_in_flight=10))
+        first, second = _plan(SourceSpec(count=12, seed=1)), _plan(SourceSpec(count=5, seed=2))
+        second = second.model_copy(update={"run_id": "second"})
+        assert await producer.begin(first) == 12
+        with pytest.raises(RunInProgress, match="run test is still going"):
+            await producer.begin(second)
+        handle.open.set()
+        ran = await _drain(producer, first)
+        assert await producer.describe() is None  # between runs
+        after = await _drain(producer, second)  # the next run, begun by its first poll
+        restarted = closing(Producer(handle, max_in_flight=10))  # lost its run: the poll names it
+        again = await _drain(restarted, second)
+        return ran, after, again
+
+    (ran, _), (after, _), (again, _) = asyncio.run(scenario())
+    assert len(ran) == 12 and len(after) == len(again) == 5
+    assert [o.order_id for o in again] == [o.order_id for o in after]

@@ -1,0 +1,227 @@
+"""One run's intake inside the Producer: read its source, accept or reject each record, send the
+accepted orders to their shards, and keep what the driver has not polled yet.
+
+Its parts each do one thing: a source yields records (`sources`; in serve mode, then the queue that
+`submit` feeds, `submissions`), one rule accepts or rejects each of them (`accept`), the sender
+takes accepted orders to their shards in bounded windows (`sender`), and the outbox holds what the
+driver has not polled yet, bounded so that a slow reader slows the source instead of growing a
+queue (`outbox`).
+
+With a ledger, an order that already has an outcome there (an earlier run, or this run before the
+Producer restarted) is answered from the ledger instead of being sent again: that is how a run
+resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any, TypeVar
+
+from loguru import logger
+from pydantic import BaseModel, ConfigDict
+
+from actors.errors import LedgerUnavailable, NotServing, describe_error
+from actors.intake.accept import Acceptance, Accepted
+from actors.intake.outbox import Outbox
+from actors.intake.sender import ShardedSender
+from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
+from actors.intake.submissions import SubmissionQueue
+from actors.ledger import SqlLedger
+from actors.models import JewelryOrder, OrderOutcome, RejectedRecord
+from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
+from actors.telemetry import SourceMetrics
+
+T = TypeVar("T")
+LOOK_AHEAD = 64  # records read ahead of acceptance, so that the ledger is asked about them in one query
+
+
+class RunPlan(BaseModel):
+    """What a run is to do, as the driver tells the Producer: on every poll, so that a restarted
+    Producer takes the run up again from the top of its source."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    source: SourceSpec
+    serve: bool = False
+
+
+class IntakeRun:
+    def __init__(
+        self,
+        plan: RunPlan,
+        shards: list[Any],
+        max_in_flight: int,
+        outbox_limit: int,
+        ledger: SqlLedger | None,
+        metrics: SourceMetrics,
+    ) -> None:
+        self.plan = plan
+        self._source = plan.source
+        self._sender = ShardedSender(shards, max_in_flight, self._answered)
+        self._outbox = Outbox(outbox_limit)
+        self._ledgered = ledger is not None
+        self._acceptance = Acceptance(ledger)
+        self._submissions = SubmissionQueue() if plan.serve else None
+        self._metrics = metrics
+        self._feeder: asyncio.Task[None] | None = None
+        self._expected = self._read = self._accepted = self._from_ledger = 0
+        self._reading_done = False
+        self._source_error: str | None = None
+        self._stop_requested = False
+        self._not_started: int | None = None
+        self.log = logger.bind(stage="producer", run=plan.run_id)
+
+    def start(self) -> int:
+        """Begin feeding in the background; returns how many records the source holds."""
+        if self._feeder is None:
+            self._expected = count_records(self._source)
+            self._feeder = asyncio.get_running_loop().create_task(self._feed())
+            self.log.info("feeding {} record(s) from {}", self._expected, self._source.label)
+        return self._expected
+
+    async def poll(self, max_items: int, wait_s: float) -> ProducerProgress:
+        """Collect finished outcomes and rejects; waits up to `wait_s` when there is nothing new."""
+        if self._outbox.empty and not self.finished:
+            await self._outbox.wait(wait_s)
+        outcomes, rejects, lost = self._outbox.take(max_items)
+        return ProducerProgress(
+            outcomes=outcomes,
+            rejects=rejects,
+            lost=lost,
+            expected_records=self._expected,
+            read=self._read,
+            accepted=self._accepted,
+            in_flight=self._sender.in_flight,
+            finished=self.finished and not self._outbox.outcomes,
+            serving=self._serving,
+            source_error=self._source_error,
+            not_started=self._not_started,
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "run_id": self.plan.run_id,
+            "source": self._source.label,
+            "expected_records": self._expected,
+            "read": self._read,
+            "accepted": self._accepted,
+            "in_flight": self._sender.in_flight,
+            "outcomes_waiting_for_driver": len(self._outbox.outcomes),
+            "serving": self._serving,
+        }
+
+    def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
+        """Serve mode: take further records; the accepted ones queue behind what is in flight."""
+        if self._submissions is None or self._stop_requested:
+            raise NotServing("this run is not taking submissions (not in serve mode, or stopping)")
+        rejected: list[RejectedRecord] = []
+        records = [(line, raw, record_from_row((line, raw, problem), source)) for line, raw, problem in rows]
+        self._acceptance.look_ahead(record for *_, record in records)
+        for line, raw, record in records:
+            self._expected += 1
+            verdict = self._take(record, source, line, raw)
+            if isinstance(verdict, Accepted):
+                self._submissions.put(verdict)
+            else:
+                rejected.append(verdict)
+        self.log.info("submitted from {}: {} accepted, {} rejected", source, len(rows) - len(rejected), len(rejected))
+        return SubmitReceipt(accepted=len(rows) - len(rejected), rejected=rejected)
+
+    def stop(self) -> None:
+        """Admit no more orders: a serving run stops taking submissions, a run still reading its
+        source stops reading it. The run finishes once what is already accepted has its outcomes."""
+        self._stop_requested = True
+        if self._submissions is not None:
+            self._submissions.close()
+        self._outbox.news.set()
+
+    @property
+    def finished(self) -> bool:
+        return self._reading_done and self._sender.in_flight == 0
+
+    @property
+    def _serving(self) -> bool:
+        return self._submissions is not None and not self._stop_requested
+
+    async def _feed(self) -> None:
+        try:
+            await self._feed_source(read_numbered_records(self._source))
+            if self._submissions is not None:
+                async for accepted in self._submissions.orders():  # serve mode: until `stop`, then what is queued
+                    await self._send(accepted)
+        except LedgerUnavailable as error:  # the store's retries are spent
+            self._source_error = (
+                f"the ledger is unreachable ({error}); reading stopped at record {self._read}: "
+                f"run the same command again to finish the rest"
+            )
+            self.log.opt(exception=error).error("{}", self._source_error)
+        except Exception as error:  # noqa: BLE001 - the run must end with the reason, not hang
+            self._source_error = describe_error(error)
+            self.log.opt(exception=error).error("source stopped: {}", self._source_error)
+        finally:
+            self._reading_done = True
+            self._outbox.news.set()
+
+    async def _feed_source(self, records: Iterable[tuple[int, JewelryOrder | RejectedRecord]]) -> None:
+        for chunk in chunked(records, LOOK_AHEAD):
+            self._acceptance.look_ahead(record for _, record in chunk)
+            for line, record in chunk:
+                if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
+                    self._not_started = self._expected - self._read
+                    self.log.info(
+                        "stopped reading at record {}: {} record(s) not started", self._read, self._not_started
+                    )
+                    return
+                verdict = self._take(record, self._source.label, line)
+                if isinstance(verdict, Accepted):
+                    await self._send(verdict)
+                else:
+                    await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
+        self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
+
+    def _take(
+        self,
+        record: JewelryOrder | RejectedRecord,
+        source: str,
+        line: int,
+        raw: object = None,
+    ) -> Accepted | RejectedRecord:
+        """One record read, through the one acceptance rule; a reject is reported at once."""
+        self._read += 1
+        verdict = self._acceptance.accept(record, source, line, raw)
+        if isinstance(verdict, RejectedRecord):
+            self.log.warning("rejected {}", verdict.message)
+            self._metrics.rejects.inc(tags={"field": re.sub(r"\.\d+", "[]", verdict.errors[0].field)})  # bounded tag
+            self._outbox.reject(verdict)
+        return verdict
+
+    async def _send(self, accepted: Accepted) -> None:
+        """Dispatch the order, or answer it with the outcome the ledger already has for it."""
+        await self._outbox.reserve()
+        self._accepted += 1
+        if accepted.recorded is not None:
+            self._from_ledger += 1
+            self._outbox.outcome(accepted.recorded.model_copy(update={"from_ledger": True}))
+            if self._from_ledger % 1000 == 0:
+                await asyncio.sleep(0)  # let polls through during a long stretch of finished orders
+            return
+        await self._sender.send(accepted.order)
+
+    def _answered(self, order: JewelryOrder, answer: OrderOutcome | BaseException) -> None:
+        if isinstance(answer, OrderOutcome):
+            self._outbox.outcome(answer)
+            return
+        reason = describe_error(answer)  # reported as lost; the run ends non-zero
+        self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
+        self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledgered))
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last one shorter), read lazily."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
