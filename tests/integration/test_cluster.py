@@ -276,6 +276,7 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
     # with its first 40 orders, then with the 4 submitted ones (the Grafana query test reads that).
     earlier_workers = set(_latency_counts(prometheus))
     out = tmp_path / "serve"
+    ledger_url = postgres_server.new_database()
     job_id = cluster.submit(
         "python",
         "-m",
@@ -289,26 +290,31 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
         "--out",
         str(out),
         "--ledger",
-        without_password(postgres_server.new_database()),
+        without_password(ledger_url),
         "--set",
         f"namespace={namespace}",
     )
 
     def status() -> dict:
         proc = cluster.cli("status", "--json", "--set", f"namespace={namespace}")
-        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout)
 
-    # Each `status` (and `ray list`) below is a new Python process that imports Ray and joins the
-    # cluster, a second or two of CPU: asked every 3 s, not every second.
-    def status_shows(predicate):
-        return lambda: (current := status()) and predicate(current) and current
+    # Progress is read from the run's ledger, a query; each `status` (and `ray list`) is a new Python
+    # process that imports Ray and joins the cluster, a second or two of CPU: asked once per check.
+    def concluded(count: int) -> None:
+        def enough() -> bool:
+            try:
+                with open_ledger(LedgerSpec.from_location(ledger_url)) as ledger:
+                    return sum(ledger.outcome_counts().values()) >= count
+            except FileNotFoundError:  # the driver has not created the ledger yet
+                return False
 
-    first = wait_until(
-        status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 40),
-        timeout_s=120,
-        interval_s=3,
-        what="40 orders done",
-    )
+        wait_until(enough, timeout_s=120, interval_s=0.5, what=f"{count} orders concluded")
+
+    concluded(40)
+    first = status()
+    assert sum(d["orders_done"] for d in first["dispatchers"]) == 40
     assert first["producer"]["serving"] and set(first["snapshots"]) == {
         "material",
         "design",
@@ -391,12 +397,7 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
     wait_until(serving_latency_scraped(40), timeout_s=60, interval_s=2, what="Prometheus to scrape 40 orders' latency")
     submitted = cluster.cli("submit", "--input", "examples/orders.csv", "--set", f"namespace={namespace}")
     assert submitted.returncode == 0 and "4 accepted, 1 rejected" in submitted.stderr, submitted.stderr
-    wait_until(
-        status_shows(lambda s: sum(d["orders_done"] for d in s["dispatchers"]) >= 44),
-        timeout_s=120,
-        interval_s=3,
-        what="44 orders done",
-    )
+    concluded(44)
     wait_until(serving_latency_scraped(44), timeout_s=60, interval_s=2, what="Prometheus to scrape 44 orders' latency")
     assert cluster.cli("stop", "--set", f"namespace={namespace}").returncode == 0
     assert cluster.wait_for_job(job_id) == "SUCCEEDED"
