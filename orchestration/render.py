@@ -9,6 +9,7 @@ from rich.table import Table
 
 from actors.models import StageName, StageStatus
 from actors.models.messages import DispatcherStats, ReplicaLoad, SystemStatus
+from actors.models.runs import RunRecord
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary
 from orchestration.trace import OrderTrace
@@ -160,6 +161,32 @@ def merged_loads(shards: list[DispatcherStats]) -> dict[StageName, list[ReplicaL
 
 
 LANE_WIDTH = 50
+
+
+def render_runs(console: Console, runs: list[RunRecord]) -> None:
+    if not runs:
+        console.print("no runs recorded in this ledger")
+        return
+    table = Table(title="Runs", title_justify="left")
+    for column in ("run", "namespace", "source", "started", "ended", "state", "admitted", "by status", "pending"):
+        table.add_column(column, justify="right" if column in ("admitted", "pending") else "left")
+    for run in runs:
+        ended = f"{run.ended_at:%Y-%m-%d %H:%M:%S} ({run.ending})" if run.ended_at is not None else "—"
+        state = {"going": "[green]going", "abandoned": "[red]abandoned"}.get(run.state.value, run.state.value)
+        table.add_row(
+            run.run_id,
+            run.namespace,
+            run.source,
+            f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            ended,
+            state,
+            str(run.admitted),
+            ", ".join(f"{count} {status}" for status, count in run.by_status.items()) or "—",
+            str(run.pending),
+        )
+    console.print(table)
+    if any(run.state.value == "abandoned" for run in runs):
+        console.print("abandoned: its driver stopped without ending it; the same command resumes its orders")
 
 
 def render_trace(console: Console, trace: OrderTrace) -> None:

@@ -68,6 +68,8 @@ class StageSummary(BaseModel):
 class RunSummary(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    run_id: str | None = None  # as the ledger records the run (`jewelry-fanout runs`); none without a ledger
+    namespace: str | None = None
     orders_total: int
     completed: int
     failed: int
@@ -143,6 +145,8 @@ class RunTally:
         replicas: dict[StageName, int],
         snapshots: dict[StageName, list[StageSnapshot]],
         not_started: int = 0,
+        run_id: str | None = None,
+        namespace: str | None = None,
     ) -> RunSummary:
         throughput = self.processed / wall_s if wall_s > 0 else 0.0
         stages = {}
@@ -161,6 +165,8 @@ class RunTally:
                 },
             )
         return RunSummary(
+            run_id=run_id,
+            namespace=namespace,
             orders_total=self.terminal + self.invalid_records + self.lost + self.unfinished,
             completed=self.by_status[OrderStatus.COMPLETED],
             failed=self.by_status[OrderStatus.FAILED],

@@ -225,12 +225,16 @@ class FanoutSettings(BaseSettings):
         if not self.ledger.enabled:
             return None
         location = self.ledger.location or str(self.out_dir / "ledger.sqlite3")
-        return LedgerSpec.from_location(location, self.ledger.synchronous, self.ledger.stock_slots, self.ledger.retry_s)
+        return LedgerSpec.from_location(
+            location, self.ledger.synchronous, self.ledger.stock_slots, self.ledger.retry_s, self.namespace
+        )
 
     def scratch_workshop(self) -> LedgerSpec:
         """Where a run without a ledger keeps its workshop: a throwaway SQLite file, made anew by each
         run, that the workshop stages' replicas share (one machine only)."""
-        return LedgerSpec(path=(self.out_dir / "workshop.scratch.sqlite3").expanduser().resolve())
+        return LedgerSpec(
+            path=(self.out_dir / "workshop.scratch.sqlite3").expanduser().resolve(), namespace=self.namespace
+        )
 
     def stage_ledger_spec(self, stage: StageName) -> LedgerSpec | None:
         """The store a stage replica journals in: the ledger; without one, the scratch workshop for

@@ -29,6 +29,7 @@ from actors.models import OrderOutcome, RejectedRecord, StageName
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt, SystemStatus
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary, RunTally
+from orchestration.run_book import RunBook
 from orchestration.settings import FanoutSettings
 from orchestration.supervisor import PoolSupervisor
 from orchestration.wiring import (
@@ -148,10 +149,13 @@ class FanoutSystem:
         seen: set[str] = set()
         producer = self._producer
         plan = RunPlan(run_id=uuid.uuid4().hex[:12], source=source, serve=serve)
+        book = RunBook(self._ledger, plan)
         stop_sent = False  # a stop asked before the run began (a Ctrl-C during start-up) is honoured
         not_started = 0  # records an interrupt left unread
+        ending = "stopped"  # what ends the run if the loop below does not finish it (a second Ctrl-C, an error)
         try:
             started = time.perf_counter()
+            book.begin()
             ray.get(producer.begin.remote(plan))
             self._running = plan
             while True:
@@ -166,20 +170,29 @@ class FanoutSystem:
                     collected.source_error, not_started = progress.source_error, progress.not_started or 0
                     break
             wall_s = time.perf_counter() - started
+            ending = _ending(collected, not_started)
         finally:
             self._running = None
             self._stop_admitting.clear()  # the next run starts admitting
+            book.end(ending)
             if files is not None:
                 files.close()
                 if self._ledger is not None:
-                    # The ledger is the record: outcomes of earlier runs, and those a crash kept from the file.
+                    # The ledger is the record: this run's outcomes, those answered from it and those a crash
+                    # kept from the file included (and no other run's: several may share the database).
                     try:
-                        files.replace_outcomes(self._ledger.outcome_lines())
+                        files.replace_outcomes(book.outcome_lines())
                     except LedgerUnavailable as error:  # the store's retries are spent
-                        self.log.warning("outcomes.jsonl keeps this run's outcomes only: {}", error)
+                        self.log.warning("outcomes.jsonl keeps the outcomes this driver collected only: {}", error)
         status = self.status()
         summary = tally.summary(
-            wall_s, self.settings.theoretical_limit_per_s(), status.replica_counts(), status.snapshots, not_started
+            wall_s,
+            self.settings.theoretical_limit_per_s(),
+            status.replica_counts(),
+            status.snapshots,
+            not_started,
+            run_id=plan.run_id if self._ledger is not None else None,
+            namespace=self.settings.namespace,
         )
         if files is not None:
             files.write_summary(summary)
@@ -253,6 +266,15 @@ class FanoutSystem:
             collected.rejects.extend(progress.rejects)
         if files is not None:
             files.write(fresh, progress.rejects)
+
+
+def _ending(collected: _Collected, not_started: int) -> str:
+    """How a run that read its source to its end, or was stopped, is recorded as having ended."""
+    if not_started:
+        return "interrupted"
+    if collected.lost or collected.source_error:
+        return "incomplete"
+    return "completed"
 
 
 def _get_refusing(ref: Any, refusal: type[FanoutError], answer: type[T]) -> T:

@@ -63,6 +63,7 @@ class IntakeRun:
         self._source = plan.source
         self._sender = ShardedSender(shards, max_in_flight, self._answered)
         self._outbox = Outbox(outbox_limit)
+        self._ledger = ledger
         self._ledgered = ledger is not None
         self._acceptance = Acceptance(ledger)
         self._submissions = SubmissionQueue() if plan.serve else None
@@ -119,15 +120,19 @@ class IntakeRun:
         if self._submissions is None or self._stop_requested:
             raise NotServing("this run is not taking submissions (not in serve mode, or stopping)")
         rejected: list[RejectedRecord] = []
+        accepted: list[Accepted] = []
         records = [(line, raw, record_from_row((line, raw, problem), source)) for line, raw, problem in rows]
         self._acceptance.look_ahead(record for *_, record in records)
         for line, raw, record in records:
             self._expected += 1
             verdict = self._take(record, source, line, raw)
             if isinstance(verdict, Accepted):
-                self._submissions.put(verdict)
+                accepted.append(verdict)
             else:
                 rejected.append(verdict)
+        self._admit(accepted)
+        for verdict in accepted:
+            self._submissions.put(verdict)
         self.log.info("submitted from {}: {} accepted, {} rejected", source, len(rows) - len(rejected), len(rejected))
         return SubmitReceipt(accepted=len(rows) - len(rejected), rejected=rejected)
 
@@ -168,20 +173,24 @@ class IntakeRun:
 
     async def _feed_source(self, records: Iterable[tuple[int, JewelryOrder | RejectedRecord]]) -> None:
         for chunk in chunked(records, LOOK_AHEAD):
+            if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
+                self._not_started = self._expected - self._read
+                self.log.info("stopped reading at record {}: {} record(s) not started", self._read, self._not_started)
+                return
             self._acceptance.look_ahead(record for _, record in chunk)
-            for line, record in chunk:
-                if self._stop_requested:  # interrupted: admit nothing more; what was admitted concludes
-                    self._not_started = self._expected - self._read
-                    self.log.info(
-                        "stopped reading at record {}: {} record(s) not started", self._read, self._not_started
-                    )
-                    return
-                verdict = self._take(record, self._source.label, line)
-                if isinstance(verdict, Accepted):
-                    await self._send(verdict)
-                else:
-                    await asyncio.sleep(0)  # let polls through while a long stretch of bad lines is read
+            verdicts = [self._take(record, self._source.label, line) for line, record in chunk]
+            accepted = [verdict for verdict in verdicts if isinstance(verdict, Accepted)]
+            self._admit(accepted)
+            for verdict in accepted:
+                await self._send(verdict)
+            await asyncio.sleep(0)  # let polls through while a long stretch of bad or finished records is read
         self.log.info("source read: {} record(s), {} accepted", self._read, self._accepted)
+
+    def _admit(self, accepted: list[Accepted]) -> None:
+        """Record in the ledger that the run admitted these orders, before any is sent or answered (one
+        statement for them all): the run's files then hold exactly its own orders."""
+        if self._ledger is not None and accepted:
+            self._ledger.admit(self.plan.run_id, [verdict.order.order_id for verdict in accepted])
 
     def _take(
         self,
@@ -206,8 +215,6 @@ class IntakeRun:
         if accepted.recorded is not None:
             self._from_ledger += 1
             self._outbox.outcome(accepted.recorded.model_copy(update={"from_ledger": True}))
-            if self._from_ledger % 1000 == 0:
-                await asyncio.sleep(0)  # let polls through during a long stretch of finished orders
             return
         await self._sender.send(accepted.order)
 

@@ -23,6 +23,7 @@ from typing import Any
 from actors.errors import ClaimRefused, DuplicateEffect, Superseded
 from actors.ledger.claims import Claim
 from actors.ledger.journal import RecordedEffect
+from actors.ledger.sql import DEFAULT_NAMESPACE
 from actors.models import StageName, StageResult, StageStatus
 
 
@@ -32,8 +33,10 @@ class MemoryStore:
     def __init__(self) -> None:
         self.lock = threading.RLock()  # replicas of a test may write from several threads
         self.effects: dict[tuple[StageName, str], RecordedEffect] = {}
-        self.checkpoints: dict[str, str] = {}  # replica -> its state, as JSON (as the SQL stores keep it)
-        self.generations: dict[str, int] = {}  # replica -> its newest incarnation
+        self.owners: dict[tuple[StageName, str], str] = {}  # the namespace whose replica made each effect
+        # Per (namespace, replica), as the SQL stores key them: several systems may share a store.
+        self.checkpoints: dict[tuple[str, str], str] = {}  # its state, as JSON (as the SQL stores keep it)
+        self.generations: dict[tuple[str, str], int] = {}  # its newest incarnation
         self.stock: dict[str, int] = {}
         self.changes: dict[str, int] = {}
         self.seeded: set[str] = set()  # lots given their initial stock (once per store, as SQL's change ids)
@@ -43,19 +46,21 @@ class MemoryStore:
 
 
 class MemoryJournal:
-    def __init__(self, store: MemoryStore | None = None) -> None:
+    def __init__(self, store: MemoryStore | None = None, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._store = store or MemoryStore()
+        self.namespace = namespace
         self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
 
     def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
         with self._store.lock:
-            generation = self._store.generations.get(replica, 0) + 1
-            self._store.generations[replica] = generation
+            key = (self.namespace, replica)
+            generation = self._store.generations.get(key, 0) + 1
+            self._store.generations[key] = generation
             self._generation[replica] = generation
             return self.checkpoint_of(replica)
 
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
-        saved = self._store.checkpoints.get(replica)
+        saved = self._store.checkpoints.get((self.namespace, replica))
         return json.loads(saved) if saved else None
 
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
@@ -88,10 +93,11 @@ class MemoryJournal:
             self._fenced(replica)
             for (_, order_id), result in zip(keys, results, strict=True):
                 store.effects[(stage, order_id)] = RecordedEffect(stage, order_id, result.replica, result, False, None)
+                store.owners[(stage, order_id)] = self.namespace
             for lot, quantity in takes.items():
                 store.stock[lot] -= quantity
             store.holds.update(holds)
-            store.checkpoints[replica] = json.dumps(checkpoint)
+            store.checkpoints[(self.namespace, replica)] = json.dumps(checkpoint)
 
     def record_compensation(
         self,
@@ -108,6 +114,7 @@ class MemoryJournal:
             recorded = store.effects.get((stage, order_id))
             if recorded is None:  # a tombstone: the stage never ran for the order
                 store.effects[(stage, order_id)] = RecordedEffect(stage, order_id, replica, None, True, done)
+                store.owners[(stage, order_id)] = self.namespace
             elif not recorded.compensated:
                 if release is not None:
                     for lot, quantity in release.takes.items():
@@ -119,12 +126,14 @@ class MemoryJournal:
                 store.effects[(stage, order_id)] = RecordedEffect(
                     stage, order_id, recorded.replica, recorded.result, True, done
                 )
-            store.checkpoints[replica] = json.dumps(checkpoint)
+            store.checkpoints[(self.namespace, replica)] = json.dumps(checkpoint)
 
     def live_effects(self, replica: str) -> Iterator[StageResult]:
-        for recorded in list(self._store.effects.values()):
+        owners = self._store.owners
+        for key, recorded in list(self._store.effects.items()):
             result = recorded.result
-            if recorded.replica == replica and not recorded.compensated and result and result.status is StageStatus.OK:
+            mine = recorded.replica == replica and owners.get(key) == self.namespace
+            if mine and not recorded.compensated and result and result.status is StageStatus.OK:
                 yield result
 
     # -- the workshop ----------------------------------------------------------------------------
@@ -194,7 +203,7 @@ class MemoryJournal:
         generation = self._generation.get(replica)
         if generation is None:
             raise Superseded(f"{replica}: this connection never claimed the replica")
-        if generation != self._store.generations.get(replica):
+        if generation != self._store.generations.get((self.namespace, replica)):
             raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from actors.errors import LedgerUnavailable
 from actors.ledger.claims import Claim
-from actors.ledger.sql import Connection, SqlLedger
+from actors.ledger.sql import DEFAULT_NAMESPACE, PROBE_EVERY_S, Connection, SqlLedger
 from actors.models import StageName
 
 T = TypeVar("T")
@@ -39,9 +39,10 @@ POOL_SIZE = 4  # per actor process: calls, snapshots and the block leases can ov
 # (each new request starts a fresh attempt): connections come back within about a second.
 RECONNECT_S, CONNECTION_WAIT_S = 1.0, 2.0
 # Once a transaction has spent the whole budget, the store is taken to be down: for the next
-# PROBE_EVERY_S its calls fail at once, and then one call tries once (a circuit breaker). Without it,
-# each call queued at a replica spent the budget in turn, and a run took 90 s to wind down.
-PROBE_EVERY_S, PROBE_WAIT_S = 1.0, 0.5
+# PROBE_EVERY_S (sql.py) its calls fail at once, and then one call tries once, waiting PROBE_WAIT_S (a
+# circuit breaker). Without it, each call queued at a replica spent the budget in turn, and a run took
+# 90 s to wind down.
+PROBE_WAIT_S = 0.5
 # The pool logs each failed connection attempt at WARNING, several a second while a server is down;
 # `_retrying` already says what failed and what it does about it, in the run's own log.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
@@ -52,12 +53,20 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS effects (
     stage TEXT NOT NULL, order_id TEXT NOT NULL, replica TEXT NOT NULL, status TEXT,
     result TEXT, compensated INTEGER NOT NULL DEFAULT 0, compensation TEXT, recorded_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (stage, order_id)
+    namespace TEXT NOT NULL DEFAULT '', PRIMARY KEY (stage, order_id)
 );
-CREATE INDEX IF NOT EXISTS effects_by_replica ON effects (replica);
+CREATE INDEX IF NOT EXISTS effects_by_replica ON effects (namespace, replica);
 CREATE TABLE IF NOT EXISTS checkpoints (
-    replica TEXT PRIMARY KEY, stage TEXT NOT NULL, state TEXT, generation INTEGER NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
+    replica TEXT NOT NULL, stage TEXT NOT NULL, state TEXT, generation INTEGER NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL, namespace TEXT NOT NULL, PRIMARY KEY (namespace, replica)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, source TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL, ended_at DOUBLE PRECISION, ending TEXT
+);
+CREATE TABLE IF NOT EXISTS run_orders (
+    run_id TEXT NOT NULL, order_id TEXT NOT NULL, admitted_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, order_id)
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     order_id TEXT PRIMARY KEY, status TEXT NOT NULL, outcome TEXT NOT NULL, recorded_at DOUBLE PRECISION NOT NULL,
@@ -86,6 +95,16 @@ CREATE TABLE IF NOT EXISTS voided_numbers (
     PRIMARY KEY (sequence, number)
 )
 """
+# Schema 2 kept a replica's state and effects by its name alone (see SqlLedger._upgrade_from_2).
+UPGRADE_FROM_2 = """
+ALTER TABLE effects ADD COLUMN namespace TEXT NOT NULL DEFAULT '';
+UPDATE effects SET namespace = ?;
+DROP INDEX IF EXISTS effects_by_replica;
+ALTER TABLE checkpoints ADD COLUMN namespace TEXT NOT NULL DEFAULT '';
+UPDATE checkpoints SET namespace = ?;
+ALTER TABLE checkpoints DROP CONSTRAINT checkpoints_pkey;
+ALTER TABLE checkpoints ADD PRIMARY KEY (namespace, replica)
+"""
 
 
 # A stage batch in one statement, so one round trip and one server-side execution instead of a dozen:
@@ -97,10 +116,10 @@ CREATE TABLE IF NOT EXISTS voided_numbers (
 _FENCED_EFFECTS = """
 WITH fenced AS (
     UPDATE checkpoints SET state = %(state)s, updated_at = %(now)s
-    WHERE replica = %(replica)s AND generation = %(generation)s RETURNING 1
+    WHERE namespace = %(namespace)s AND replica = %(replica)s AND generation = %(generation)s RETURNING 1
 ), recorded AS (
-    INSERT INTO effects (stage, order_id, replica, status, result, recorded_at)
-    SELECT %(stage)s, e.order_id, e.replica, e.status, e.result, %(now)s
+    INSERT INTO effects (stage, order_id, replica, status, result, recorded_at, namespace)
+    SELECT %(stage)s, e.order_id, e.replica, e.status, e.result, %(now)s, %(namespace)s
     FROM unnest(%(order_ids)b::text[], %(replicas)b::text[], %(statuses)b::text[], %(results)b::text[])
         AS e(order_id, replica, status, result)
     RETURNING 1
@@ -185,8 +204,18 @@ class PostgresLedger(SqlLedger):
     outcome_order = "seq"
     lock_rows = " FOR UPDATE"
 
-    def __init__(self, url: str, *, create: bool = False, stock_slots: int = 1, retry_s: float = 60.0) -> None:
-        super().__init__(stock_slots=stock_slots)
+    schema = SCHEMA
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        create: bool = False,
+        stock_slots: int = 1,
+        retry_s: float = 60.0,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None:
+        super().__init__(stock_slots=stock_slots, namespace=namespace)
         self.location = redacted(url)
         self._retry_s = retry_s
         self._down: str | None = None  # why the store was last found down, while it is
@@ -205,20 +234,26 @@ class PostgresLedger(SqlLedger):
         # (With `check`, the pool's own backoff between checks, 1 s doubling, met only connections that had
         # been terminated meanwhile when a server kills connections every few seconds: no statement ran.)
         self._pool.open(wait=False)
-        if create:
-            self._write(self._create_schema)
         try:
-            self._write(self._check_schema)
+            self._prepare(create)
         except errors.UndefinedTable as error:
             self._pool.close()
             raise FileNotFoundError(
                 f"ledger {self.location}: that database holds no ledger yet (the driver creates it when a run starts)"
             ) from error
+        except BaseException:
+            self._pool.close()  # refused (another schema) or unreachable: nobody will close it otherwise
+            raise
 
-    def _create_schema(self, db: Connection) -> None:
+    def _lock_schema(self, db: Connection) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
-        for statement in filter(str.strip, SCHEMA.split(";")):
-            db.execute(statement)
+
+    def _has_table(self, db: Connection, table: str) -> bool:
+        return db.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0] is True
+
+    def _upgrade_from_2(self, db: Connection) -> None:
+        for statement in filter(str.strip, UPGRADE_FROM_2.split(";")):
+            db.execute(statement, (self.namespace,) if "?" in statement else ())
 
     def _write(self, body: Callable[[Connection], T]) -> T:
         return self._retrying(lambda conn: self._in_transaction(conn, body))
@@ -278,6 +313,7 @@ class PostgresLedger(SqlLedger):
         params: dict[str, Any] = {
             "state": json.dumps(checkpoint),
             "now": now,
+            "namespace": self.namespace,
             "replica": replica,
             "generation": generation,
             "stage": stage.value,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.errors import ConfigurationError
 from actors.ledger.journal import StageJournal
 from actors.ledger.memory import MemoryJournal
-from actors.ledger.sql import SqlLedger
+from actors.ledger.sql import DEFAULT_NAMESPACE, SqlLedger
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -27,6 +27,9 @@ class LedgerSpec(BaseModel):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     stock_slots: int = Field(default=1, ge=1, le=64, description="rows per lot (PostgreSQL): spreads a hot lot")
     retry_s: float = Field(default=60.0, gt=0, description="PostgreSQL: how long a transaction is retried")
+    namespace: str = Field(
+        default=DEFAULT_NAMESPACE, min_length=1, description="the system whose replicas' state this connection keeps"
+    )
 
     @classmethod
     def from_location(
@@ -35,15 +38,17 @@ class LedgerSpec(BaseModel):
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         stock_slots: int = 1,
         retry_s: float = 60.0,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> LedgerSpec:
+        options = {"synchronous": synchronous, "stock_slots": stock_slots, "retry_s": retry_s, "namespace": namespace}
         if location.startswith(POSTGRES_SCHEMES):
-            return cls(url=location, synchronous=synchronous, stock_slots=stock_slots, retry_s=retry_s)
+            return cls(url=location, **options)
         if "://" in location and not location.startswith("sqlite:///"):
             raise ConfigurationError(
                 f"ledger {location!r}: expected a file path, an sqlite:/// URL or a postgresql:// URL"
             )
         path = Path(location.removeprefix("sqlite://")).expanduser().resolve()
-        return cls(path=path, synchronous=synchronous, stock_slots=stock_slots, retry_s=retry_s)
+        return cls(path=path, **options)
 
     @property
     def is_postgres(self) -> bool:
@@ -58,16 +63,20 @@ class LedgerSpec(BaseModel):
 
 
 def open_ledger(spec: LedgerSpec, create: bool = False) -> SqlLedger:
+    """A connection to the ledger, working for the spec's namespace. `create` is for a run's driver: it
+    creates the schema of a new store, and upgrades an older one in place."""
     if spec.url is not None:
         from actors.ledger.postgres import (
             PostgresLedger,  # psycopg only where a cluster store is used
         )
 
-        return PostgresLedger(spec.url, create=create, stock_slots=spec.stock_slots, retry_s=spec.retry_s)
+        return PostgresLedger(
+            spec.url, create=create, stock_slots=spec.stock_slots, retry_s=spec.retry_s, namespace=spec.namespace
+        )
     from actors.ledger.sqlite import SqliteLedger
 
     assert spec.path is not None
-    return SqliteLedger(spec.path, create=create, synchronous=spec.synchronous)
+    return SqliteLedger(spec.path, create=create, synchronous=spec.synchronous, namespace=spec.namespace)
 
 
 def open_journal(spec: LedgerSpec | None) -> StageJournal:

@@ -6,7 +6,13 @@ PostgreSQL store translates them.
 
 Write discipline: the Dispatcher alone writes outcomes and dead letters; each stage replica writes
 its own effects, their claims on the shared workshop, and its own checkpoint, always together in
-one short transaction, committed before the call returns. A transaction body may run more than
+one short transaction, committed before the call returns; the driver writes its runs, and the
+Producer which orders each run admitted.
+
+Several systems may share one database. A system is its namespace: what is kept per replica (its
+checkpoint, its fence, the effects it made) is keyed by (namespace, replica), so two systems never
+fence or resume each other's replicas. The workshop (stock, certificates, number counters) and the
+order ids are shared, as they are between the replicas of one system. A transaction body may run more than
 once (a store retries serialization failures and lost connections), so each is written to be
 harmless when repeated: an effect already recorded raises `DuplicateEffect`, a compensation
 already recorded changes nothing.
@@ -35,8 +41,15 @@ from actors.models import (
     StageName,
     StageResult,
 )
+from actors.models.runs import STALE_AFTER_S, RunRecord, RunState
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+# The schema before runs and namespaces: upgraded in place by the driver of a run (see `_check_schema`).
+UPGRADABLE_FROM = "2"
+DEFAULT_NAMESPACE = "jewelry-fanout"
+# A store found down answers every call at once with `LedgerUnavailable` for this long before it tries
+# again; a caller retrying sooner learns nothing new.
+PROBE_EVERY_S = 1.0
 EFFECT_COLUMNS = "order_id, replica, result, compensated, compensation"
 # Numbers are leased from the counter row in blocks (hi/lo): one short transaction per block, not per
 # number. What a replica has not used of its block when it stops is a gap, never a reissue.
@@ -68,7 +81,8 @@ class SqlLedger(ABC):
     # Row locks are taken in this order (and lots in name order) so two batches never deadlock.
     lock_rows = ""
 
-    def __init__(self, stock_slots: int = 1) -> None:
+    def __init__(self, stock_slots: int = 1, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self.namespace = namespace  # the system this connection works for (see the module docstring)
         self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
         self._slots = stock_slots
         self._blocks: dict[str, tuple[int, int]] = {}  # sequence -> [next, end) leased by this process
@@ -102,9 +116,54 @@ class SqlLedger(ABC):
 
     # -- set-up ------------------------------------------------------------------------------------
 
+    # -- what a store supplies for its schema --------------------------------------------------------
+
+    schema: str  # the store's CREATE ... IF NOT EXISTS statements, separated by ";"
+
+    @abstractmethod
+    def _has_table(self, db: Connection, table: str) -> bool: ...
+
+    @abstractmethod
+    def _lock_schema(self, db: Connection) -> None:
+        """Make two drivers creating or upgrading the schema at once take turns (where the write
+        transaction does not already)."""
+
+    @abstractmethod
+    def _upgrade_from_2(self, db: Connection) -> None:
+        """Bring a schema-2 ledger to this schema: replica state and effects keyed by namespace too
+        (what is there goes to this connection's namespace: one system wrote it), and the run tables."""
+
+    def _prepare(self, create: bool) -> None:
+        """Create the schema (a new store) or upgrade an older one in place, when this connection is a
+        run's driver (`create`); then check it, as every connection does."""
+
+        def body(db: Connection) -> None:
+            if create:
+                self._lock_schema(db)
+                if self._has_table(db, "meta") and self._version(db) == UPGRADABLE_FROM:
+                    self._upgrade_from_2(db)
+                    db.execute("UPDATE meta SET key = ? WHERE key = 'stage_setup'", (f"stage_setup:{self.namespace}",))
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+                for statement in filter(str.strip, self.schema.split(";")):
+                    db.execute(statement)
+            self._check_schema(db)
+
+        self._write(body)
+
+    @staticmethod
+    def _version(db: Connection) -> str | None:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return str(row[0]) if row else None
+
     def _check_schema(self, db: Connection) -> None:
         db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", (SCHEMA_VERSION,))
-        found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        found = self._version(db)
+        if found == UPGRADABLE_FROM:
+            raise LedgerMismatch(
+                f"ledger {self.location} was written by an earlier version (schema {found}, before runs were "
+                f"recorded); run `jewelry-fanout run` on it once (the same --out or --ledger) and it is upgraded "
+                f"in place, its replicas' state given to that run's namespace"
+            )
         if found != SCHEMA_VERSION:
             raise LedgerMismatch(
                 f"ledger {self.location} has schema {found}; this version needs {SCHEMA_VERSION}: "
@@ -115,10 +174,11 @@ class SqlLedger(ABC):
         """Tie the ledger to the stages' business settings: resuming with others would mean answers
         that no single set of settings gives. (Replica counts may change: replicas share the workshop.)"""
         wanted = json.dumps(stage_setup, sort_keys=True, default=str)
+        key = f"stage_setup:{self.namespace}"  # each system's own: another may run other business rules
 
         def body(db: Connection) -> str:
-            db.execute("INSERT INTO meta VALUES ('stage_setup', ?) ON CONFLICT DO NOTHING", (wanted,))
-            return str(db.execute("SELECT value FROM meta WHERE key = 'stage_setup'").fetchone()[0])
+            db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT DO NOTHING", (key, wanted))
+            return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
         found = self._write(body)
         if found != wanted:
@@ -133,12 +193,16 @@ class SqlLedger(ABC):
 
     def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
         def body(db: Connection) -> tuple[Any, int]:
-            row = db.execute("SELECT state, generation FROM checkpoints WHERE replica = ?", (replica,)).fetchone()
+            row = db.execute(
+                "SELECT state, generation FROM checkpoints WHERE namespace = ? AND replica = ?",
+                (self.namespace, replica),
+            ).fetchone()
             generation = row[1] + 1 if row else 1
             db.execute(
-                "INSERT INTO checkpoints VALUES (?,?,NULL,?,?) ON CONFLICT (replica) DO UPDATE SET "
+                "INSERT INTO checkpoints (namespace, replica, stage, state, generation, updated_at) "
+                "VALUES (?,?,?,NULL,?,?) ON CONFLICT (namespace, replica) DO UPDATE SET "
                 "generation = excluded.generation",
-                (replica, stage.value, generation, time.time()),
+                (self.namespace, replica, stage.value, generation, time.time()),
             )
             return row, generation
 
@@ -147,7 +211,9 @@ class SqlLedger(ABC):
         return json.loads(row[0]) if row and row[0] else None
 
     def checkpoint_of(self, replica: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT state FROM checkpoints WHERE replica = ?", (replica,))
+        rows = self._read(
+            "SELECT state FROM checkpoints WHERE namespace = ? AND replica = ?", (self.namespace, replica)
+        )
         return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def effect(self, stage: StageName, order_id: str) -> RecordedEffect | None:
@@ -174,14 +240,18 @@ class SqlLedger(ABC):
         claims: Mapping[str, Claim] | None = None,
     ) -> None:
         now = time.time()
-        rows = [(r.stage.value, r.order_id, r.replica, r.status.value, r.model_dump_json(), now) for r in results]
+        rows = [
+            (r.stage.value, r.order_id, r.replica, r.status.value, r.model_dump_json(), now, self.namespace)
+            for r in results
+        ]
         if self._record_at_once(replica, stage, rows, checkpoint, claims or {}, now):
             return
 
         def body(db: Connection) -> None:
             try:
                 db.executemany(
-                    "INSERT INTO effects (stage, order_id, replica, status, result, recorded_at) VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO effects (stage, order_id, replica, status, result, recorded_at, namespace) "
+                    "VALUES (?,?,?,?,?,?,?)",
                     rows,
                 )
             except Exception as error:
@@ -227,9 +297,9 @@ class SqlLedger(ABC):
             ).rowcount
             if undone == 0:  # a tombstone (never ran), or a repeat of a compensation already committed
                 db.execute(
-                    "INSERT INTO effects (stage, order_id, replica, compensated, compensation, recorded_at) "
-                    "VALUES (?,?,?,1,?,?) ON CONFLICT DO NOTHING",
-                    (stage.value, order_id, replica, done, now),
+                    "INSERT INTO effects (stage, order_id, replica, compensated, compensation, recorded_at, namespace) "
+                    "VALUES (?,?,?,1,?,?,?) ON CONFLICT DO NOTHING",
+                    (stage.value, order_id, replica, done, now, self.namespace),
                 )
             elif release is not None:
                 self._release(db, order_id, release, now)
@@ -239,7 +309,8 @@ class SqlLedger(ABC):
 
     def live_effects(self, replica: str) -> Iterator[StageResult]:
         rows = self._read(
-            "SELECT result FROM effects WHERE replica = ? AND status = 'ok' AND compensated = 0", (replica,)
+            "SELECT result FROM effects WHERE namespace = ? AND replica = ? AND status = 'ok' AND compensated = 0",
+            (self.namespace, replica),
         )
         for (result,) in rows:
             yield StageResult.model_validate_json(result)
@@ -518,9 +589,88 @@ class SqlLedger(ABC):
         return {status: int(n) for status, n in self._read("SELECT status, COUNT(*) FROM outcomes GROUP BY status")}
 
     def outcome_lines(self) -> Iterator[str]:
-        """Every outcome as one JSON line, in the order they were first recorded."""
+        """Every outcome as one JSON line, in the order they were first recorded (every run's: see
+        `run_outcome_lines` for one run's)."""
         for (outcome,) in self._read(f"SELECT outcome FROM outcomes ORDER BY {self.outcome_order}"):
             yield outcome
+
+    # -- runs: the driver writes its runs, the Producer which orders each run admitted -------------
+
+    def begin_run(self, run_id: str, source: str) -> None:
+        now = time.time()
+        self._write(
+            lambda db: db.execute(
+                "INSERT INTO runs (run_id, namespace, source, started_at, heartbeat_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT DO NOTHING",
+                (run_id, self.namespace, source, now, now),
+            )
+        )
+
+    def heartbeat(self, run_id: str) -> None:
+        """The run's driver is alive (see `actors.models.runs.STALE_AFTER_S`)."""
+        self._write(lambda db: db.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (time.time(), run_id)))
+
+    def end_run(self, run_id: str, ending: str) -> None:
+        now = time.time()
+        ended = "UPDATE runs SET ended_at = ?, heartbeat_at = ?, ending = ? WHERE run_id = ?"
+        self._write(lambda db: db.execute(ended, (now, now, ending, run_id)))
+
+    def admit(self, run_id: str, order_ids: Collection[str]) -> None:
+        """Record that the run admitted these orders (before they are sent or answered): its files
+        then hold exactly them. Once per batch of orders, in one round trip."""
+        if order_ids:
+            now = time.time()
+            rows = [(run_id, order_id, now) for order_id in order_ids]
+            self._write(
+                lambda db: db.executemany(
+                    "INSERT INTO run_orders (run_id, order_id, admitted_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+            )
+
+    def run_outcome_lines(self, run_id: str) -> Iterator[str]:
+        """The outcomes of the orders the run admitted, one JSON line each, in the order they were first
+        recorded: what its outcomes.jsonl holds, answers from the ledger included."""
+        rows = self._read(
+            f"SELECT o.outcome FROM run_orders r JOIN outcomes o ON o.order_id = r.order_id "
+            f"WHERE r.run_id = ? ORDER BY o.{self.outcome_order}",
+            (run_id,),
+        )
+        for (outcome,) in rows:
+            yield outcome
+
+    def runs(self) -> list[RunRecord]:
+        """Every run recorded in the store, of every system, the oldest first."""
+        counts: dict[str, dict[str, int]] = {}
+        for run_id, status, count in self._read(
+            "SELECT r.run_id, o.status, COUNT(*) FROM run_orders r LEFT JOIN outcomes o ON o.order_id = r.order_id "
+            "GROUP BY r.run_id, o.status"
+        ):
+            counts.setdefault(run_id, {})[status or ""] = int(count)
+        now = time.time()
+        found = []
+        for run_id, namespace, source, started, beat, ended, ending in self._read(
+            "SELECT run_id, namespace, source, started_at, heartbeat_at, ended_at, ending FROM runs ORDER BY started_at"
+        ):
+            by_status = counts.get(run_id, {})
+            state = RunState.ENDED if ended is not None else RunState.GOING
+            if ended is None and now - beat > STALE_AFTER_S:
+                state = RunState.ABANDONED
+            found.append(
+                RunRecord(
+                    run_id=run_id,
+                    namespace=namespace,
+                    source=source,
+                    started_at=_utc(started),
+                    heartbeat_at=_utc(beat),
+                    ended_at=_utc(ended) if ended is not None else None,
+                    ending=ending,
+                    admitted=sum(by_status.values()),
+                    by_status={status: n for status, n in sorted(by_status.items()) if status},
+                    state=state,
+                )
+            )
+        return found
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -530,8 +680,8 @@ class SqlLedger(ABC):
         if generation is None:
             raise Superseded(f"{replica}: this connection never claimed the replica")
         updated = db.execute(
-            "UPDATE checkpoints SET state = ?, updated_at = ? WHERE replica = ? AND generation = ?",
-            (json.dumps(checkpoint), time.time(), replica, generation),
+            "UPDATE checkpoints SET state = ?, updated_at = ? WHERE namespace = ? AND replica = ? AND generation = ?",
+            (json.dumps(checkpoint), time.time(), self.namespace, replica, generation),
         ).rowcount
         if updated != 1:
             raise Superseded(f"{replica}: a newer incarnation has taken over; this one ({generation}) stops writing")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from actors.errors import FanoutError, LedgerMismatch
-from actors.ledger.sql import Connection, SqlLedger
+from actors.ledger.sql import DEFAULT_NAMESPACE, Connection, SqlLedger
 
 __all__ = ["LedgerMismatch", "SqliteLedger"]
 
@@ -36,11 +36,19 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS effects (
     stage TEXT NOT NULL, order_id TEXT NOT NULL, replica TEXT NOT NULL, status TEXT,
     result TEXT, compensated INTEGER NOT NULL DEFAULT 0, compensation TEXT, recorded_at REAL NOT NULL,
-    PRIMARY KEY (stage, order_id)
+    namespace TEXT NOT NULL DEFAULT '', PRIMARY KEY (stage, order_id)
 );
-CREATE INDEX IF NOT EXISTS effects_by_replica ON effects (replica);
+CREATE INDEX IF NOT EXISTS effects_by_replica ON effects (namespace, replica);
 CREATE TABLE IF NOT EXISTS checkpoints (
-    replica TEXT PRIMARY KEY, stage TEXT NOT NULL, state TEXT, generation INTEGER NOT NULL, updated_at REAL NOT NULL
+    replica TEXT NOT NULL, stage TEXT NOT NULL, state TEXT, generation INTEGER NOT NULL, updated_at REAL NOT NULL,
+    namespace TEXT NOT NULL, PRIMARY KEY (namespace, replica)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, source TEXT NOT NULL, started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL, ended_at REAL, ending TEXT
+);
+CREATE TABLE IF NOT EXISTS run_orders (
+    run_id TEXT NOT NULL, order_id TEXT NOT NULL, admitted_at REAL NOT NULL, PRIMARY KEY (run_id, order_id)
 );
 CREATE TABLE IF NOT EXISTS outcomes (
     order_id TEXT PRIMARY KEY, status TEXT NOT NULL, outcome TEXT NOT NULL, recorded_at REAL NOT NULL
@@ -70,10 +78,35 @@ CREATE TABLE IF NOT EXISTS voided_numbers (
 """
 
 
+# Schema 2 kept a replica's state and effects by its name alone (see SqlLedger._upgrade_from_2).
+UPGRADE_FROM_2 = """
+ALTER TABLE effects ADD COLUMN namespace TEXT NOT NULL DEFAULT '';
+UPDATE effects SET namespace = :namespace;
+DROP INDEX IF EXISTS effects_by_replica;
+CREATE TABLE checkpoints_v3 (
+    replica TEXT NOT NULL, stage TEXT NOT NULL, state TEXT, generation INTEGER NOT NULL, updated_at REAL NOT NULL,
+    namespace TEXT NOT NULL, PRIMARY KEY (namespace, replica)
+);
+INSERT INTO checkpoints_v3 SELECT replica, stage, state, generation, updated_at, :namespace FROM checkpoints;
+DROP TABLE checkpoints;
+ALTER TABLE checkpoints_v3 RENAME TO checkpoints
+"""
+
+
 class SqliteLedger(SqlLedger):
-    def __init__(self, path: Path, *, create: bool = False, synchronous: str = "NORMAL", stock_slots: int = 1) -> None:
+    schema = SCHEMA
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = False,
+        synchronous: str = "NORMAL",
+        stock_slots: int = 1,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None:
         # One writer at a time holds the whole file, so spreading a lot over rows would buy nothing.
-        super().__init__(stock_slots=1)
+        super().__init__(stock_slots=1, namespace=namespace)
         self.path = path
         self.location = str(path)
         if not create and not path.exists():
@@ -88,14 +121,27 @@ class SqliteLedger(SqlLedger):
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         # Actors call from more than one thread (snapshots run beside calls); one transaction at a time.
         self._lock = threading.RLock()
-        if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-            raise FanoutError(f"ledger {path}: the file system does not support SQLite WAL mode")
-        self._db.execute(f"PRAGMA synchronous = {synchronous}")
-        self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-        if create:
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                self._db.execute(statement)
-        self._write(self._check_schema)
+        try:
+            if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise FanoutError(f"ledger {path}: the file system does not support SQLite WAL mode")
+            self._db.execute(f"PRAGMA synchronous = {synchronous}")
+            self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+            self._prepare(create)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _lock_schema(self, db: Connection) -> None:
+        """Nothing to do: a write transaction (`BEGIN IMMEDIATE`) holds the whole file."""
+
+    def _has_table(self, db: Connection, table: str) -> bool:
+        return (
+            db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+        )
+
+    def _upgrade_from_2(self, db: Connection) -> None:
+        for statement in filter(str.strip, UPGRADE_FROM_2.split(";")):
+            db.execute(statement, {"namespace": self.namespace} if ":namespace" in statement else ())
 
     def _write(self, body: Callable[[Connection], T]) -> T:
         with self._lock:

@@ -28,6 +28,7 @@ from orchestration.cli.exit_codes import (
 from orchestration.cli.ledger_commands import (
     replay_command,
     restock_command,
+    runs_command,
     trace_command,
 )
 from orchestration.cli.parser import _replicas, build_parser, overrides_from
@@ -71,4 +72,6 @@ def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) 
         return restock_command(args, settings, err)
     if args.command == "trace":
         return trace_command(args, settings, err)
+    if args.command == "runs":
+        return runs_command(args, settings, err)
     return operate_command(args, settings, err)

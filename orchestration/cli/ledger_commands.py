@@ -1,4 +1,4 @@
-"""`jewelry-fanout replay`, `restock` and `trace`: act on a run's ledger, or read one order's story in it."""
+"""`jewelry-fanout replay`, `restock`, `trace` and `runs`: act on a run's ledger, or read what it holds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from actors.stages.stock_units import human, stored_quantity
 from orchestration.cli.exit_codes import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_USAGE
 from orchestration.cli.run import start_system
 from orchestration.cli.terminal import stdout_console
-from orchestration.render import render_trace
+from orchestration.render import render_runs, render_trace
 from orchestration.settings import FanoutSettings
 from orchestration.trace import UnknownOrder, trace_order
 
@@ -94,6 +94,23 @@ def trace_command(args: argparse.Namespace, settings: FanoutSettings, err: Conso
         sys.stdout.write(trace.model_dump_json() + "\n")
     else:
         render_trace(stdout_console(), trace)
+    return EXIT_OK
+
+
+def runs_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
+    """List the runs in the ledger, without Ray: every system's that shares the database."""
+    if (spec := _run_ledger(settings, err, "runs needs a ledger: a run without one records none")) is None:
+        return EXIT_USAGE
+    try:
+        with open_ledger(spec) as ledger:
+            runs = ledger.runs()
+    except (FileNotFoundError, FanoutError) as error:
+        err.print(f"[red]ledger:[/red] {error}")
+        return EXIT_USAGE
+    if args.json:
+        sys.stdout.write(json.dumps([run.model_dump(mode="json") for run in runs]) + "\n")
+    else:
+        render_runs(stdout_console(), runs)
     return EXIT_OK
 
 

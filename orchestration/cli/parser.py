@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     _ledger_options(trace)
     _common(trace)
 
+    runs = commands.add_parser(
+        "runs",
+        help="the runs a ledger holds, of every system that shares it: id, namespace, start and end, "
+        "orders by status, and whether each is still going",
+    )
+    runs.add_argument("--out", type=Path, metavar="DIR", help="a run's output directory (holds its ledger)")
+    runs.add_argument("--json", action="store_true", help="print the runs as one JSON list")
+    _ledger_options(runs)
+    _common(runs)
+
     status = commands.add_parser(
         "status", help="in-flight orders, replicas, queues and stage state of a running system"
     )

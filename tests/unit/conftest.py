@@ -11,6 +11,7 @@ import ray
 
 from actors.ledger import LedgerSpec, StageJournal, open_ledger
 from actors.ledger.memory import MemoryJournal, MemoryStore
+from actors.ledger.sql import DEFAULT_NAMESPACE
 from actors.stages import ReplicaContext
 
 
@@ -49,13 +50,20 @@ class Backend:
     memory: MemoryStore = field(default_factory=MemoryStore)
     opened: list[StageJournal] = field(default_factory=list)
 
-    def open(self) -> Any:
-        journal: StageJournal = MemoryJournal(self.memory) if self.spec is None else open_ledger(self.spec)
+    def open(self, namespace: str = DEFAULT_NAMESPACE) -> Any:
+        """A new connection, working for the system `namespace`."""
+        journal: StageJournal
+        if self.spec is None:
+            journal = MemoryJournal(self.memory, namespace)
+        else:
+            journal = open_ledger(self.spec.model_copy(update={"namespace": namespace}))
         self.opened.append(journal)
         return journal
 
-    def context(self, replica: str, index: int = 0, count: int = 1) -> ReplicaContext:
-        return ReplicaContext(replica, index=index, replica_count=count, time_scale=0, journal=self.open())
+    def context(
+        self, replica: str, index: int = 0, count: int = 1, namespace: str = DEFAULT_NAMESPACE
+    ) -> ReplicaContext:
+        return ReplicaContext(replica, index=index, replica_count=count, time_scale=0, journal=self.open(namespace))
 
     def with_stock_slots(self, slots: int) -> Backend:
         """The same store with each lot spread over `slots` rows where the store has rows (PostgreSQL)."""
