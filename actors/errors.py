@@ -45,6 +45,17 @@ class LedgerUnavailable(FanoutError):
     not done: it is reported unfinished, and the same command finishes it once the store is back."""
 
 
+def ledger_outage(reason: str | None) -> LedgerUnavailable | None:
+    """The `LedgerUnavailable` a stage's error result reports, if that is what it reports: the stage
+    could not read or record in the store (its own write, or the call raised it). Such an order is
+    not the stage's failure and not done: it must not be dead-lettered or failed, because the
+    store may be back by the time its outcome is written."""
+    for prefix in (f"{LedgerUnavailable.__name__}: ", f"ledger: {LedgerUnavailable.__name__}: "):
+        if reason is not None and reason.startswith(prefix):
+            return LedgerUnavailable(reason.removeprefix(prefix))
+    return None
+
+
 class SystemStartError(FanoutError):
     """The actors could not be created or did not become ready in time."""
 

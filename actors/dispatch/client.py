@@ -27,7 +27,8 @@ from actors.dispatch.attempt import Answer, Attempt, answer_of
 from actors.dispatch.batching import BatchPolicy, ReplicaBatcher
 from actors.dispatch.pool import Replica, ReplicaPool
 from actors.dispatch.retry import RetryPolicy
-from actors.errors import MembershipError, describe_error
+from actors.errors import MembershipError, describe_error, ledger_outage
+from actors.ledger import PROBE_EVERY_S
 from actors.models import JewelryOrder, StageName, StageResult, StageStatus
 from actors.models.messages import PoolMembers, ReplicaLoad
 from actors.telemetry import DispatchMetrics
@@ -89,7 +90,10 @@ class StageClient:
                 break
             self._metrics.retries.inc(tags={"stage": self.stage.value})
             self.log.bind(order_id=order.order_id).info("attempt {} failed ({}); retrying", tries, result.reason)
-            await asyncio.sleep(self._retry.delay_s(tries, self._rng))
+            delay_s = self._retry.delay_s(tries, self._rng)
+            if ledger_outage(result.reason) is not None:
+                delay_s = max(delay_s, PROBE_EVERY_S)  # the replica's store answers at once until its next try
+            await asyncio.sleep(delay_s)
             if answer.replica_dead or replica is NOBODY:
                 self._release(replica, spent_s, error=True)
                 replica, spent_s = self._acquire(avoid=replica), 0.0

@@ -91,15 +91,27 @@ class Dispatcher:
         answers = [self._answer(order, recorded.get(order.order_id)) for order in orders]
         return list(await asyncio.gather(*answers, return_exceptions=True))
 
-    def _answer(self, order: JewelryOrder, recorded: OrderOutcome | None) -> Awaitable[OrderOutcome]:
+    def _answer(
+        self, order: JewelryOrder, recorded: OrderOutcome | None, rejoin: bool = True
+    ) -> Awaitable[OrderOutcome]:
         """Join the order's run in flight, answer from the ledger (`recorded`), or start a run,
         registered before anything else on the event loop can look for it."""
         if (running := self._orders.joined(order.order_id)) is not None:
-            return running
+            return self._joined(order, running) if rejoin else running
         if recorded is not None:
             return answered(recorded)
         self._orders.register(order.order_id)
         return self._run(order)
+
+    async def _joined(self, order: JewelryOrder, running: Awaitable[OrderOutcome]) -> OrderOutcome:
+        """The outcome of the run joined; but a run that ended for want of the store recorded nothing,
+        and may have started long before the store came back (a run that was cut short re-sends its
+        orders as soon as it is started again): the repeat then runs the order once more itself."""
+        try:
+            return await running
+        except LedgerUnavailable:
+            recorded = self._ledger.outcome(order.order_id) if self._ledger is not None else None
+            return await self._answer(order, recorded, rejoin=False)
 
     async def _run(self, order: JewelryOrder) -> OrderOutcome:
         if self._gauges is None:

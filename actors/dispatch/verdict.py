@@ -4,17 +4,23 @@ Kept apart from the Dispatcher so that the rules read in one place and are teste
 - an order whose failed stages all *errored* (after their retries) is parked as a dead letter when
   there is a ledger to park it in: its other stages' work is held, and `replay` can complete it;
 - an order that failed for a business reason, or was abandoned, is failed and compensated;
+- an order a stage could not decide because the ledger was out of reach is not concluded at all:
+  it is reported unfinished, and the same command runs it again once the store is back;
 - a replay redoes only the stages that were dead-lettered.
 """
 
 from __future__ import annotations
 
-from actors.errors import ReplayRefused
+from actors.errors import ReplayRefused, ledger_outage
 from actors.models import DeadLetter, OrderOutcome, OrderStatus, StageName, StageStatus
 
 
 def verdict(outcome: OrderOutcome, ledgered: bool, give_up: bool = False) -> tuple[OrderOutcome, list[DeadLetter]]:
-    """The outcome as it is to be recorded, and the dead letters to record with it."""
+    """The outcome as it is to be recorded, and the dead letters to record with it; raises
+    `LedgerUnavailable` when a stage failed for want of the store."""
+    for stage in outcome.failed_stages:
+        if (outage := ledger_outage(outcome.results[stage].reason)) is not None:
+            raise outage
     if give_up:
         reason = f"abandoned after dead letter: {outcome.reason}"
         return outcome.model_copy(update={"status": OrderStatus.FAILED, "reason": reason}), []

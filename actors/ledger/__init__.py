@@ -13,11 +13,12 @@ from actors.ledger.group_commit import OutcomeGroupCommit
 from actors.ledger.journal import CANCELLED_BEFORE_RUN, RecordedEffect, StageJournal
 from actors.ledger.memory import MemoryJournal
 from actors.ledger.spec import LedgerSpec, open_journal, open_ledger
-from actors.ledger.sql import SqlLedger
+from actors.ledger.sql import PROBE_EVERY_S, SqlLedger
 from actors.ledger.sqlite import SqliteLedger
 
 __all__ = [
     "CANCELLED_BEFORE_RUN",
+    "PROBE_EVERY_S",
     "Claim",
     "ClaimRefused",
     "DuplicateEffect",

@@ -8,21 +8,21 @@ import pytest
 
 from actors.dispatch.in_flight import OrdersInFlight
 from actors.dispatch.verdict import stages_to_replay, verdict
-from actors.errors import ReplayRefused
+from actors.errors import LedgerUnavailable, ReplayRefused
 from actors.models import STAGES, OrderOutcome, OrderStatus, Priority, StageName, StageResult, StageStatus
 from tests.conftest import make_order
 
 NOW = datetime.now(UTC)
 
 
-def _outcome(**failed: StageStatus) -> OrderOutcome:
+def _outcome(reason: str = "why", **failed: StageStatus) -> OrderOutcome:
     order = make_order(0)
     results = [
         StageResult(
             order_id=order.order_id,
             stage=stage,
             status=failed.get(stage.value, StageStatus.OK),
-            reason=None if stage.value not in failed else "why",
+            reason=None if stage.value not in failed else reason,
             started_at=NOW,
             finished_at=NOW,
             replica=f"{stage}-0",
@@ -43,6 +43,20 @@ def test_errors_alone_park_a_ledgered_order_and_anything_else_fails_it():
     assert mixed.status is OrderStatus.FAILED and none == []
     given_up, none = verdict(parked, ledgered=True, give_up=True)
     assert given_up.status is OrderStatus.FAILED and given_up.reason.startswith("abandoned after dead letter")
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["ledger: LedgerUnavailable: ledger sqlite:///x: gone", "LedgerUnavailable: ledger sqlite:///x: gone"],
+    ids=["its-write", "its-call"],
+)
+def test_an_order_a_stage_could_not_record_for_want_of_the_store_is_not_concluded(reason):
+    """Dead-lettering it would be wrong: had the store come back before the outcome was written, the
+    order would be parked though nothing but the store failed. Unfinished, it runs again."""
+    with pytest.raises(LedgerUnavailable, match=r"^ledger sqlite:///x: gone$"):
+        verdict(_outcome(reason, design=StageStatus.ERROR), ledgered=True)
+    parked, _ = verdict(_outcome("ledger: IntegrityError: no", design=StageStatus.ERROR), ledgered=True)
+    assert parked.status is OrderStatus.DEAD_LETTERED  # any other write error is the stage's
 
 
 def test_a_replay_redoes_only_dead_lettered_stages_and_refuses_anything_else():
