@@ -31,6 +31,7 @@ class RunBook:
         """Record the run (before the Producer admits its first order), and start stamping it."""
         if self._ledger is None:
             return
+        self._ledger.retry_afresh()
         self._ledger.begin_run(self.plan.run_id, self.plan.source.label + (" then served" if self.plan.serve else ""))
         self._stamper = threading.Thread(target=self._stamp, name=f"run-{self.plan.run_id}", daemon=True)
         self._stamper.start()

@@ -53,6 +53,8 @@ class Producer:
         if run is None or run.plan.run_id != plan.run_id:
             if run is not None and not run.finished:
                 raise RunInProgress(f"run {run.plan.run_id} is still going; another cannot start")
+            if self._ledger is not None:
+                self._ledger.retry_afresh()
             run = self._run = IntakeRun(
                 plan, self._shards, self._max_in_flight, self._outbox_limit, self._ledger, self._metrics
             )

@@ -214,10 +214,12 @@ class PostgresLedger(SqlLedger):
         stock_slots: int = 1,
         retry_s: float = 60.0,
         namespace: str = DEFAULT_NAMESPACE,
+        probe_every_s: float = PROBE_EVERY_S,
     ) -> None:
         super().__init__(stock_slots=stock_slots, namespace=namespace)
         self.location = redacted(url)
         self._retry_s = retry_s
+        self._probe_every_s = probe_every_s
         self._down: str | None = None  # why the store was last found down, while it is
         self._probe_at = 0.0
         self._log = logger.bind(stage="ledger")
@@ -245,6 +247,9 @@ class PostgresLedger(SqlLedger):
             self._pool.close()  # refused (another schema) or unreachable: nobody will close it otherwise
             raise
 
+    def retry_afresh(self) -> None:
+        self._down = None
+
     def _lock_schema(self, db: Connection) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
 
@@ -271,7 +276,7 @@ class PostgresLedger(SqlLedger):
         if (down := self._down) is not None:
             if time.monotonic() < self._probe_at:
                 raise LedgerUnavailable(down)
-            self._probe_at = time.monotonic() + PROBE_EVERY_S  # this call probes; the others fail at once
+            self._probe_at = time.monotonic() + self._probe_every_s  # this call probes; the others fail at once
             budget = 0.0
         delay, deadline, attempt = RETRY_FIRST_S, time.monotonic() + budget, 1
         while True:
@@ -288,7 +293,7 @@ class PostgresLedger(SqlLedger):
                         f"ledger {self.location} unreachable for {self._retry_s:g} s or more "
                         f"({type(error).__name__}: {error})"
                     )
-                    self._probe_at = time.monotonic() + PROBE_EVERY_S
+                    self._probe_at = time.monotonic() + self._probe_every_s
                     raise LedgerUnavailable(self._down) from error
                 self._log.warning(
                     "ledger: {} (attempt {}); retrying in {:.0f} ms", type(error).__name__, attempt, delay * 1000

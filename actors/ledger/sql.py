@@ -104,6 +104,12 @@ class SqlLedger(ABC):
 
     outcome_order = "rowid"
 
+    def retry_afresh(self) -> None:
+        """Forget that the store was found down, so that the next transaction gets the whole retry
+        budget instead of failing at once. A new run starts so: its user started it because the
+        store is back. (Only a store with a breaker has anything to forget.)"""
+        return
+
     @abstractmethod
     def close(self) -> None:
         """Release the store's connections; closing twice is harmless."""

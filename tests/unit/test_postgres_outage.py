@@ -42,3 +42,22 @@ def test_a_server_down_past_the_budget_is_reported_then_fails_fast_and_is_found_
         assert ledger.outcome_counts() == {}
     finally:
         ledger.close()
+
+
+def test_a_new_run_retries_afresh_instead_of_failing_at_once(postgres_server, postgres_url):
+    """Right after the server is back, the breaker would still fail calls at once for up to
+    PROBE_EVERY_S; a run started then (its user started it because the store is back) must not."""
+    ledger = PostgresLedger(postgres_url, create=True, retry_s=1.0, probe_every_s=60.0)
+    try:
+        postgres_server.stop("immediate")
+        try:
+            with pytest.raises(LedgerUnavailable):
+                ledger.outcome_counts()
+        finally:
+            postgres_server.start()
+        with pytest.raises(LedgerUnavailable):
+            ledger.outcome_counts()  # the breaker is still open
+        ledger.retry_afresh()
+        assert ledger.outcome_counts() == {}
+    finally:
+        ledger.close()
