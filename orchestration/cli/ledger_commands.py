@@ -8,6 +8,7 @@ import sys
 
 from rich.console import Console
 
+from actors.dispatch.verdict import stages_to_replay
 from actors.errors import FanoutError, ReplayRefused
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import OrderStatus, StageName
@@ -22,13 +23,22 @@ from orchestration.trace import UnknownOrder, trace_order
 
 def replay_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
     """Start the workshop on the run's ledger (replicas come back with their state) and replay one order."""
-    if _run_ledger(settings, err, "replay needs a ledger") is None:
+    if (spec := _run_ledger(settings, err, "replay needs a ledger")) is None:
+        return EXIT_USAGE
+    stage = StageName(args.stage) if args.stage else None
+    try:  # refused from the ledger alone, before any actor is started for it
+        with open_ledger(spec) as ledger:
+            stages_to_replay(args.order_id, ledger.outcome(args.order_id), stage)
+    except ReplayRefused as error:
+        err.print(f"[red]cannot replay {args.order_id}:[/red] {error}")
+        return EXIT_USAGE
+    except (FileNotFoundError, FanoutError) as error:
+        err.print(f"[red]ledger:[/red] {error}")
         return EXIT_USAGE
     system = start_system(settings, err)
     if isinstance(system, int):
         return system
     try:
-        stage = StageName(args.stage) if args.stage else None
         outcome = system.replay(args.order_id, stage, args.abandon)
     except ReplayRefused as error:
         err.print(f"[red]cannot replay {args.order_id}:[/red] {error}")

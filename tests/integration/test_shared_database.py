@@ -46,7 +46,7 @@ def _orders_of_b(tmp_path):
 
 
 def test_two_systems_on_one_database_at_once_share_the_workshop_and_nothing_else(
-    start_system, store, tmp_path, closing
+    start_system, store, tmp_path, closing, capsys
 ):
     location = store.get("location") or str(tmp_path / "shared.sqlite3")
     tag = uuid.uuid4().hex[:6]
@@ -102,12 +102,29 @@ def test_two_systems_on_one_database_at_once_share_the_workshop_and_nothing_else
         if e.result and e.result.status is StageStatus.OK
     ]
     assert len(tracking) == len(set(tracking)) >= counts["completed"]
-    # The runs, as `jewelry-fanout runs` lists them.
+    # The runs, as the ledger holds them; then A's command again for its first orders, a run of its
+    # own answered from the ledger, and all three as `jewelry-fanout runs` lists them.
     runs = {run.namespace: run for run in ledger.runs()}
     for system, total in ((a, ORDERS_A), (b, ORDERS_B)):
         run = runs[system.settings.namespace]
         assert run.state is RunState.ENDED and run.ending == "completed" and run.admitted == total
         assert sum(run.by_status.values()) == total and run.pending == 0
+    again = a.run(SourceSpec(count=5), out_dir=a.settings.out_dir)
+    assert again.summary.from_ledger == 5 and len(read_outcomes(a.settings.out_dir / "outcomes.jsonl")) == 5
+    capsys.readouterr()
+    assert cli.main(["runs", "--ledger", location, "--json"]) == cli.EXIT_OK
+    listed = [r for r in json.loads(capsys.readouterr().out) if r["namespace"].endswith(tag)]
+    assert sorted((r["namespace"], r["admitted"], r["state"], r["pending"]) for r in listed) == sorted(
+        [
+            (a.settings.namespace, ORDERS_A, "ended", 0),
+            (b.settings.namespace, ORDERS_B, "ended", 0),
+            (a.settings.namespace, 5, "ended", 0),
+        ]
+    )
+    assert listed[-1]["admitted"] == 5 and sum(listed[-1]["by_status"].values()) == 5  # listed by start
+    assert cli.main(["runs", "--ledger", location]) == cli.EXIT_OK
+    table = capsys.readouterr().out
+    assert a.settings.namespace in table and b.settings.namespace in table and "ended" in table
     logger.info(
         "two systems on one {} ledger: {} + {} orders, kills {} and {}, {} completed, {} failed, 0 dead-lettered, "
         "{:.1f} s",
@@ -119,34 +136,3 @@ def test_two_systems_on_one_database_at_once_share_the_workshop_and_nothing_else
         counts["failed"],
         elapsed,
     )
-
-
-def test_runs_lists_each_systems_runs_from_the_command_line(start_system, tmp_path, capsys):
-    """`jewelry-fanout runs` on a ledger two systems wrote, as a table and as JSON."""
-    location = str(tmp_path / "shared.sqlite3")
-    first = start_system(namespace=f"runs-a-{uuid.uuid4().hex[:6]}", ledger={"location": location})
-    first.run(SourceSpec(count=5))
-    first.run(SourceSpec(count=5))  # the same command again: a second run, answered from the ledger
-    second = start_system(namespace=f"runs-b-{uuid.uuid4().hex[:6]}", ledger={"location": location})
-    second.run(SourceSpec(path=_few(tmp_path)))
-    capsys.readouterr()
-    assert cli.main(["runs", "--ledger", location, "--json"]) == cli.EXIT_OK
-    listed = json.loads(capsys.readouterr().out)
-    assert [(r["namespace"], r["admitted"], r["state"]) for r in listed] == [
-        (first.settings.namespace, 5, "ended"),
-        (first.settings.namespace, 5, "ended"),
-        (second.settings.namespace, 4, "ended"),
-    ]
-    # Every order of each run has its outcome (B's copies of A's certified stones fail: one register).
-    assert [sum(r["by_status"].values()) for r in listed] == [5, 5, 4] and all(r["pending"] == 0 for r in listed)
-    assert listed[0]["by_status"] == listed[1]["by_status"]  # the second run answered the first's from the ledger
-    assert cli.main(["runs", "--ledger", location]) == cli.EXIT_OK
-    table = capsys.readouterr().out
-    assert first.settings.namespace in table and second.settings.namespace in table and "ended" in table
-
-
-def _few(tmp_path):
-    path = tmp_path / "few.jsonl"
-    orders = [o.model_copy(update={"order_id": f"J4{i:07d}"}) for i, o in enumerate(list(generate_orders(7))[3:])]
-    path.write_text("".join(o.model_dump_json() + "\n" for o in orders), encoding="utf-8")
-    return path
