@@ -102,7 +102,22 @@ def render_status(console: Console, status: SystemStatus) -> None:
     table = Table(
         title="Replicas" + (" (calls summed over the shards)" if len(shards) > 1 else ""), title_justify="left"
     )
-    for column in ("replica", "node", "orders (waiting)", "calls", "errors", "mean ms", "ok", "declined", "replays"):
+    # "ms/order" is the replica's own time per order; "wait+call ms" what an order's attempt took as the
+    # shard saw it (its wait for a batch included), which a backlog makes far longer than the stage.
+    columns = (
+        "replica",
+        "node",
+        "orders (waiting)",
+        "calls",
+        "errors",
+        "ms/order",
+        "mean batch",
+        "wait+call ms",
+        "ok",
+        "declined",
+        "replays",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column in ("replica", "node") else "right")
     for stage, loads in merged_loads(shards).items():
         snapshots = {snap.replica: snap for snap in status.snapshots.get(stage, [])}
@@ -121,6 +136,8 @@ def render_status(console: Console, status: SystemStatus) -> None:
                 f"{load.ongoing} ({load.queued})",
                 str(load.calls),
                 str(load.errors),
+                f"{load.per_order_ms:.2f}" if load.per_order_ms is not None else "-",
+                f"{load.mean_batch:.1f}" if load.mean_batch is not None else "-",
                 f"{load.mean_latency_ms:.1f}",
                 str(snap.ok if snap else "-"),
                 str(snap.business_failures if snap else "-"),
@@ -153,11 +170,20 @@ def merged_loads(shards: list[DispatcherStats]) -> dict[StageName, list[ReplicaL
                         "queued": have.queued + load.queued,
                         "calls_in_flight": have.calls_in_flight + load.calls_in_flight,
                         "mean_latency_ms": round(latency, 3),
+                        "per_order_ms": _mean_of(have.per_order_ms, load.per_order_ms),
+                        "batch_calls": have.batch_calls + load.batch_calls,
+                        "orders_sent": have.orders_sent + load.orders_sent,
                         "alive": have.alive and load.alive,
                         "node_id": have.node_id or load.node_id,
                     }
                 )
     return {stage: list(loads.values()) for stage, loads in merged.items()}
+
+
+def _mean_of(*values: float | None) -> float | None:
+    """The mean of the shards' estimates of one replica's time per order (each measured the same replica)."""
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 3) if known else None
 
 
 LANE_WIDTH = 50

@@ -31,7 +31,7 @@ class LocalHandle:
     def options(self, **_: Any) -> LocalHandle:
         return self
 
-    def remote(self, orders: list[Any], behind: bool = False) -> Any:
+    def remote(self, orders: list[Any]) -> Any:
         orders = pickle.loads(pickle.dumps(orders))
         self.calls += len(orders)
         self.batches.append([order.order_id for order in orders])
@@ -39,7 +39,7 @@ class LocalHandle:
         async def call() -> Any:
             if self.gate is not None:
                 await self.gate.wait()
-            return self.stage.process_batch(orders, behind)
+            return self.stage.process_batch(orders)
 
         return call()
 
@@ -94,12 +94,12 @@ class FakeReplica:
 
     def __init__(self) -> None:
         self.sent: list[list[str]] = []
-        self.behind: list[bool] = []  # per call: sent while another was still running
+        self.running: list[int] = []  # per call: how many calls were still unanswered when it was sent
         self.gates: list[asyncio.Future[Any]] = []
 
-    def send(self, orders: list[Any], behind: bool = False) -> Any:
+    def send(self, orders: list[Any]) -> Any:
         self.sent.append([o.order_id for o in orders])
-        self.behind.append(behind)
+        self.running.append(sum(1 for gate in self.gates if not gate.done()))
         gate = asyncio.get_running_loop().create_future()
         self.gates.append(gate)
 
@@ -181,7 +181,7 @@ class DeadHandle:
     def options(self, **_: Any) -> DeadHandle:
         return self
 
-    def remote(self, orders: list[Any], behind: bool = False) -> Any:
+    def remote(self, orders: list[Any]) -> Any:
         from ray.exceptions import ActorDiedError
 
         self.calls += len(orders)

@@ -66,9 +66,9 @@ class ReplicaBatcher:
     """Queues one replica's orders and sends them in batches; `submit` gives the future of one order's result."""
 
     def __init__(
-        self, send: Callable[[list[JewelryOrder], bool], Any], policy: BatchPolicy, call_later: CallLater | None = None
+        self, send: Callable[[list[JewelryOrder]], Any], policy: BatchPolicy, call_later: CallLater | None = None
     ) -> None:
-        self._send = send  # sends a batch (and whether it queues behind another); an awaitable of its results
+        self._send = send  # sends a batch; an awaitable of its results
         self._policy = policy
         # Where timeout timers come from: the running loop's `call_later`, or a test's fake timers.
         self._call_later = call_later
@@ -76,6 +76,8 @@ class ReplicaBatcher:
         self._sequence = itertools.count()
         self._outstanding = 0
         self._per_order_s: float | None = None  # smoothed time per order at the replica
+        self.batch_calls = 0  # calls sent, and the orders they carried: `status` shows the mean batch
+        self.orders_sent = 0
 
     @property
     def per_order_s(self) -> float | None:
@@ -116,9 +118,10 @@ class ReplicaBatcher:
             if not batch:
                 return
             self._outstanding += 1
+            self.batch_calls += 1
+            self.orders_sent += len(batch)
             try:
-                # Sent now, not on the next loop turn; saying whether it queues behind a call still running.
-                sent = self._send([order for order, _ in batch], self._outstanding > 1)
+                sent = self._send([order for order, _ in batch])  # sent now, not on the next loop turn
             except Exception as error:  # noqa: BLE001 - answered as the call's error, below
                 sent = _failed(error)
             asyncio.get_running_loop().create_task(self._settle(batch, sent))

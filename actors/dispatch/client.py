@@ -171,17 +171,26 @@ class StageClient:
         batcher = self._batchers.get(load.replica)
         if batcher is None:
             return load
-        return load.model_copy(update={"queued": batcher.waiting, "calls_in_flight": batcher.outstanding})
+        per_order = batcher.per_order_s
+        return load.model_copy(
+            update={
+                "queued": batcher.waiting,
+                "calls_in_flight": batcher.outstanding,
+                "per_order_ms": round(1000 * per_order, 3) if per_order is not None else None,
+                "batch_calls": batcher.batch_calls,
+                "orders_sent": batcher.orders_sent,
+            }
+        )
 
     def _batcher(self, replica: Replica) -> ReplicaBatcher:
         batcher = self._batchers.get(replica.name)
         if batcher is None:
             tags = {"stage": self.stage.value, "replica": replica.name}
 
-            def send(orders: list[JewelryOrder], behind: bool) -> Awaitable[list[StageResult]]:
+            def send(orders: list[JewelryOrder]) -> Awaitable[list[StageResult]]:
                 clock = time.perf_counter()
                 call = replica.handle.process_batch.options(name=task_name(self.stage, len(orders))).remote(
-                    [self._wire(order) for order in orders], behind
+                    [self._wire(order) for order in orders]
                 )
                 return self._timed(call, clock, tags)
 

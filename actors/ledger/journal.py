@@ -30,7 +30,7 @@ class RecordedEffect:
 
 
 class StageJournal(WorkshopStore, Protocol):
-    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
+    def take_over(self, replica: str, stage: StageName) -> dict[str, Any] | None:
         """Become the live incarnation of the replica (fencing off any older one still running)
         and get its last committed state, or None for a replica that never committed."""
 

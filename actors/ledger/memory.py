@@ -51,7 +51,7 @@ class MemoryJournal:
         self.namespace = namespace
         self._generation: dict[str, int] = {}  # replica -> the incarnation this connection writes as
 
-    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
+    def take_over(self, replica: str, stage: StageName) -> dict[str, Any] | None:
         with self._store.lock:
             key = (self.namespace, replica)
             generation = self._store.generations.get(key, 0) + 1

@@ -197,7 +197,7 @@ class SqlLedger(ABC):
 
     # -- stage journal -------------------------------------------------------------------------------
 
-    def claim(self, replica: str, stage: StageName) -> dict[str, Any] | None:
+    def take_over(self, replica: str, stage: StageName) -> dict[str, Any] | None:
         def body(db: Connection) -> tuple[Any, int]:
             row = db.execute(
                 "SELECT state, generation FROM checkpoints WHERE namespace = ? AND replica = ?",

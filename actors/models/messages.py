@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from actors.models.results import OrderOutcome, RejectedRecord, StageName, StageSnapshot
 
@@ -50,13 +50,24 @@ class ReplicaLoad(BaseModel):
     index: int  # its slot in the pool, from its name (`production-2`)
     node_id: str | None
     ongoing: int
-    calls: int
+    calls: int  # order attempts sent to it (an order's retry is another), not batch calls
     errors: int
+    # What an order's attempt took as the shard saw it: its wait for a batch, the call, the answer.
     mean_latency_ms: float
+    # The replica's own time per order (its results' timings, smoothed): what the stage costs.
+    per_order_ms: float | None = None
+    batch_calls: int = 0  # batch calls sent to it
+    orders_sent: int = 0  # orders those batch calls carried
     alive: bool = True
     draining: bool = False  # being scaled away: finishes what it has, takes nothing new
     queued: int = 0  # orders waiting in the shard for this replica (see actors/dispatch/batching.py)
     calls_in_flight: int = 0  # batch calls sent to it and not answered yet
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form for a computed property
+    @property
+    def mean_batch(self) -> float | None:
+        """Orders per batch call, on average; None before the first call."""
+        return round(self.orders_sent / self.batch_calls, 2) if self.batch_calls else None
 
 
 class DispatcherStats(BaseModel):

@@ -43,6 +43,7 @@ from actors.models import (
     StageStatus,
 )
 from actors.runtime import current_node_id, prepare_process
+from actors.stages.pacing import Cadence
 
 # Times a batch is decided again after the workshop refused one of its claims; each time reads the
 # workshop afresh, so a second refusal needs another replica to win the same last piece again.
@@ -102,9 +103,7 @@ class Stage(ABC, Generic[ConfigT]):
         # orders of the batch being decided have claimed.
         self._pending = PendingClaims(self._journal)
         self._initial_checkpoint: dict[str, Any] | None = None
-        # When the last batch's last order was due: a batch queued behind that one picks its cadence up
-        # from there (see `_cadence_start`).
-        self._cadence_end: float | None = None
+        self._cadence = Cadence()
         # Set while memory may be ahead of the last commit (a write failed, or a call failed part-way
         # through a batch) and has not been put back yet, e.g. because the store was unreachable: it is
         # put back before the next order, compensation or snapshot.
@@ -116,7 +115,7 @@ class Stage(ABC, Generic[ConfigT]):
         self._initial_checkpoint = self._checkpoint()
         if stock := self.initial_stock():
             self._journal.seed_stock(stock)  # once per ledger: lots already stocked keep what they hold
-        saved = self._journal.claim(self.context.replica, self.name)
+        saved = self._journal.take_over(self.context.replica, self.name)
         if saved is not None:
             self._restore(saved)
             self.log.info(
@@ -211,19 +210,26 @@ class Stage(ABC, Generic[ConfigT]):
         the first result unchanged."""
         return self.process_batch([order])[0]
 
-    def process_batch(self, orders: Sequence[JewelryOrder], behind: bool = False) -> list[StageResult]:
+    def process_batch(self, orders: Sequence[JewelryOrder]) -> list[StageResult]:
         """Run the stage for several orders in one call and one commit: each gets the result `process`
         would give it (batching saves calls and commits, not work; each order still takes its time).
 
         Errors (unexpected exceptions) are not recorded, so that a retry really retries; `handle`
         implementations change state only after their last check, so a failed order leaves no
-        partial side effect behind. `behind` says the call was sent while another to this replica was
-        still running, so it waited in the replica's queue (see `_cadence_start`).
+        partial side effect behind. Each order takes the stage's time (see `actors/stages/pacing.py`).
         """
+        try:
+            return self._process_batch(orders, queued=True)
+        finally:
+            self._cadence.returned(self.clock.monotonic())
+
+    def _process_batch(self, orders: Sequence[JewelryOrder], queued: bool) -> list[StageResult]:
+        """`process_batch`; `queued` says the call may have waited behind the last one (a batch taken
+        apart after a refusal did not)."""
         with self._state_lock:
             self._resync()
         try:
-            return self._decide_and_commit(orders, behind)
+            return self._decide_and_commit(orders, queued)
         except BaseException:
             # Something failed part-way (a store read, when the store is down): orders already run
             # changed memory but were never committed, so memory goes back to the last commit before
@@ -231,13 +237,13 @@ class Stage(ABC, Generic[ConfigT]):
             self._unsynced = True
             raise
 
-    def _decide_and_commit(self, orders: Sequence[JewelryOrder], behind: bool) -> list[StageResult]:
+    def _decide_and_commit(self, orders: Sequence[JewelryOrder], queued: bool) -> list[StageResult]:
         """`process_batch` itself: decide each order, then commit them together (again if refused)."""
         for attempt in range(1, CLAIM_ATTEMPTS + 1):
             answers: dict[str, StageResult] = {}
             fresh: list[StageResult] = []
             claims: dict[str, Claim] = {}
-            due = self._cadence_start(behind and attempt == 1)
+            due = self._cadence.start(self.clock.monotonic(), self._per_order_s, first_try=queued and attempt == 1)
             self._pending.clear()
             # One read for the batch's recorded effects, not one per order (on PostgreSQL each read is a
             # round trip). One recorded after this read by another replica is caught at the commit.
@@ -249,9 +255,7 @@ class Stage(ABC, Generic[ConfigT]):
                 with self._state_lock:
                     recorded = self._answer_from(order.order_id, known.get(order.order_id))
                 if recorded is None:
-                    # A steady cadence: a sleep that overshot by a fraction of a millisecond is made up by the
-                    # next order's wait, instead of adding up over the batch.
-                    due = max(due + self.config.duration_s * self.context.time_scale, self.clock.monotonic())
+                    due = self._cadence.due_after(due, self.clock.monotonic(), self._per_order_s)
                     recorded = self._run(order, due)
                     fresh.append(recorded)
                     ok = recorded.status is StageStatus.OK and recorded.output is not None
@@ -262,7 +266,7 @@ class Stage(ABC, Generic[ConfigT]):
             self._pending.clear()
             if not fresh:
                 break
-            self._cadence_end = due
+            self._cadence.ended(due)
             if self._commit_batch(fresh, answers, claims):
                 break
             # Nothing was committed, and memory is back at the last commit: another replica recorded one
@@ -270,7 +274,7 @@ class Stage(ABC, Generic[ConfigT]):
             # claim wanted. A batch goes again order by order (the recorded ones answer from the ledger,
             # the uncontended ones commit at once); a lone order decides again from the workshop now.
             if len(fresh) > 1:
-                return [self.process_batch([order])[0] for order in orders]
+                return [self._process_batch([order], queued=False)[0] for order in orders]
             self.log.info("claim refused (attempt {} of {}); deciding again", attempt, CLAIM_ATTEMPTS)
         else:
             reason = f"workshop: claims refused {CLAIM_ATTEMPTS} times in a row (heavy contention); not done"
@@ -281,17 +285,10 @@ class Stage(ABC, Generic[ConfigT]):
                 )
         return [answers[order.order_id] for order in orders]
 
-    def _cadence_start(self, behind: bool) -> float:
-        """Where a batch's cadence starts: now; or, for a call that waited behind the last one, where
-        the last batch's cadence ended, at most one order's time ago. The last batch's commit and the
-        hand-over to this call are then part of this batch's first order's time, as an order's own
-        work is part of its own: a replica with work waiting keeps its rate of 1 / (duration x
-        time_scale). (Without it, each batch's commit and hand-over came on top: 3-4 % of a saturated
-        bottleneck's rate on PostgreSQL.) A replica that waited for work gets nothing back for it."""
-        now = self.clock.monotonic()
-        if not behind or self._cadence_end is None:
-            return now
-        return max(self._cadence_end, now - self.config.duration_s * self.context.time_scale)
+    @property
+    def _per_order_s(self) -> float:
+        """What one order takes at this stage, own work included."""
+        return self.config.duration_s * self.context.time_scale
 
     def _commit_batch(
         self, fresh: list[StageResult], answers: dict[str, StageResult], claims: dict[str, Claim]

@@ -12,6 +12,7 @@ from actors.intake.samples import generate_orders
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import STAGES, OrderStatus, Priority, StageName, StageStatus
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
+from actors.stages.pacing import HANDOVER_S
 from tests.conftest import make_order
 from tests.fakes import FakeClock, FakeReplica, FakeTimers, LocalHandle
 
@@ -201,8 +202,8 @@ def test_the_batcher_learns_the_time_per_order_from_the_replicas_results():
     stage.context = ReplicaContext("production-0", time_scale=0.002, clock=clock)  # 2.0 s x 0.002 = 4 ms per order
 
     async def scenario():
-        async def send(orders, behind):
-            return stage.process_batch(orders, behind)
+        async def send(orders):
+            return stage.process_batch(orders)
 
         batcher = ReplicaBatcher(send, BatchPolicy(max_batch=32, max_batch_s=0.02))
         await asyncio.gather(*(batcher.submit(o) for o in generate_orders(12, seed=5)))
@@ -234,25 +235,35 @@ def test_a_replica_keeps_its_cadence_over_a_batch(work_s, per_order_s):
 
 
 def test_a_batch_queued_behind_the_last_one_keeps_the_replica_s_rate_across_the_commit():
-    """A call that waited behind the running one picks the cadence up where the last batch's ended:
-    the commit and hand-over between them (3 ms here) are inside the next order's 5 ms, so ten orders
-    take 50 ms. A call that found the replica idle starts its cadence when it starts."""
+    """A call that starts as the last one returns waited in the queue for it: it picks the cadence up
+    where the last batch's ended, so the commit between them (3 ms here, inside the last call) is
+    inside the next order's 5 ms, and ten orders take 50 ms. A call that arrives after the replica
+    sat idle starts its cadence when it starts. The replica tells the two apart by its own clock."""
     clock = FakeClock()
     stage = _replica(StageName.LOGISTICS)
     stage.context = ReplicaContext("logistics-0", time_scale=0.01, clock=clock)  # 5 ms per order
-    orders = list(generate_orders(15, seed=8))
-    stage.process_batch(orders[:5])
-    clock.advance(0.003)  # the commit, the answer, the next call's arrival
-    stage.process_batch(orders[5:10], behind=True)
-    assert clock.monotonic() == pytest.approx(0.050)
-    clock.advance(0.003)
-    stage.process_batch(orders[10:], behind=False)  # it did not wait behind a call: nothing made up
-    assert clock.monotonic() == pytest.approx(0.078)
-    clock.advance(0.040)  # long after: at most one order's time is made up
-    assert stage.process_batch(list(generate_orders(17, seed=8))[15:], behind=True)[0].duration_ms == 0
+    journal = stage.store
+    record = journal.record_effects
+
+    def slow_commit(*args, **kwargs):
+        clock.advance(0.003)  # the commit takes 3 ms, inside the call
+        return record(*args, **kwargs)
+
+    journal.record_effects = slow_commit
+    orders = list(generate_orders(17, seed=8))
+    stage.process_batch(orders[:5])  # 25 ms of orders, then the commit
+    clock.advance(HANDOVER_S / 2)  # the queued call starts as this one returns
+    stage.process_batch(orders[5:10])
+    assert clock.monotonic() == pytest.approx(0.053)  # the commit and hand-over were inside the first order
+    clock.advance(0.002)  # a round trip: the replica was idle, nothing is made up
+    stage.process_batch(orders[10:15])
+    assert clock.monotonic() == pytest.approx(0.053 + 0.002 + 0.025 + 0.003)
+    journal.record_effects = lambda *args, **kwargs: (clock.advance(0.040), record(*args, **kwargs))[1]
+    stage.process_batch(orders[15:16])  # a long commit: at most one order's time is made up
+    assert stage.process_batch(orders[16:])[0].duration_ms == 0
 
 
-def test_a_call_sent_while_another_runs_says_it_queues_behind_it():
+def test_a_long_call_gets_the_next_one_queued_behind_it():
     async def scenario():
         replica = FakeReplica()
         batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=4, pipeline_after_s=0))
@@ -266,12 +277,13 @@ def test_a_call_sent_while_another_runs_says_it_queues_behind_it():
         await _turns()
         replica.gates[-1].set_result(None)
         await later
-        return replica.sent, replica.behind
+        assert (batcher.batch_calls, batcher.orders_sent) == (len(replica.sent), 10)  # what `status` shows
+        return replica.sent, replica.running
 
-    sent, behind = asyncio.run(scenario())
+    sent, running = asyncio.run(scenario())
     # The first call found the replica idle, the second was sent while it ran; then each call is sent as
     # one answers, while the other is still running.
-    assert [len(call) for call in sent] == [1, 1, 1, 4, 2, 1] and behind == [False, True, True, True, True, False]
+    assert [len(call) for call in sent] == [1, 1, 1, 4, 2, 1] and running == [0, 1, 1, 1, 1, 0]
 
 
 def test_rush_orders_are_admitted_first():

@@ -115,7 +115,7 @@ def test_two_orders_of_one_batch_cannot_hold_the_same_certificate(backend):
     """The journal itself refuses it, whatever the stage above it decided: the batch commits nothing
     (no effect, no hold, no stock taken, no state), and the batch without the second order commits."""
     journal = backend.open()
-    journal.claim("material-0", StageName.MATERIAL)
+    journal.take_over("material-0", StageName.MATERIAL)
     journal.seed_stock({"metal/AU750": 10})
     held = Claim(takes={"metal/AU750": 1}, holds=("GIA 1000000099",))
     batch = [_recorded("J2025001"), _recorded("J2025002")]

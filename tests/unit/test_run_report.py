@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 
 from actors.errors import RunIncomplete
-from actors.models.messages import LostOrder
+from actors.models import StageName
+from actors.models.messages import DispatcherStats, LostOrder, ReplicaLoad, SystemStatus
+from orchestration.render import merged_loads, render_status
 from orchestration.report import RunTally
 from orchestration.system import RunResult
 
@@ -44,3 +47,36 @@ def test_an_order_without_a_ledger_whose_call_failed_is_lost():
     )
     with pytest.raises(RunIncomplete, match=r"2 accepted order\(s\) never reached .* first: J1: RayActorError"):
         result.raise_if_incomplete()
+
+
+def test_status_shows_a_replicas_time_per_order_and_mean_batch_apart_from_what_an_order_waited():
+    """A 25 ms stage with a backlog: an order's attempt took a second (its wait for a batch included),
+    which a reader took for the stage's time; `status` shows both, and the mean batch, over the shards."""
+
+    def shard(index: int, calls: int, batches: int, per_order_ms: float) -> DispatcherStats:
+        load = ReplicaLoad(
+            replica="production-0",
+            index=0,
+            node_id="n",
+            ongoing=0,
+            calls=calls,
+            errors=0,
+            mean_latency_ms=1001.0,
+            per_order_ms=per_order_ms,
+            batch_calls=batches,
+            orders_sent=calls,
+        )
+        return DispatcherStats(
+            shard=index, in_flight=0, waiting=0, orders_done=0, by_status={}, stages={StageName.PRODUCTION: [load]}
+        )
+
+    shards = [shard(0, 400, 10, 25.0), shard(1, 200, 10, 25.2)]
+    merged = merged_loads(shards)[StageName.PRODUCTION][0]
+    assert (merged.calls, merged.batch_calls, merged.mean_batch, merged.per_order_ms) == (600, 20, 30.0, 25.1)
+    assert merged.model_dump()["mean_batch"] == 30.0  # in `status --json` too
+    console = Console(record=True, width=200)
+    render_status(console, SystemStatus(namespace="x", dispatchers=shards, producer=None, snapshots={}))
+    text = console.export_text()
+    assert "ms/order" in text and "mean batch" in text and "wait+call ms" in text
+    row = next(line for line in text.splitlines() if "production-0" in line)
+    assert "25.10" in row and "30.0" in row and "1001.0" in row
