@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from actors.models import StageName
 
 if TYPE_CHECKING:
-    from actors.stages.base import ReplicaContext, Stage, StageConfig
+    from actors.stages.base import Stage
+    from actors.stages.contract import ReplicaContext, StageConfig
     from actors.stages.design import Design, DesignConfig
     from actors.stages.logistics import Logistics, LogisticsConfig
     from actors.stages.material import MaterialConfig, MaterialVerification
@@ -32,7 +33,7 @@ _STAGES: dict[StageName, tuple[str, str, str]] = {
     StageName.PACKAGING: ("packaging", "Packaging", "PackagingConfig"),
     StageName.LOGISTICS: ("logistics", "Logistics", "LogisticsConfig"),
 }
-_WHERE: dict[str, str] = {"ReplicaContext": "base", "Stage": "base", "StageConfig": "base"} | {
+_WHERE: dict[str, str] = {"ReplicaContext": "contract", "Stage": "base", "StageConfig": "contract"} | {
     name: module for module, *names in _STAGES.values() for name in names
 }
 

@@ -1,34 +1,28 @@
-"""The one base every stage shares: timing, error wrapping, logging context, idempotency,
-counters, and durability.
+"""The one base every stage shares: the path a call takes through a replica, once for all six.
 
-A stage module only says what its stage does to an order (`handle`, `undo`) and what state it
-keeps (`state` to show it, `checkpoint`/`restore` to persist it). Everything a call goes through
-on the way is here, once, so that six stages cannot drift apart in how they time, log, fail,
-repeat or survive a restart: an effect and the state after it are committed together before the
-result is returned, and a new replica comes back from the last commit.
+A stage module only says what its stage does to an order and what state it keeps (the hooks of
+`contract.py`). Everything a call goes through on the way is here, so that six stages cannot
+drift apart in how they time, log, fail, repeat or survive a restart: each order is decided, run
+at the stage's pace (`pacing.py`), and committed with the state after it before its result is
+returned (`effect_log.py`); a repeated order is answered from its record.
 """
 
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any
 
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field
 
-from actors.clock import SYSTEM_CLOCK, Clock
+from actors.clock import Clock
 from actors.errors import BusinessFailure
 from actors.ledger import (
     CANCELLED_BEFORE_RUN,
     Claim,
     ClaimRefused,
     DuplicateEffect,
-    LedgerSpec,
-    PendingClaims,
     RecordedEffect,
     StageJournal,
     WorkshopView,
@@ -36,13 +30,13 @@ from actors.ledger import (
 )
 from actors.models import (
     JewelryOrder,
-    StageName,
-    StageOutput,
     StageResult,
     StageSnapshot,
     StageStatus,
 )
 from actors.runtime import current_node_id, prepare_process
+from actors.stages.contract import ConfigT, ReplicaContext, StageContract
+from actors.stages.effect_log import EffectLog
 from actors.stages.pacing import Cadence
 
 # Times a batch is decided again after the workshop refused one of its claims; each time reads the
@@ -50,38 +44,8 @@ from actors.stages.pacing import Cadence
 CLAIM_ATTEMPTS = 5
 
 
-class StageConfig(BaseModel):
-    """Settings every stage has; each stage extends it with its own business settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    duration_s: float = Field(
-        ge=0, description="time per order at this stage (own work topped up by a simulated wait), before time_scale"
-    )
-
-
-ConfigT = TypeVar("ConfigT", bound=StageConfig)
-
-
-@dataclass(frozen=True)
-class ReplicaContext:
-    """Who this replica is among its pool, and the run-wide knobs it needs."""
-
-    replica: str
-    index: int = 0
-    replica_count: int = 1
-    time_scale: float = 1.0
-    artifacts_dir: Path | None = None
-    log_level: str | None = None
-    ledger: LedgerSpec | None = None
-    clock: Clock = SYSTEM_CLOCK  # what the stage's cadence and its results' times are read from
-    journal: StageJournal | None = None  # a store given in-process (tests); otherwise opened from `ledger`
-
-
-class Stage(ABC, Generic[ConfigT]):
+class Stage(StageContract[ConfigT]):
     """A stateful stage replica. Call `process(order)`; subclasses implement `handle` and `state`."""
-
-    name: ClassVar[StageName]
 
     def __init__(self, config: ConfigT, context: ReplicaContext) -> None:
         prepare_process(context.log_level)
@@ -98,24 +62,19 @@ class Stage(ABC, Generic[ConfigT]):
         self._state_lock = threading.Lock()
         if context.artifacts_dir is not None:
             context.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        self._journal: StageJournal = context.journal or open_journal(context.ledger)
-        # What `handle` reads the shared workshop through: the store's truth, less what earlier
-        # orders of the batch being decided have claimed.
-        self._pending = PendingClaims(self._journal)
-        self._initial_checkpoint: dict[str, Any] | None = None
+        self._effects = EffectLog(
+            context.journal or open_journal(context.ledger),
+            context.replica,
+            self.name,
+            self._checkpoint,
+            self._restore,
+        )
         self._cadence = Cadence()
-        # Set while memory may be ahead of the last commit (a write failed, or a call failed part-way
-        # through a batch) and has not been put back yet, e.g. because the store was unreachable: it is
-        # put back before the next order, compensation or snapshot.
-        self._unsynced = False
 
     def resume(self) -> None:
         """Come back as the last commit left this replica. Subclasses call it at the end of their
         `__init__`, once their initial state exists (a restarted actor re-runs `__init__`)."""
-        self._initial_checkpoint = self._checkpoint()
-        if stock := self.initial_stock():
-            self._journal.seed_stock(stock)  # once per ledger: lots already stocked keep what they hold
-        saved = self._journal.take_over(self.context.replica, self.name)
+        saved = self._effects.take_over(self.initial_stock())
         if saved is not None:
             self._restore(saved)
             self.log.info(
@@ -130,51 +89,12 @@ class Stage(ABC, Generic[ConfigT]):
     @property
     def store(self) -> StageJournal:
         """The store this replica journals in (audits and tests: inventory, certificates, voids)."""
-        return self._journal
+        return self._effects.journal
 
     @property
     def workshop(self) -> WorkshopView:
         """The workshop every replica of every pool shares: read it to decide, claim in `claim`."""
-        return self._pending
-
-    def initial_stock(self) -> dict[str, int]:
-        """Lots this stage draws from, with what the workshop starts with (once per ledger)."""
-        return {}
-
-    def certificates(self, order: JewelryOrder) -> Collection[str]:
-        """The certificates deciding this order asks the workshop about (`holder`): looked up for
-        the whole batch in one read."""
-        return ()
-
-    def claim(self, output: StageOutput) -> Claim | None:
-        """What an effect takes from the shared workshop (committed with it, given back by its
-        compensation); a function of the recorded output, so that it holds after a restart too."""
-        return None
-
-    @abstractmethod
-    def handle(self, order: JewelryOrder) -> StageOutput:
-        """Do this stage's work for one order; raise `BusinessFailure` to decline it."""
-
-    @abstractmethod
-    def state(self) -> dict[str, Any]:
-        """This stage's business state as plain data (stock left, serials issued, ...)."""
-
-    @abstractmethod
-    def checkpoint(self) -> dict[str, Any]:
-        """The state to persist after each effect, as JSON-able data. Keep it small: what grows
-        with orders belongs in the effect records, which the journal keeps per order."""
-
-    @abstractmethod
-    def restore(self, saved: dict[str, Any]) -> None:
-        """Take back the state `checkpoint` returned."""
-
-    def remember(self, result: StageResult) -> None:
-        """Rebuild a per-order memo from a standing effect after a restart (most stages keep none)."""
-
-    def undo(self, order_id: str, output: StageOutput) -> str | None:
-        """Reverse this stage's side effects for a failed order; say what was undone, or None
-        when the stage changed nothing that needs undoing (a design stays in the cache)."""
-        return None
+        return self._effects.pending
 
     def compensate(self, order_id: str) -> str | None:
         """Undo this stage's work for an order that failed elsewhere, once.
@@ -184,8 +104,8 @@ class Stage(ABC, Generic[ConfigT]):
         ran is marked so that a call still on its way cannot do the work afterwards.
         """
         with self._state_lock:
-            self._resync()
-            recorded = self._journal.effect(self.name, order_id)
+            self._effects.resync()
+            recorded = self._effects.recorded(order_id)
             if recorded is not None and recorded.compensated:
                 return None if recorded.compensation == CANCELLED_BEFORE_RUN else recorded.compensation
             result = recorded.result if recorded else None
@@ -196,11 +116,7 @@ class Stage(ABC, Generic[ConfigT]):
                 release = self.claim(result.output) if done else None
             replica = recorded.replica if recorded else self.context.replica
             note = done if recorded else CANCELLED_BEFORE_RUN
-            self._commit(
-                lambda: self._journal.record_compensation(
-                    self.name, order_id, replica, note, self._checkpoint(), release
-                )
-            )
+            self._effects.record_compensation(order_id, replica, note, release)
         if done:
             self.log.bind(order_id=order_id).info("compensated: {}", done)
         return done
@@ -227,14 +143,14 @@ class Stage(ABC, Generic[ConfigT]):
         """`process_batch`; `queued` says the call may have waited behind the last one (a batch taken
         apart after a refusal did not)."""
         with self._state_lock:
-            self._resync()
+            self._effects.resync()
         try:
             return self._decide_and_commit(orders, queued)
         except BaseException:
             # Something failed part-way (a store read, when the store is down): orders already run
             # changed memory but were never committed, so memory goes back to the last commit before
             # the next call.
-            self._unsynced = True
+            self._effects.unsynced = True
             raise
 
     def _decide_and_commit(self, orders: Sequence[JewelryOrder], queued: bool) -> list[StageResult]:
@@ -244,11 +160,11 @@ class Stage(ABC, Generic[ConfigT]):
             fresh: list[StageResult] = []
             claims: dict[str, Claim] = {}
             due = self._cadence.start(self.clock.monotonic(), self._per_order_s, first_try=queued and attempt == 1)
-            self._pending.clear()
+            self._effects.pending.clear()
             # One read for the batch's recorded effects, not one per order (on PostgreSQL each read is a
             # round trip). One recorded after this read by another replica is caught at the commit.
-            known = self._journal.effects(self.name, [order.order_id for order in orders])
-            self._pending.look_up([c for o in orders if o.order_id not in known for c in self.certificates(o)])
+            known = self._effects.known([order.order_id for order in orders])
+            self._effects.pending.look_up([c for o in orders if o.order_id not in known for c in self.certificates(o)])
             for order in orders:
                 if order.order_id in answers:
                     continue  # the same order twice in one batch: one answer
@@ -261,9 +177,9 @@ class Stage(ABC, Generic[ConfigT]):
                     ok = recorded.status is StageStatus.OK and recorded.output is not None
                     if ok and recorded.output is not None and (claim := self.claim(recorded.output)):
                         claims[order.order_id] = claim
-                        self._pending.add(order.order_id, claim)
+                        self._effects.pending.add(order.order_id, claim)
                 answers[order.order_id] = recorded
-            self._pending.clear()
+            self._effects.pending.clear()
             if not fresh:
                 break
             self._cadence.ended(due)
@@ -300,11 +216,7 @@ class Stage(ABC, Generic[ConfigT]):
         standing = [r for r in fresh if r.status is not StageStatus.ERROR]
         with self._state_lock:
             try:
-                self._commit(
-                    lambda: self._journal.record_effects(
-                        self.context.replica, self.name, standing, self._checkpoint(), claims
-                    )
-                )
+                self._effects.record(standing, claims)
             except ClaimRefused:
                 return False
             except DuplicateEffect:
@@ -363,7 +275,7 @@ class Stage(ABC, Generic[ConfigT]):
 
     def _recorded(self, order_id: str) -> StageResult | None:
         """The recorded answer for an order, if any (called under the state lock)."""
-        return self._answer_from(order_id, self._journal.effect(self.name, order_id))
+        return self._answer_from(order_id, self._effects.recorded(order_id))
 
     def _answer_from(self, order_id: str, recorded: RecordedEffect | None) -> StageResult | None:
         """The answer a recorded effect gives a repeated call: its result, or a cancellation for a
@@ -386,29 +298,6 @@ class Stage(ABC, Generic[ConfigT]):
             )
         return recorded.result.model_copy(update={"replayed": True})
 
-    def _commit(self, write: Callable[[], None]) -> None:
-        """Run a journal write; if it fails, memory goes back to the last commit, so that this replica
-        never holds an effect the ledger does not. The caller then sees the error."""
-        try:
-            write()
-        except BaseException:
-            self._unsynced = True
-            try:
-                self._resync()
-            except Exception as error:  # noqa: BLE001 - the write's error is the one to report
-                self.log.warning(
-                    "memory not yet back at the last commit ({}: {}); it will be before the next call",
-                    type(error).__name__,
-                    error,
-                )
-            raise
-
-    def _resync(self) -> None:
-        """Back to the last commit, if a failed write left memory ahead of it (under the state lock)."""
-        if self._unsynced:
-            self._restore(self._journal.checkpoint_of(self.context.replica) or self._initial_checkpoint or {})
-            self._unsynced = False
-
     def _checkpoint(self) -> dict[str, Any]:
         return {
             "counts": {status.value: n for status, n in self._counts.items()},
@@ -425,16 +314,16 @@ class Stage(ABC, Generic[ConfigT]):
         self._busy_s = saved["busy_s"]
         self.restore(saved["stage"])
         if type(self).remember is not Stage.remember:
-            for result in self._journal.live_effects(self.context.replica):
+            for result in self.store.live_effects(self.context.replica):
                 self.remember(result)
 
     def close(self) -> None:
         """Release the replica's store connection (a PostgreSQL pool: its connections and threads)."""
-        self._journal.close()
+        self.store.close()
 
     def snapshot(self) -> StageSnapshot:
         with self._state_lock:
-            self._resync()
+            self._effects.resync()
             return self._snapshot()
 
     def _snapshot(self) -> StageSnapshot:

@@ -32,7 +32,8 @@ from actors.models.styles import (
     chain_links,
     resolve_style,
 )
-from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.base import Stage
+from actors.stages.contract import ReplicaContext, StageConfig
 from actors.stages.mesh import Mesh, cylinder, merge, prism, rotation_from_axes, torus
 
 

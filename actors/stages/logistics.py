@@ -16,7 +16,8 @@ from pydantic import Field
 from actors.errors import NumbersExhausted
 from actors.ledger import Claim
 from actors.models import JewelryOrder, LogisticsOutput, StageName, StageOutput
-from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.base import Stage
+from actors.stages.contract import ReplicaContext, StageConfig
 
 S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
 S10_SERIALS = 100_000_000  # eight digits

@@ -24,7 +24,8 @@ from actors.models import (
 from actors.models.catalog import CLARITY_GRADES, GemKind, JadeGrade, Metal
 from actors.models.order import Certificate, Gemstone
 from actors.models.styles import metal_allowance_g
-from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.base import Stage
+from actors.stages.contract import ReplicaContext, StageConfig
 from actors.stages.stock_units import MILLI, human, unit_of
 
 
@@ -119,7 +120,7 @@ class MaterialVerification(Stage[MaterialConfig]):
         return {
             "unit": "mg for metal/*, milli-carat for gem/*, pieces for jade/*",
             "orders_reserved": self._orders_reserved,
-            "workshop_left": self._journal.available(self.initial_stock()),
+            "workshop_left": self.store.available(self.initial_stock()),
         }
 
     def checkpoint(self) -> dict[str, Any]:

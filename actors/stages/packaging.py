@@ -22,7 +22,8 @@ from actors.models import (
     StageOutput,
 )
 from actors.models.catalog import METALS
-from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.base import Stage
+from actors.stages.contract import ReplicaContext, StageConfig
 
 BOXES: dict[ProductType, str] = {
     ProductType.RING: "velvet ring box",
@@ -99,7 +100,7 @@ class Packaging(Stage[PackagingConfig]):
         return f"voided certificate {output.certificate_serial}; returned a {output.box}"
 
     def state(self) -> dict[str, Any]:
-        left = self._journal.available(self.initial_stock())
+        left = self.store.available(self.initial_stock())
         return {
             "serials_issued": self._issued,
             "serials_voided": self._voided,

@@ -21,7 +21,8 @@ from actors.models import (
 )
 from actors.models.catalog import METALS
 from actors.models.styles import metal_allowance_g
-from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.base import Stage
+from actors.stages.contract import ReplicaContext, StageConfig
 
 
 class ProductionConfig(StageConfig):

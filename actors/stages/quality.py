@@ -17,7 +17,8 @@ from pydantic import Field
 from actors.errors import BusinessFailure
 from actors.models import JewelryOrder, QualityOutput, StageName
 from actors.models.catalog import CLARITY_GRADES, METALS
-from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.base import Stage
+from actors.stages.contract import ReplicaContext, StageConfig
 
 
 class QualityConfig(StageConfig):

@@ -167,7 +167,7 @@ def test_a_failed_commit_leaves_memory_as_the_ledger_has_it(backend, ring, neckl
     def disk_full(*_: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(packing._journal, "record_effects", disk_full)
+    monkeypatch.setattr(packing.store, "record_effects", disk_full)
     result = packing.process(necklace)
     assert result.status is StageStatus.ERROR and "disk full" in result.reason
     assert packing.snapshot().state == before

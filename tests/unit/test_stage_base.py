@@ -5,7 +5,8 @@ from typing import Any
 from actors.errors import BusinessFailure
 from actors.models import JewelryOrder, LogisticsOutput, StageName, StageStatus
 from actors.runtime import current_node_id
-from actors.stages.base import ReplicaContext, Stage, StageConfig
+from actors.stages.base import Stage
+from actors.stages.contract import ReplicaContext, StageConfig
 from tests.conftest import make_order
 
 
