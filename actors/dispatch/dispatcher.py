@@ -26,7 +26,7 @@ from actors.dispatch.in_flight import OrdersInFlight, answered
 from actors.dispatch.retry import RetryPolicy
 from actors.dispatch.verdict import stages_to_replay, verdict
 from actors.errors import ConfigurationError, LedgerUnavailable, ReplayRefused
-from actors.ledger import LedgerSpec, OutcomeGroupCommit, SqlLedger, open_ledger
+from actors.ledger import PROBE_EVERY_S, LedgerSpec, OutcomeGroupCommit, SqlLedger, open_ledger
 from actors.models import STAGES, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
 from actors.models.messages import DispatcherStats, PoolMembers
 from actors.models.wire import Prepickled
@@ -85,11 +85,24 @@ class Dispatcher:
         whatever it carries, so under load the Producer sends orders together. A batch Ray re-sends
         to a restarted shard is answered from the ledger, or by joining the orders still in flight."""
         try:
-            recorded = self._ledger.outcomes([o.order_id for o in orders]) if self._ledger and orders else {}
+            recorded = await self._recorded_outcomes(orders)
         except LedgerUnavailable as error:
             return [error] * len(orders)  # none of them started: each is reported unfinished
         answers = [self._answer(order, recorded.get(order.order_id)) for order in orders]
         return list(await asyncio.gather(*answers, return_exceptions=True))
+
+    async def _recorded_outcomes(self, orders: list[JewelryOrder]) -> dict[str, OrderOutcome]:
+        """The batch's outcomes the ledger holds. A store found down answers at once until its next
+        probe, even when it is back (a run started again right after an outage): the batch waits
+        for that probe once before its orders are given up."""
+        if self._ledger is None or not orders:
+            return {}
+        ids = [o.order_id for o in orders]
+        try:
+            return self._ledger.outcomes(ids)
+        except LedgerUnavailable:
+            await asyncio.sleep(PROBE_EVERY_S)
+            return self._ledger.outcomes(ids)
 
     def _answer(
         self, order: JewelryOrder, recorded: OrderOutcome | None, rejoin: bool = True
