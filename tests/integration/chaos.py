@@ -44,7 +44,7 @@ def audit(systems: FanoutSystem | list[FanoutSystem], ledger: SqlLedger, expecte
     stocked, left = ledger.stock_changes(), ledger.inventory()
     assert min(left.values()) >= 0
     for lot in stocked:
-        assert stocked[lot] == left[lot] + held[lot], lot
+        assert stocked[lot] == left[lot] + held[lot], (lot, stocked[lot], left[lot], held[lot])
     certified = {c for o in completed for c in o.results[StageName.MATERIAL].output.certificates_verified}
     assert set(ledger.certificates_held()) == certified
     snapshots: dict[StageName, list] = {stage: [] for stage in STAGES}
