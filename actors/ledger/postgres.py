@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS voided_numbers (
     PRIMARY KEY (sequence, number)
 )
 """
-# Schema 2 kept a replica's state and effects by its name alone (see SqlLedger._upgrade_from_2).
+# Schema 2 kept a replica's state and effects by its name alone (see SqlLedger.upgrade_from_2).
 UPGRADE_FROM_2 = """
 ALTER TABLE effects ADD COLUMN namespace TEXT NOT NULL DEFAULT '';
 UPDATE effects SET namespace = ?;
@@ -205,6 +205,7 @@ class PostgresLedger(SqlLedger):
     lock_rows = " FOR UPDATE"
 
     schema = SCHEMA
+    upgrade_from_2 = UPGRADE_FROM_2
 
     def __init__(
         self,
@@ -255,10 +256,6 @@ class PostgresLedger(SqlLedger):
 
     def _has_table(self, db: Connection, table: str) -> bool:
         return db.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0] is True
-
-    def _upgrade_from_2(self, db: Connection) -> None:
-        for statement in filter(str.strip, UPGRADE_FROM_2.split(";")):
-            db.execute(statement, (self.namespace,) if "?" in statement else ())
 
     def _write(self, body: Callable[[Connection], T]) -> T:
         return self._retrying(lambda conn: self._in_transaction(conn, body))

@@ -122,9 +122,11 @@ class SqlLedger(ABC):
 
     # -- set-up ------------------------------------------------------------------------------------
 
-    # -- what a store supplies for its schema --------------------------------------------------------
-
     schema: str  # the store's CREATE ... IF NOT EXISTS statements, separated by ";"
+    # Its statements that bring a schema-2 ledger to this schema: replica state and effects keyed by
+    # namespace too (what is there goes to this connection's namespace: one system wrote it). A "?"
+    # in a statement is that namespace.
+    upgrade_from_2: str
 
     @abstractmethod
     def _has_table(self, db: Connection, table: str) -> bool: ...
@@ -134,11 +136,6 @@ class SqlLedger(ABC):
         """Make two drivers creating or upgrading the schema at once take turns (where the write
         transaction does not already)."""
 
-    @abstractmethod
-    def _upgrade_from_2(self, db: Connection) -> None:
-        """Bring a schema-2 ledger to this schema: replica state and effects keyed by namespace too
-        (what is there goes to this connection's namespace: one system wrote it), and the run tables."""
-
     def _prepare(self, create: bool) -> None:
         """Create the schema (a new store) or upgrade an older one in place, when this connection is a
         run's driver (`create`); then check it, as every connection does."""
@@ -147,10 +144,11 @@ class SqlLedger(ABC):
             if create:
                 self._lock_schema(db)
                 if self._has_table(db, "meta") and self._version(db) == UPGRADABLE_FROM:
-                    self._upgrade_from_2(db)
+                    for statement in _statements(self.upgrade_from_2):
+                        db.execute(statement, (self.namespace,) if "?" in statement else ())
                     db.execute("UPDATE meta SET key = ? WHERE key = 'stage_setup'", (f"stage_setup:{self.namespace}",))
                     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
-                for statement in filter(str.strip, self.schema.split(";")):
+                for statement in _statements(self.schema):
                     db.execute(statement)
             self._check_schema(db)
 
@@ -713,3 +711,8 @@ def _effect(
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _statements(script: str) -> list[str]:
+    """A store's SQL script, one statement each (none of ours holds a ";" inside a literal)."""
+    return [statement for statement in script.split(";") if statement.strip()]

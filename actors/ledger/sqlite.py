@@ -78,16 +78,16 @@ CREATE TABLE IF NOT EXISTS voided_numbers (
 """
 
 
-# Schema 2 kept a replica's state and effects by its name alone (see SqlLedger._upgrade_from_2).
+# Schema 2 kept a replica's state and effects by its name alone (see SqlLedger.upgrade_from_2).
 UPGRADE_FROM_2 = """
 ALTER TABLE effects ADD COLUMN namespace TEXT NOT NULL DEFAULT '';
-UPDATE effects SET namespace = :namespace;
+UPDATE effects SET namespace = ?;
 DROP INDEX IF EXISTS effects_by_replica;
 CREATE TABLE checkpoints_v3 (
     replica TEXT NOT NULL, stage TEXT NOT NULL, state TEXT, generation INTEGER NOT NULL, updated_at REAL NOT NULL,
     namespace TEXT NOT NULL, PRIMARY KEY (namespace, replica)
 );
-INSERT INTO checkpoints_v3 SELECT replica, stage, state, generation, updated_at, :namespace FROM checkpoints;
+INSERT INTO checkpoints_v3 SELECT replica, stage, state, generation, updated_at, ? FROM checkpoints;
 DROP TABLE checkpoints;
 ALTER TABLE checkpoints_v3 RENAME TO checkpoints
 """
@@ -95,6 +95,7 @@ ALTER TABLE checkpoints_v3 RENAME TO checkpoints
 
 class SqliteLedger(SqlLedger):
     schema = SCHEMA
+    upgrade_from_2 = UPGRADE_FROM_2
 
     def __init__(
         self,
@@ -138,10 +139,6 @@ class SqliteLedger(SqlLedger):
         return (
             db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
         )
-
-    def _upgrade_from_2(self, db: Connection) -> None:
-        for statement in filter(str.strip, UPGRADE_FROM_2.split(";")):
-            db.execute(statement, {"namespace": self.namespace} if ":namespace" in statement else ())
 
     def _write(self, body: Callable[[Connection], T]) -> T:
         with self._lock:
