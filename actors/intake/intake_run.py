@@ -64,7 +64,6 @@ class IntakeRun:
         self._sender = ShardedSender(shards, max_in_flight, self._answered)
         self._outbox = Outbox(outbox_limit)
         self._ledger = ledger
-        self._ledgered = ledger is not None
         self._acceptance = Acceptance(ledger)
         self._submissions = SubmissionQueue() if plan.serve else None
         self._metrics = metrics
@@ -224,7 +223,7 @@ class IntakeRun:
             return
         reason = describe_error(answer)  # reported as lost; the run ends non-zero
         self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
-        self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledgered))
+        self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledger is not None))
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
