@@ -19,13 +19,14 @@ from typing import Any
 
 
 class LocalHandle:
-    """Looks like an actor handle: `handle.process_batch.remote(orders)` returns an awaitable, and
-    the orders cross by value, pickled as Ray pickles them. `calls` counts orders sent, `batches`
-    the calls that carried them; a `gate` (an `asyncio.Event`) holds every answer until it is set."""
+    """Looks like a stage replica's handle: `handle.process_encoded.remote(orders)` returns an
+    awaitable, and the orders and the answer cross by value, pickled as Ray pickles them. `calls`
+    counts orders sent, `batches` the calls that carried them; a `gate` (an `asyncio.Event`) holds
+    every answer until it is set."""
 
     def __init__(self, stage: Any, gate: asyncio.Event | None = None) -> None:
         self.stage, self.gate, self.calls, self.batches = stage, gate, 0, []
-        self.process_batch = self
+        self.process_encoded = self
         self.compensate = LocalMethod(stage.compensate)
 
     def options(self, **_: Any) -> LocalHandle:
@@ -39,7 +40,7 @@ class LocalHandle:
         async def call() -> Any:
             if self.gate is not None:
                 await self.gate.wait()
-            return self.stage.process_batch(orders)
+            return pickle.loads(pickle.dumps(self.stage.process_encoded(orders)))
 
         return call()
 
@@ -175,7 +176,7 @@ class DeadHandle:
     `ActorDiedError`, as a call to it would."""
 
     def __init__(self) -> None:
-        self.process_batch = self
+        self.process_encoded = self
         self.calls = 0
 
     def options(self, **_: Any) -> DeadHandle:
@@ -184,7 +185,7 @@ class DeadHandle:
     def remote(self, orders: list[Any]) -> Any:
         from ray.exceptions import ActorDiedError
 
-        self.calls += len(orders)
+        self.calls += len(pickle.loads(pickle.dumps(orders)))
 
         async def call() -> Any:
             raise ActorDiedError()

@@ -48,6 +48,12 @@ class PriorityGate:
                 self.release()  # let in just as it was cancelled: pass the place on
             raise
 
+    def take(self, wanted: int) -> int:
+        """Up to `wanted` places taken at once, without waiting: none while others wait for one."""
+        taken = 0 if self.waiting else min(self._free, wanted)
+        self._free -= taken
+        return taken
+
     def release(self) -> None:
         while self._waiters:
             *_, future = heapq.heappop(self._waiters)

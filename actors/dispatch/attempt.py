@@ -1,6 +1,6 @@
-"""One attempt of one stage for one order: what was sent, and what its answer means.
+"""One attempt of one stage for some orders of a batch: what was sent, and what its answers mean.
 
-An attempt's answer is always a `StageResult`: a timeout and a failed call become error results
+Each order's answer is always a `StageResult`: a timeout and a failed call become error results
 that name the replica, so the order's outcome says what went wrong where. Whether the replica is
 gone for good is decided by the exception's type: `ActorDiedError` (restarts exhausted, killed
 for good, node lost) is; `ActorUnavailableError` is not (the actor is restarting, and the same
@@ -10,12 +10,12 @@ replica comes back).
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ray.exceptions import ActorUnavailableError, RayActorError
 
+from actors.dispatch.batching import Outcome
 from actors.dispatch.pool import Replica
 from actors.errors import describe_error
 from actors.models import JewelryOrder, StageName, StageResult, StageStatus
@@ -23,11 +23,13 @@ from actors.models import JewelryOrder, StageName, StageResult, StageStatus
 
 @dataclass
 class Attempt:
-    """Sent to `replica`, answered through `future`."""
+    """Orders of a batch sent to `replica` for one stage, answered together through `future`;
+    `indices` are their places in the batch."""
 
     stage: StageName
     replica: Replica
-    future: asyncio.Future[StageResult]
+    indices: list[int]
+    future: asyncio.Future[list[Outcome]]
     started_at: datetime
     clock: float  # perf_counter when sent
 
@@ -35,22 +37,29 @@ class Attempt:
 @dataclass(frozen=True)
 class Answer:
     result: StageResult  # errors included
+    replica: Replica  # the one that answered (or failed to)
     replica_dead: bool
-    latency_s: float
 
 
-async def answer_of(order: JewelryOrder, attempt: Attempt, timeout_s: float | None) -> Answer:
-    """The attempt's answer. A timed-out order still waiting left its queue; one already sent is
-    finished and recorded by the replica, and a retry gets that record back."""
-    dead = False
+async def answers_of(orders: list[JewelryOrder], attempt: Attempt, timeout_s: float | None) -> list[Answer]:
+    """Each order's answer, for `orders` (the attempt's, in its order). Orders that timed out still
+    waiting left their queue; ones already sent are finished and recorded by the replica, and a
+    retry gets that record back."""
     try:
-        result: StageResult = await attempt.future
-    except TimeoutError:
-        result = error_result(attempt, order, f"timed out after {timeout_s:g} s")
-    except Exception as error:  # noqa: BLE001 - a dead replica or a lost call is an error result
-        dead = is_replica_dead(error, attempt.replica)
-        result = error_result(attempt, order, describe_error(error))
-    return Answer(result, dead, time.perf_counter() - attempt.clock)
+        outcomes: list[Outcome] = await attempt.future
+    except Exception as error:  # noqa: BLE001 - a timeout, or a call that found no replica
+        outcomes = [error] * len(orders)
+    replica = attempt.replica
+    return [
+        Answer(outcome, replica, False)
+        if isinstance(outcome, StageResult)
+        else Answer(error_result(attempt, order, _why(outcome, timeout_s)), replica, is_replica_dead(outcome, replica))
+        for order, outcome in zip(orders, outcomes, strict=True)
+    ]
+
+
+def _why(error: BaseException, timeout_s: float | None) -> str:
+    return f"timed out after {timeout_s:g} s" if isinstance(error, TimeoutError) else describe_error(error)
 
 
 def is_replica_dead(error: BaseException, replica: Replica) -> bool:

@@ -62,8 +62,39 @@ class BatchPolicy(BaseModel):
         return 1
 
 
+# One order's answer from a replica: its result, or the error its call failed with.
+Outcome = StageResult | BaseException
+
+
+class Part:
+    """Orders of one priority sent to one replica for one stage of a Dispatcher batch, answered
+    together through one future (and one timer): a shard's cost per stage call does not grow with
+    the orders in it. The part may travel in several calls (split to bound a call's work, or merged
+    with other parts waiting for the same replica); each order's slot gets its own result or the
+    error of the call that carried it."""
+
+    __slots__ = ("future", "missing", "orders", "outcomes", "sent")
+
+    def __init__(self, orders: list[JewelryOrder], future: asyncio.Future[list[Outcome]]) -> None:
+        self.orders = orders
+        self.future = future
+        self.outcomes: list[Outcome | None] = [None] * len(orders)
+        self.sent = 0  # orders handed to a call so far
+        self.missing = len(orders)  # orders not answered yet
+
+    def answer(self, start: int, outcomes: list[Outcome]) -> None:
+        self.outcomes[start : start + len(outcomes)] = outcomes
+        self.missing -= len(outcomes)
+        if self.missing == 0 and not self.future.done():
+            self.future.set_result(self.outcomes)  # type: ignore[arg-type]  # every slot is filled now
+
+
+# A slice of a part carried by one call: the part, and where its slice starts and ends.
+Piece = tuple[Part, int, int]
+
+
 class ReplicaBatcher:
-    """Queues one replica's orders and sends them in batches; `submit` gives the future of one order's result."""
+    """Queues one replica's parts and sends them in batches; `submit` gives the future of a part's results."""
 
     def __init__(
         self, send: Callable[[list[JewelryOrder]], Any], policy: BatchPolicy, call_later: CallLater | None = None
@@ -72,7 +103,7 @@ class ReplicaBatcher:
         self._policy = policy
         # Where timeout timers come from: the running loop's `call_later`, or a test's fake timers.
         self._call_later = call_later
-        self._waiting: list[tuple[int, int, JewelryOrder, asyncio.Future[StageResult]]] = []
+        self._waiting: list[tuple[int, int, Part]] = []
         self._sequence = itertools.count()
         self._outstanding = 0
         self._per_order_s: float | None = None  # smoothed time per order at the replica
@@ -89,20 +120,20 @@ class ReplicaBatcher:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for *_, future in self._waiting if not future.done())
+        return sum(len(part.orders) - part.sent for *_, part in self._waiting if not part.future.done())
 
-    def submit(self, order: JewelryOrder, timeout_s: float | None = None) -> asyncio.Future[StageResult]:
-        """Queue the order (it may leave at once) and return the future of its result, which fails
-        with `TimeoutError` if no result came within `timeout_s`.
+    def submit(self, orders: list[JewelryOrder], timeout_s: float | None = None) -> asyncio.Future[list[Outcome]]:
+        """Queue orders of one priority (they may leave at once) and return the future of their
+        outcomes, in order, which fails with `TimeoutError` if they were not all answered within
+        `timeout_s`.
 
-        A future rather than a coroutine, and the timeout a timer rather than `asyncio.wait_for`: the
-        Dispatcher sends an order's six calls and awaits their futures in one coroutine instead of a
-        task per call (as `gather` and `wait_for` make): a task per call is a measurable share of its
-        CPU per order at zero wait. Cancelling the future takes a waiting order out of the queue.
+        A future rather than a coroutine, and the timeout a timer rather than `asyncio.wait_for`, so
+        that a part costs no task of its own. Cancelling the future takes what still waits out of
+        the queue; an order already sent is finished and recorded by the replica.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[StageResult] = loop.create_future()
-        heapq.heappush(self._waiting, (order.priority.rank, next(self._sequence), order, future))
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
+        heapq.heappush(self._waiting, (orders[0].priority.rank, next(self._sequence), Part(orders, future)))
         if timeout_s is not None:
             timer = (self._call_later or loop.call_later)(timeout_s, _expire, future)
             future.add_done_callback(lambda _: timer.cancel())
@@ -114,46 +145,53 @@ class ReplicaBatcher:
             size = self._policy.batch_size(self._per_order_s)
             if self._outstanding >= self._policy.calls_allowed(self._per_order_s, size):
                 return
-            batch = self._take(size)
-            if not batch:
+            pieces = self._take(size)
+            if not pieces:
                 return
+            orders = [order for part, start, end in pieces for order in part.orders[start:end]]
             self._outstanding += 1
             self.batch_calls += 1
-            self.orders_sent += len(batch)
+            self.orders_sent += len(orders)
             try:
-                sent = self._send([order for order, _ in batch])  # sent now, not on the next loop turn
+                sent = self._send(orders)  # sent now, not on the next loop turn
             except Exception as error:  # noqa: BLE001 - answered as the call's error, below
                 sent = _failed(error)
-            asyncio.get_running_loop().create_task(self._settle(batch, sent))
+            asyncio.get_running_loop().create_task(self._settle(pieces, len(orders), sent))
 
-    def _take(self, size: int) -> list[tuple[JewelryOrder, asyncio.Future[StageResult]]]:
-        batch: list[tuple[JewelryOrder, asyncio.Future[StageResult]]] = []
-        while self._waiting and len(batch) < size:
-            if batch and self._waiting[0][0] != batch[0][0].priority.rank:
-                break  # one priority per batch
-            _, _, order, future = heapq.heappop(self._waiting)
-            if not future.done():
-                batch.append((order, future))
-        return batch
+    def _take(self, size: int) -> list[Piece]:
+        """Up to `size` orders of one priority, from the parts waiting longest."""
+        pieces: list[Piece] = []
+        room = size
+        while self._waiting and room:
+            rank, _, part = self._waiting[0]
+            if part.future.done():
+                heapq.heappop(self._waiting)
+                continue
+            if pieces and rank != pieces[0][0].orders[0].priority.rank:
+                break  # one priority per call
+            start = part.sent
+            part.sent = end = min(len(part.orders), start + room)
+            pieces.append((part, start, end))
+            room -= end - start
+            if end == len(part.orders):
+                heapq.heappop(self._waiting)
+        return pieces
 
-    async def _settle(self, batch: list[tuple[JewelryOrder, asyncio.Future[StageResult]]], sent: Any) -> None:
+    async def _settle(self, pieces: list[Piece], count: int, sent: Any) -> None:
         try:
-            outcomes: list[Any] = list(await sent)
-        except Exception as error:  # noqa: BLE001 - every order of the batch gets the call's error
-            outcomes = [error] * len(batch)
+            outcomes: list[Outcome] = list(await sent)
+        except Exception as error:  # noqa: BLE001 - every order of the call gets the call's error
+            outcomes = [error] * count
         finally:
             self._outstanding -= 1
         self._learn(outcomes)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+        offset = 0
+        for part, start, end in pieces:
+            part.answer(start, outcomes[offset : offset + end - start])
+            offset += end - start
         self._launch()
 
-    def _learn(self, outcomes: list[Any]) -> None:
+    def _learn(self, outcomes: list[Outcome]) -> None:
         """Fold the replica's own timing of fresh results into the estimate (replays took no work)."""
         timed = [
             o.duration_ms / 1000
@@ -165,8 +203,8 @@ class ReplicaBatcher:
             self._per_order_s = mean if self._per_order_s is None else 0.7 * self._per_order_s + 0.3 * mean
 
 
-def _expire(future: asyncio.Future[StageResult]) -> None:
-    """Still waiting in the queue, the order leaves it; already sent, the replica finishes and records it."""
+def _expire(future: asyncio.Future[list[Outcome]]) -> None:
+    """Still waiting in the queue, its orders leave it; already sent, the replica finishes and records them."""
     if not future.done():
         future.set_exception(TimeoutError())
 

@@ -8,35 +8,40 @@ replicas, and the call metrics are all decided here, in layers of their own:
 - `attempt`: one attempt's answer, its timeout and a dead replica made into error results;
 - `retry`: how many attempts, and the delay between them.
 
-An attempt is sent (`send`) apart from being awaited (`answer`), so that the Dispatcher sends all
-six stages' first attempts before it awaits any of them, in one coroutine (see `Dispatcher`).
+The unit is the Dispatcher's batch: `send` spreads a batch's orders over the replicas, one attempt
+per replica, and `answers` gives each order's answer; only an order whose answer is an error goes
+on alone (`finish`), retried with backoff. Sending is apart from awaiting, so that the Dispatcher
+sends all six stages' first attempts before it awaits any of them, in one coroutine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
 
-from actors.dispatch.attempt import Answer, Attempt, answer_of
-from actors.dispatch.batching import BatchPolicy, ReplicaBatcher
+from actors.dispatch.attempt import Answer, Attempt, answers_of
+from actors.dispatch.batching import BatchPolicy, Outcome, ReplicaBatcher
 from actors.dispatch.pool import Replica, ReplicaPool
 from actors.dispatch.retry import RetryPolicy
 from actors.errors import MembershipError, describe_error, ledger_outage
 from actors.ledger import PROBE_EVERY_S
 from actors.models import JewelryOrder, StageName, StageResult, StageStatus
 from actors.models.messages import PoolMembers, ReplicaLoad
+from actors.models.wire import ModelArray, dumped
 from actors.telemetry import DispatchMetrics
 
-# The replica of an attempt that found no member to go to: its answer is an error result, retried.
+# The replica of an attempt that found no member to go to: its answers are error results, retried.
 NOBODY = Replica("no replica", None, -1)
-# How an order travels to a replica: the order itself, or its pickled form made once for six calls.
-Wire = Callable[[JewelryOrder], Any]
+# An order's JSON as it travels to a replica, made once for its six stage calls (`wire.dumped`).
+Wire = Callable[[JewelryOrder], bytes]
 
 
 class StageClient:
@@ -48,7 +53,7 @@ class StageClient:
         retry: RetryPolicy,
         batching: BatchPolicy,
         metrics: DispatchMetrics,
-        wire: Wire = lambda order: order,
+        wire: Wire = dumped,
         rng: random.Random | None = None,
     ) -> None:
         self.stage = stage
@@ -62,27 +67,52 @@ class StageClient:
         self._batchers: dict[str, ReplicaBatcher] = {}
         self.log = logger.bind(stage=stage.value)
 
-    def send(self, order: JewelryOrder, replica: Replica | None = None) -> Attempt:
-        """One attempt, queued for the replica (it may leave at once, alone or in a batch)."""
-        if replica is None:
-            replica = self._acquire()
-        if replica is NOBODY:  # a restarted shard before its first member list: an error result
-            return self._refused()
-        future = self._batcher(replica).submit(order, self._timeout_s)
-        return Attempt(self.stage, replica, future, datetime.now(UTC), time.perf_counter())
+    def send(self, orders: list[JewelryOrder], replica: Replica | None = None) -> list[Attempt]:
+        """One attempt for each of `orders` (sorted rush first), spread over the least-loaded live
+        replicas, or all to `replica`: an attempt per replica and priority, queued for its replica
+        (it may leave at once, alone or with other orders waiting for the same replica)."""
+        try:
+            shares = self.pool.spread(len(orders)) if replica is None else [(replica, len(orders))]
+        except MembershipError as error:  # a restarted shard before its first member list: error results
+            return [self._refused(list(range(len(orders))), error)]
+        if replica is not None and replica is not NOBODY:
+            self.pool.hold(replica, len(orders))
+        attempts, start, started_at, clock = [], 0, datetime.now(UTC), time.perf_counter()
+        for to, count in shares:
+            for indices in _by_priority(orders, start, start + count):
+                if to is NOBODY:
+                    attempts.append(self._refused(indices, MembershipError(f"{self.stage} has no live replica")))
+                    continue
+                future = self._batcher(to).submit([orders[i] for i in indices], self._timeout_s)
+                future.add_done_callback(functools.partial(self._answered, to, clock, len(indices)))
+                attempts.append(Attempt(self.stage, to, indices, future, started_at, clock))
+            start += count
+        return attempts
 
-    def answer(self, order: JewelryOrder, attempt: Attempt) -> Awaitable[Answer]:
-        return answer_of(order, attempt, self._timeout_s)
+    def answers(self, orders: list[JewelryOrder], attempt: Attempt) -> Awaitable[list[Answer]]:
+        """The answers to an attempt, for its orders (`orders` is the batch it was sent from)."""
+        return answers_of([orders[i] for i in attempt.indices], attempt, self._timeout_s)
 
-    async def finish(self, order: JewelryOrder, attempt: Attempt, first: Answer) -> StageResult:
+    def _answered(self, replica: Replica, clock: float, orders: int, future: asyncio.Future[list[Outcome]]) -> None:
+        """Count an attempt's orders off its replica the moment they are answered (or given up)."""
+        outcomes: list[Outcome] = [] if future.cancelled() or future.exception() else future.result()
+        results = [o for o in outcomes if isinstance(o, StageResult)]
+        errors = orders - sum(r.status is not StageStatus.ERROR for r in results)
+        node = next((r.node_id for r in results if r.node_id != "unknown"), None)
+        self.pool.release(replica, (time.perf_counter() - clock) * orders, orders=orders, errors=errors, node_id=node)
+
+    def counted(self, results: list[StageResult]) -> None:
+        """Tally the final results of orders that concluded (once per batch, not per order)."""
+        for status, count in Counter(r.status for r in results).items():
+            self._metrics.stage_results.inc(count, stage=self.stage.value, status=status.value)
+
+    async def finish(self, order: JewelryOrder, first: Answer) -> StageResult:
         """The stage's result for the order, from the answer to its first attempt: errors are retried
         on the same replica (which is idempotent per order id), moving to another only when that one
         is dead. An answer that needs no retry returns without suspending."""
-        replica, tries, spent_s, answer = attempt.replica, 0, 0.0, first
+        tries, answer, replica = 1, first, first.replica
         while True:
-            tries += 1
             result = answer.result
-            spent_s += answer.latency_s
             if answer.replica_dead and replica.alive:
                 self.pool.mark_dead(replica)
                 self.log.warning("{} is dead; {} of {} replica(s) left", replica.name, self.pool.alive, len(self.pool))
@@ -95,17 +125,19 @@ class StageClient:
                 delay_s = max(delay_s, PROBE_EVERY_S)  # the replica's store answers at once until its next try
             await asyncio.sleep(delay_s)
             if answer.replica_dead or replica is NOBODY:
-                self._release(replica, spent_s, error=True)
-                replica, spent_s = self._acquire(avoid=replica), 0.0
-            attempt = self.send(order, replica)
-            answer = await self.answer(order, attempt)
-        self._release(replica, spent_s, error=result.status is StageStatus.ERROR, result=result)
-        self._metrics.stage_results.inc(stage=self.stage.value, status=result.status.value)
+                replica = self._pick(avoid=replica)
+            [attempt] = self.send([order], replica)
+            [answer] = await self.answers([order], attempt)
+            tries += 1
         return result.model_copy(update={"attempts": tries}) if tries > 1 else result
 
     async def call(self, order: JewelryOrder) -> StageResult:
-        attempt = self.send(order)
-        return await self.finish(order, attempt, await self.answer(order, attempt))
+        """One order's result, retries included."""
+        [attempt] = self.send([order])
+        [first] = await self.answers([order], attempt)
+        result = await self.finish(order, first)
+        self.counted([result])
+        return result
 
     async def compensate(self, order_id: str, replica_name: str) -> str | None:
         """Ask the replica that did the order's work to undo it; what it undid, or None if nothing."""
@@ -150,22 +182,16 @@ class StageClient:
     def loads(self) -> list[ReplicaLoad]:
         return [self._with_queue(load) for load in self.pool.loads()]
 
-    def _acquire(self, avoid: Replica | None = None) -> Replica:
+    def _pick(self, avoid: Replica | None = None) -> Replica:
         try:
-            return self.pool.acquire(avoid=avoid)
+            return self.pool.pick(avoid=avoid)
         except MembershipError:
             return NOBODY
 
-    def _release(self, replica: Replica, spent_s: float, *, error: bool, result: StageResult | None = None) -> None:
-        if replica is NOBODY:
-            return
-        node = result.node_id if result is not None and result.node_id != "unknown" else None
-        self.pool.release(replica, spent_s, error=error, node_id=node)
-
-    def _refused(self) -> Attempt:
-        future: asyncio.Future[StageResult] = asyncio.get_running_loop().create_future()
-        future.set_exception(MembershipError(f"{self.stage} has no replicas yet: its member list has not arrived"))
-        return Attempt(self.stage, NOBODY, future, datetime.now(UTC), time.perf_counter())
+    def _refused(self, indices: list[int], error: MembershipError) -> Attempt:
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        future.set_exception(error)
+        return Attempt(self.stage, NOBODY, indices, future, datetime.now(UTC), time.perf_counter())
 
     def _with_queue(self, load: ReplicaLoad) -> ReplicaLoad:
         batcher = self._batchers.get(load.replica)
@@ -189,8 +215,8 @@ class StageClient:
 
             def send(orders: list[JewelryOrder]) -> Awaitable[list[StageResult]]:
                 clock = time.perf_counter()
-                call = replica.handle.process_batch.options(name=task_name(self.stage, len(orders))).remote(
-                    [self._wire(order) for order in orders]
+                call = replica.handle.process_encoded.options(name=task_name(self.stage, len(orders))).remote(
+                    ModelArray.joined(JewelryOrder, (self._wire(order) for order in orders))
                 )
                 return self._timed(call, clock, tags)
 
@@ -204,6 +230,17 @@ class StageClient:
             return await call
         finally:
             self._metrics.stage_latency.observe((time.perf_counter() - clock) * 1000, tags=tags)
+
+
+def _by_priority(orders: list[JewelryOrder], start: int, end: int) -> list[list[int]]:
+    """The indices from `start` to `end`, in runs of one priority (a call carries one)."""
+    runs: list[list[int]] = []
+    for i in range(start, end):
+        if runs and orders[runs[-1][0]].priority is orders[i].priority:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
 
 
 def task_name(stage: StageName, orders: int) -> str:

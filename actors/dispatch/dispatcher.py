@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from loguru import logger
 
+from actors.dispatch.attempt import Answer
 from actors.dispatch.batching import BatchPolicy
 from actors.dispatch.client import StageClient
 from actors.dispatch.gauges import publish_gauges
@@ -27,9 +29,18 @@ from actors.dispatch.retry import RetryPolicy
 from actors.dispatch.verdict import stages_to_replay, verdict
 from actors.errors import ConfigurationError, LedgerUnavailable, ReplayRefused
 from actors.ledger import PROBE_EVERY_S, LedgerSpec, OutcomeGroupCommit, SqlLedger, open_ledger
-from actors.models import STAGES, JewelryOrder, OrderOutcome, OrderStatus, StageName, StageResult, StageStatus
+from actors.models import (
+    STAGES,
+    DeadLetter,
+    JewelryOrder,
+    OrderOutcome,
+    OrderStatus,
+    StageName,
+    StageResult,
+    StageStatus,
+)
 from actors.models.messages import DispatcherStats, PoolMembers
-from actors.models.wire import Prepickled
+from actors.models.wire import dumped
 from actors.naming import resolve_present
 from actors.runtime import prepare_process
 from actors.telemetry import DispatchMetrics
@@ -53,7 +64,7 @@ class Dispatcher:
         self.shard = shard
         self.log = logger.bind(stage=f"dispatcher-{shard}")
         self._metrics = DispatchMetrics()
-        self._wired: dict[str, Prepickled] = {}  # each order in flight, dumped once for its six stage calls
+        self._wired: dict[str, bytes] = {}  # each order in flight, dumped once for its six stage calls
         self._clients = {
             stage: StageClient(
                 stage,
@@ -62,7 +73,7 @@ class Dispatcher:
                 (retry_policies or {}).get(stage, RetryPolicy()),
                 batching or BatchPolicy(),
                 self._metrics,
-                lambda order: self._wired.get(order.order_id, order),
+                lambda order: self._wired.get(order.order_id) or dumped(order),
             )
             for stage in STAGES
         }
@@ -70,25 +81,39 @@ class Dispatcher:
         self._ledger: SqlLedger | None = open_ledger(ledger) if ledger is not None else None
         self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger else None
         self._gauges: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # batches and lone orders under way
         self._call_order, self._by_status = list(STAGES), {status.value: 0 for status in OrderStatus}
         self.log.info("ready: {}", ", ".join(f"{s}×{len(c.pool)}" for s, c in self._clients.items()))
 
     async def process(self, order: JewelryOrder) -> OrderOutcome:
         """The one terminal outcome of an order. The same order sent again while in flight (a
         restarted Producer re-sends what it cannot know finished) waits for the same outcome."""
-        recorded = self._ledger.outcome(order.order_id) if self._ledger is not None else None
-        return await self._answer(order, recorded)
+        [answer] = await self.process_batch([order])
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     async def process_batch(self, orders: list[JewelryOrder]) -> list[OrderOutcome | BaseException]:
-        """`process` for several orders, each admitted and fanned out on its own; for each, its
-        outcome or the error its `process` raised. Receiving a call costs about 0.8 ms of CPU
-        whatever it carries, so under load the Producer sends orders together. A batch Ray re-sends
-        to a restarted shard is answered from the ledger, or by joining the orders still in flight."""
+        """`process` for several orders: for each, its outcome or the error that kept it from one.
+        The orders new to the shard run as one batch; one already running (Ray re-sends a batch to
+        a restarted shard, a restarted Producer re-sends) joins its run, and one the ledger has is
+        answered from it."""
         try:
             recorded = await self._recorded_outcomes(orders)
         except LedgerUnavailable as error:
             return [error] * len(orders)  # none of them started: each is reported unfinished
-        answers = [self._answer(order, recorded.get(order.order_id)) for order in orders]
+        answers: list[Awaitable[OrderOutcome]] = []
+        fresh: list[JewelryOrder] = []
+        for order in orders:
+            if (running := self._orders.joined(order.order_id)) is not None:
+                answers.append(self._joined(order, running))
+            elif (outcome := recorded.get(order.order_id)) is not None:
+                answers.append(answered(outcome))
+            else:
+                answers.append(self._orders.register(order.order_id))
+                fresh.append(order)
+        if fresh:
+            self._spawn(self._admit(sorted(fresh, key=lambda order: order.priority.rank)))
         return list(await asyncio.gather(*answers, return_exceptions=True))
 
     async def _recorded_outcomes(self, orders: list[JewelryOrder]) -> dict[str, OrderOutcome]:
@@ -104,18 +129,6 @@ class Dispatcher:
             await asyncio.sleep(PROBE_EVERY_S)
             return self._ledger.outcomes(ids)
 
-    def _answer(
-        self, order: JewelryOrder, recorded: OrderOutcome | None, rejoin: bool = True
-    ) -> Awaitable[OrderOutcome]:
-        """Join the order's run in flight, answer from the ledger (`recorded`), or start a run,
-        registered before anything else on the event loop can look for it."""
-        if (running := self._orders.joined(order.order_id)) is not None:
-            return self._joined(order, running) if rejoin else running
-        if recorded is not None:
-            return answered(recorded)
-        self._orders.register(order.order_id)
-        return self._run(order)
-
     async def _joined(self, order: JewelryOrder, running: Awaitable[OrderOutcome]) -> OrderOutcome:
         """The outcome of the run joined; but a run that ended for want of the store recorded nothing,
         and may have started long before the store came back (a run that was cut short re-sends its
@@ -123,47 +136,107 @@ class Dispatcher:
         try:
             return await running
         except LedgerUnavailable:
-            recorded = self._ledger.outcome(order.order_id) if self._ledger is not None else None
-            return await self._answer(order, recorded, rejoin=False)
+            [answer] = await self.process_batch([order])
+            if isinstance(answer, BaseException):
+                raise answer from None
+            return answer
 
-    async def _run(self, order: JewelryOrder) -> OrderOutcome:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         if self._gauges is None:
             self._gauges = asyncio.get_running_loop().create_task(
                 publish_gauges(
                     self.shard, self._clients, self._metrics, lambda: self._orders.admitted, self._refresh_call_order
                 )
             )
-        answer: OrderOutcome | BaseException = RuntimeError("not run")
-        try:
-            async with self._orders.admission(order):
-                started_at = datetime.now(UTC)
-                self._wired[order.order_id] = Prepickled(order)
-                answer = await self._conclude(order, await self._call_stages(order, self._call_order), started_at)
-            return answer
-        except BaseException as error:
-            answer = error
-            raise
-        finally:
-            self._wired.pop(order.order_id, None)
-            if self._orders.settle(order.order_id, answer):
-                self._metrics.flush()  # idle: a run that just ended gets counted in full
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _call_stages(self, order: JewelryOrder, stages: list[StageName]) -> list[StageResult]:
-        """Every first attempt is sent before any is awaited, and all are awaited in this one
-        coroutine: only an order with an error to retry gets a task per stage, so that its retries
-        run side by side."""
-        clients = [self._clients[stage] for stage in stages]
-        attempts = [client.send(order) for client in clients]
+    async def _admit(self, orders: list[JewelryOrder]) -> None:
+        """Let registered orders in (rush first) and start them: as many as there are free places at
+        once, in one batch; the rest, as places free up."""
+        while orders:
+            taken = self._orders.admit_now(len(orders))
+            if not taken:
+                try:
+                    await self._orders.admit(orders[0].priority)
+                except BaseException as error:
+                    for order in orders:
+                        self._settle(order, error, admitted=False)
+                    raise
+                taken = 1 + self._orders.admit_now(len(orders) - 1)
+            batch, orders = orders[:taken], orders[taken:]
+            self._spawn(self._run(batch))
+
+    async def _run(self, batch: list[JewelryOrder]) -> None:
+        """Fan the batch out (one call per replica and stage), join the answers by order, and conclude
+        together the orders that need no retry; each of the others goes on alone, retried."""
+        started_at, stages, unsettled = datetime.now(UTC), self._call_order, set(range(len(batch)))
+        for order in batch:
+            self._wired[order.order_id] = dumped(order)
         try:
-            firsts = [await client.answer(order, attempt) for client, attempt in zip(clients, attempts, strict=True)]
-        except BaseException:
-            for attempt in attempts:
-                attempt.future.cancel()  # still waiting: it leaves its queue
+            firsts = await self._first_answers(batch, stages)
+            clean = []
+            for i, row in enumerate(firsts):
+                if any(answer.result.status is StageStatus.ERROR for answer in row):
+                    unsettled.discard(i)
+                    self._spawn(self._run_alone(batch[i], stages, row, started_at))
+                else:
+                    clean.append(i)
+            rows = [[answer.result for answer in firsts[i]] for i in clean]
+            for column, stage in enumerate(stages):
+                self._clients[stage].counted([row[column] for row in rows])
+            answers = await self._conclude([batch[i] for i in clean], rows, started_at)
+            for i, answer in zip(clean, answers, strict=True):
+                unsettled.discard(i)
+                self._settle(batch[i], answer)
+        except BaseException as error:
+            for i in sorted(unsettled):
+                self._settle(batch[i], error)
             raise
-        calls = [client.finish(order, a, first) for client, a, first in zip(clients, attempts, firsts, strict=True)]
-        if any(first.result.status is StageStatus.ERROR for first in firsts):
-            return list(await asyncio.gather(*calls))
-        return [await call for call in calls]
+
+    async def _run_alone(
+        self, order: JewelryOrder, stages: list[StageName], firsts: list[Answer], started_at: datetime
+    ) -> None:
+        """An order with a stage error, out of its batch: its errors retried side by side, then concluded."""
+        answer: OrderOutcome | BaseException
+        try:
+            results = await self._finished(order, stages, firsts)
+            [answer] = await self._conclude([order], [results], started_at)
+        except BaseException as error:
+            self._settle(order, error)
+            raise
+        self._settle(order, answer)
+
+    async def _finished(self, order: JewelryOrder, stages: list[StageName], firsts: list[Answer]) -> list[StageResult]:
+        results = list(
+            await asyncio.gather(*(self._clients[s].finish(order, a) for s, a in zip(stages, firsts, strict=True)))
+        )
+        for stage, result in zip(stages, results, strict=True):
+            self._clients[stage].counted([result])
+        return results
+
+    def _settle(self, order: JewelryOrder, answer: OrderOutcome | BaseException, admitted: bool = True) -> None:
+        self._wired.pop(order.order_id, None)
+        if self._orders.settle(order.order_id, answer, admitted):
+            self._metrics.flush()  # idle: a run that just ended gets counted in full
+
+    async def _first_answers(self, batch: list[JewelryOrder], stages: list[StageName]) -> list[list[Answer]]:
+        """Each order's answer from each stage (in `stages` order), joined by the order's place in the
+        batch. Every stage's attempts are sent before any is awaited."""
+        sent = [(self._clients[stage], self._clients[stage].send(batch)) for stage in stages]
+        rows: list[list[Answer | None]] = [[None] * len(stages) for _ in batch]
+        try:
+            for column, (client, attempts) in enumerate(sent):
+                for attempt in attempts:
+                    for i, answer in zip(attempt.indices, await client.answers(batch, attempt), strict=True):
+                        rows[i][column] = answer
+        except BaseException:
+            for _, attempts in sent:
+                for attempt in attempts:
+                    attempt.future.cancel()  # still waiting: it leaves its queue
+            raise
+        return rows  # type: ignore[return-value]  # every place is filled: each order is in one attempt per stage
 
     async def replay(self, order_id: str, stage: StageName | None = None, abandon: bool = False) -> OrderOutcome:
         """Re-run the dead-lettered stage(s) of a parked order and fan in again with the results its
@@ -176,32 +249,62 @@ class Dispatcher:
         order, results, started_at = parked.order, dict(parked.results), datetime.now(UTC)
         self.log.bind(order_id=order_id).info("abandoned" if abandon else "replaying {}", ", ".join(dead))
         if not abandon:
-            results.update({r.stage: r for r in await self._call_stages(order, dead)})
-        outcome = await self._conclude(order, list(results.values()), started_at, give_up=abandon)
+            [firsts] = await self._first_answers([order], dead)
+            results.update({r.stage: r for r in await self._finished(order, dead, firsts)})
+        [answer] = await self._conclude([order], [list(results.values())], started_at, give_up=abandon)
         self._metrics.flush()
-        return outcome
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     async def _conclude(
-        self, order: JewelryOrder, results: list[StageResult], started_at: datetime, give_up: bool = False
-    ) -> OrderOutcome:
-        """Fan-in, then what a failure calls for (dead letter or compensation), then the ledger."""
-        outcome, letters = verdict(
-            OrderOutcome.from_results(order, results, started_at, datetime.now(UTC)),
-            ledgered=self._ledger is not None,
-            give_up=give_up,
-        )
-        log = self.log.bind(order_id=order.order_id)
-        if letters:
-            log.warning("dead-lettered: {}; `jewelry-fanout replay {}` completes it", outcome.reason, order.order_id)
-        if outcome.status is OrderStatus.FAILED:
-            outcome = outcome.model_copy(update={"compensations": await self._compensate(outcome)})
-            log.warning("failed: {}", outcome.reason)
-        self._metrics.order_latency.observe(outcome.latency_ms)
-        if self._outcome_writer is not None:
-            await self._outcome_writer.record(outcome, letters)  # committed before anyone is told
-        self._by_status[outcome.status.value] += 1
-        self._metrics.orders.inc(status=outcome.status.value, shard=str(self.shard))
-        return outcome
+        self,
+        orders: list[JewelryOrder],
+        rows: list[list[StageResult]],
+        started_at: datetime,
+        give_up: bool = False,
+    ) -> list[OrderOutcome | BaseException]:
+        """Fan-in for orders that concluded together, then what a failure calls for (dead letter or
+        compensation), then the ledger, in one commit for them all; an order that cannot conclude
+        (its stage found the store down) gets its error, and its batch-mates still conclude."""
+        finished_at, ledgered = datetime.now(UTC), self._ledger is not None
+        answers: list[OrderOutcome | BaseException] = []
+        records: list[tuple[int, list[DeadLetter]]] = []
+        for order, results in zip(orders, rows, strict=True):
+            try:
+                outcome, letters = verdict(
+                    OrderOutcome.from_results(order, results, started_at, finished_at), ledgered, give_up
+                )
+            except Exception as error:  # noqa: BLE001 - this order's answer; its batch-mates go on
+                answers.append(error)
+                continue
+            if letters:
+                self.log.bind(order_id=order.order_id).warning(
+                    "dead-lettered: {}; `jewelry-fanout replay {}` completes it", outcome.reason, order.order_id
+                )
+            records.append((len(answers), letters))
+            answers.append(outcome)
+        failed = [i for i, _ in records if cast(OrderOutcome, answers[i]).status is OrderStatus.FAILED]
+        if failed:
+            undone = await asyncio.gather(*(self._compensate(cast(OrderOutcome, answers[i])) for i in failed))
+            for i, compensations in zip(failed, undone, strict=True):
+                outcome = cast(OrderOutcome, answers[i]).model_copy(update={"compensations": compensations})
+                self.log.bind(order_id=outcome.order_id).warning("failed: {}", outcome.reason)
+                answers[i] = outcome
+        concluded = [(cast(OrderOutcome, answers[i]), letters) for i, letters in records]
+        if self._outcome_writer is not None and concluded:
+            try:
+                await self._outcome_writer.record(concluded)  # committed before anyone is told
+            except Exception as error:  # noqa: BLE001 - none of them is concluded: each gets the error
+                for i, _ in records:
+                    answers[i] = error
+                return answers
+        for outcome, _ in concluded:
+            self._metrics.order_latency.observe(outcome.latency_ms)
+            self._by_status[outcome.status.value] += 1
+        for status, count in Counter(outcome.status.value for outcome, _ in concluded).items():
+            self._metrics.orders.inc(count, status=status, shard=str(self.shard))
+        return answers
 
     async def _compensate(self, outcome: OrderOutcome) -> dict[StageName, str]:
         """Ask every stage that did not decline to undo its work. Errored stages are asked too: a

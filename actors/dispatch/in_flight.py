@@ -2,18 +2,18 @@
 
 An order sent again while it runs (a restarted Producer re-sends what it cannot know finished, and
 Ray re-sends a batch to a restarted shard) joins the run in flight instead of running twice. Each
-run waits at the priority gate (rush first) until one of `capacity` places frees up; `stats` counts
-in flight only the admitted.
+run waits at the priority gate (rush first) until one of `capacity` places frees up; a batch takes
+as many places as are free at once (`admit_now`), and waits for the rest one by one. `stats`
+counts in flight only the admitted.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 
 from actors.dispatch.admission import PriorityGate
-from actors.models import JewelryOrder, OrderOutcome
+from actors.models import OrderOutcome, Priority
 
 
 class OrdersInFlight:
@@ -31,30 +31,39 @@ class OrdersInFlight:
         running = self._runs.get(order_id)
         return asyncio.shield(running) if running is not None else None
 
-    def register(self, order_id: str) -> None:
-        """A run of the order starts: from now on a repeat joins it (see `joined`)."""
-        self._runs[order_id] = asyncio.get_running_loop().create_future()
+    def register(self, order_id: str) -> asyncio.Future[OrderOutcome]:
+        """A run of the order starts: from now on a repeat joins it (see `joined`). The future of its
+        answer (`settle` gives it)."""
+        run = self._runs[order_id] = asyncio.get_running_loop().create_future()
         self.waiting += 1
+        return run
 
-    @asynccontextmanager
-    async def admission(self, order: JewelryOrder) -> AsyncIterator[None]:
+    def admit_now(self, wanted: int) -> int:
+        """How many of `wanted` registered orders are let in at once, without waiting."""
+        taken = self._gate.take(wanted)
+        self.waiting -= taken
+        return taken
+
+    async def admit(self, priority: Priority) -> None:
+        """Wait for one place, rush first."""
         try:
-            await self._gate.acquire(order.priority)
+            await self._gate.acquire(priority)
         finally:
             self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._gate.release()
 
-    def settle(self, order_id: str, answer: OrderOutcome | BaseException) -> bool:
-        """The run is over: its joiners get `answer`. True if no order is in flight any more."""
-        future = self._runs.pop(order_id)
-        if isinstance(answer, BaseException):
-            future.set_exception(answer)
-            future.exception()  # retrieved: only joiners, if any, need it
+    def settle(self, order_id: str, answer: OrderOutcome | BaseException, admitted: bool = True) -> bool:
+        """The run is over: its joiners get `answer`, and its place (if it had one) is free. True if
+        no order is in flight any more."""
+        run = self._runs.pop(order_id)
+        if admitted:
+            self._gate.release()
+        if run.done():
+            pass  # its caller went away (a cancelled call); joiners were told by the cancellation
+        elif isinstance(answer, BaseException):
+            run.set_exception(answer)
+            run.exception()  # retrieved: only joiners, if any, need it
         else:
-            future.set_result(answer)
+            run.set_result(answer)
         return not self._runs
 
     async def concluded(self) -> None:

@@ -83,27 +83,60 @@ class ReplicaPool:
         return next((r for r in self._replicas if r.name == name), None)
 
     def acquire(self, avoid: Replica | None = None) -> Replica:
-        """The least-loaded live replica (other than `avoid`), counted against it until `release`.
-        With no live replica left it still returns one, whose call fails fast as an error result."""
+        """The least-loaded live replica (other than `avoid`), counted against it until `release`."""
+        replica = self.pick(avoid)
+        self.hold(replica, 1)
+        return replica
+
+    def pick(self, avoid: Replica | None = None) -> Replica:
+        """The least-loaded live replica (other than `avoid`), not counted yet. With no live replica
+        left it still returns one, whose call fails fast as an error result."""
+        candidates = [r for r in self._routable() if r is not avoid] or self._routable()
+        return min(candidates, key=_load)
+
+    def spread(self, orders: int) -> list[tuple[Replica, int]]:
+        """How many of `orders` each replica takes, counted against them until `release`: each order
+        goes to the replica least loaded at that moment, so a batch splits evenly over idle replicas
+        and a replica with a backlog takes less (or nothing)."""
+        routable = self._routable()
+        taken = dict.fromkeys(range(len(routable)), 0)
+        for _ in range(orders):
+            chosen = min(taken, key=lambda i: (routable[i].ongoing + taken[i], routable[i].calls + taken[i], i))
+            taken[chosen] += 1
+        shares = [(routable[i], count) for i, count in taken.items() if count]
+        for replica, count in shares:
+            self.hold(replica, count)
+        return shares
+
+    def hold(self, replica: Replica, orders: int) -> None:
+        replica.ongoing += orders
+        replica.calls += orders
+
+    def release(
+        self,
+        replica: Replica,
+        latency_s: float,
+        *,
+        error: bool = False,
+        orders: int = 1,
+        errors: int = 0,
+        node_id: str | None = None,
+    ) -> None:
+        """`orders` answered by the replica, `latency_s` in all, `errors` of them (or one, `error`) errors."""
+        replica.ongoing -= orders
+        replica.latency_s += latency_s
+        replica.errors += errors + int(error)
+        if node_id:
+            replica.node_id = node_id
+
+    def _routable(self) -> list[Replica]:
         if not self._replicas:
             raise MembershipError(f"{self.stage} has no replicas yet: the supervisor has not pushed its members")
-        live = (
+        return (
             [r for r in self._replicas if r.alive and not r.draining]
             or [r for r in self._replicas if r.alive]
             or self._replicas
         )
-        candidates = [r for r in live if r is not avoid] or live
-        replica = min(candidates, key=lambda r: (r.ongoing, r.calls, r.index))
-        replica.ongoing += 1
-        replica.calls += 1
-        return replica
-
-    def release(self, replica: Replica, latency_s: float, *, error: bool, node_id: str | None = None) -> None:
-        replica.ongoing -= 1
-        replica.latency_s += latency_s
-        replica.errors += int(error)
-        if node_id:
-            replica.node_id = node_id
 
     def loads(self) -> list[ReplicaLoad]:
         return [
@@ -120,6 +153,10 @@ class ReplicaPool:
             )
             for r in self._replicas
         ]
+
+
+def _load(replica: Replica) -> tuple[int, int, int]:
+    return replica.ongoing, replica.calls, replica.index
 
 
 def same_actor(old: Any, new: Any) -> bool:

@@ -10,9 +10,13 @@ crosses the wire round-trips exactly by construction.
 
 from __future__ import annotations
 
-from typing import Any, Self
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class JsonPickled(BaseModel):
@@ -26,17 +30,42 @@ def _from_json(model: type[JsonPickled], data: str) -> JsonPickled:
     return model.model_validate_json(data)
 
 
-class Prepickled:
-    """A model dumped once and sent many times, unpickling as the model itself.
+class ModelArray:
+    """A batch of models of one type as it crosses between actors: one JSON array, loaded on the
+    other side as a plain list of the models, validated by pydantic-core in one call.
 
-    The Dispatcher sends each order to six stages: pickled as itself it would be dumped to JSON
-    six times, about 6% of its event loop's time at zero wait (py-spy).
+    Pickled one by one, each model costs a Python-level dump, a reduce tuple and a validation call of
+    its own at each end; as one array the loop runs inside pydantic-core. A batch of orders is joined
+    from each order's JSON made once (`dumped`): the Dispatcher sends every order to six stages.
     """
 
-    __slots__ = ("_reduced",)
+    __slots__ = ("_json", "_model")
 
-    def __init__(self, model: JsonPickled) -> None:
-        self._reduced = model.__reduce__()
+    def __init__(self, model: type[BaseModel], json: bytes) -> None:
+        self._model = model
+        self._json = json
 
-    def __reduce__(self) -> tuple[Any, tuple[type[JsonPickled], str]]:
-        return self._reduced
+    @classmethod
+    def of(cls, model: type[M], items: Sequence[M]) -> ModelArray:
+        return cls(model, _adapter(model).dump_json(list(items)))
+
+    @classmethod
+    def joined(cls, model: type[BaseModel], dumped: Iterable[bytes]) -> ModelArray:
+        return cls(model, b"[" + b",".join(dumped) + b"]")
+
+    def __reduce__(self) -> tuple[Any, tuple[type[BaseModel], bytes]]:
+        return load_array, (self._model, self._json)
+
+
+def dumped(model: BaseModel) -> bytes:
+    """The model's JSON, as `ModelArray.joined` takes it."""
+    return model.__pydantic_serializer__.to_json(model)
+
+
+def load_array(model: type[M], data: bytes) -> list[M]:
+    return _adapter(model).validate_json(data)
+
+
+@functools.cache
+def _adapter(model: type[M]) -> TypeAdapter[list[M]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]  # a list of whichever model is given

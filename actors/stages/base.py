@@ -34,6 +34,7 @@ from actors.models import (
     StageSnapshot,
     StageStatus,
 )
+from actors.models.wire import ModelArray
 from actors.runtime import current_node_id, prepare_process
 from actors.stages.contract import ConfigT, ReplicaContext, StageContract
 from actors.stages.effect_log import EffectLog
@@ -138,6 +139,10 @@ class Stage(StageContract[ConfigT]):
             return self._process_batch(orders, queued=True)
         finally:
             self._cadence.returned(self.clock.monotonic())
+
+    def process_encoded(self, orders: Sequence[JewelryOrder]) -> ModelArray:
+        """`process_batch` as the Dispatcher calls it: the results cross back as one JSON array."""
+        return ModelArray.of(StageResult, self.process_batch(orders))
 
     def _process_batch(self, orders: Sequence[JewelryOrder], queued: bool) -> list[StageResult]:
         """`process_batch`; `queued` says the call may have waited behind the last one (a batch taken

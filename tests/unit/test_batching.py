@@ -59,6 +59,16 @@ def test_a_batch_holding_an_order_another_replica_recorded_gets_that_record(spec
     assert len(numbers) == len(set(numbers)) == 6
 
 
+def _one(batcher: ReplicaBatcher, order) -> asyncio.Future:
+    """One order's answer from the batcher: its part's only result."""
+    return asyncio.ensure_future(_only(batcher.submit([order])))
+
+
+async def _only(part):
+    [answer] = await part
+    return answer
+
+
 async def _turns(n: int = 5) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
@@ -74,7 +84,7 @@ async def _busy_replica(
         BatchPolicy(max_batch=max_batch, max_outstanding=1),
         call_later=timers.call_later if timers else None,
     )
-    first = batcher.submit(make_order(0))
+    first = _one(batcher, make_order(0))
     await _turns()
     return replica, batcher, first
 
@@ -83,8 +93,8 @@ def test_an_idle_replica_gets_an_order_at_once_and_a_backlog_goes_in_batches_rus
     async def scenario():
         replica, batcher, first = await _busy_replica(max_batch=3)
         assert replica.sent == [["J2025001"]]  # alone, without waiting for company
-        normal = [batcher.submit(make_order(0, order_id=f"J2025{i:02d}0")) for i in range(4)]
-        rush = batcher.submit(make_order(0, order_id="J2025999", priority=Priority.RUSH))
+        normal = [_one(batcher, make_order(0, order_id=f"J2025{i:02d}0")) for i in range(4)]
+        rush = _one(batcher, make_order(0, order_id="J2025999", priority=Priority.RUSH))
         await _turns()
         assert len(replica.sent) == 1 and batcher.waiting == 5  # one call outstanding at most
         replica.release(0)
@@ -108,7 +118,7 @@ def test_an_order_that_times_out_while_waiting_is_never_sent():
     async def scenario():
         timers = FakeTimers()
         replica, batcher, busy = await _busy_replica(max_batch=8, timers=timers)
-        waiting = batcher.submit(make_order(1), timeout_s=0.5)
+        waiting = batcher.submit([make_order(1)], timeout_s=0.5)
         timers.advance(0.499)
         await _turns()
         assert not waiting.done() and batcher.waiting == 1  # not yet: the timer has 1 ms to go
@@ -116,7 +126,7 @@ def test_an_order_that_times_out_while_waiting_is_never_sent():
         with pytest.raises(TimeoutError):
             await waiting
         assert batcher.waiting == 0  # it left the queue
-        late = batcher.submit(make_order(2))
+        late = batcher.submit([make_order(2)])
         replica.release(0)
         await busy
         await _turns()
@@ -132,10 +142,10 @@ def test_an_answer_in_time_cancels_its_timer():
         timers = FakeTimers()
         replica = FakeReplica()
         batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8), call_later=timers.call_later)
-        answered = batcher.submit(make_order(0), timeout_s=0.5)
+        answered = batcher.submit([make_order(0)], timeout_s=0.5)
         await _turns()
         replica.release(0)
-        result = await answered
+        [result] = await answered
         timers.advance(1.0)  # the timer would fire now; it was cancelled with the answer
         return result, answered
 
@@ -147,15 +157,35 @@ def test_a_failed_call_fails_every_order_it_carried():
     async def scenario():
         replica = FakeReplica()
         batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=8, max_outstanding=1))
-        calls = [batcher.submit(make_order(i, priority=Priority.NORMAL)) for i in range(3)]
+        calls = [batcher.submit([make_order(i, priority=Priority.NORMAL)]) for i in range(3)]
         await _turns()
         replica.release(0)
         await _turns()
         replica.release(1, RuntimeError("ActorDiedError"))
-        return await asyncio.gather(*calls, return_exceptions=True)
+        return await asyncio.gather(*calls)
 
     first, *rest = asyncio.run(scenario())
-    assert first == "done J2025001" and all(isinstance(r, RuntimeError) for r in rest)
+    assert first == ["done J2025001"] and all(isinstance(r, RuntimeError) for [r] in rest)
+
+
+def test_a_part_splits_over_calls_and_merges_with_others_each_order_answered_in_its_place():
+    async def scenario():
+        replica, batcher, busy = await _busy_replica(max_batch=3)
+        orders = [make_order(0, order_id=f"J20251{i:02d}") for i in range(5)]
+        parts = [batcher.submit(orders[:4]), batcher.submit(orders[4:])]
+        replica.release(0)
+        await busy
+        await _turns()
+        assert replica.sent[1] == ["J2025100", "J2025101", "J2025102"]  # the first part, split
+        replica.release(1, RuntimeError("lost"))  # the call carrying three of its orders fails
+        await _turns()
+        assert replica.sent[2] == ["J2025103", "J2025104"]  # its last order, with the second part
+        replica.release(2)
+        return await asyncio.gather(*parts), batcher
+
+    (first, second), batcher = asyncio.run(scenario())
+    assert all(isinstance(r, RuntimeError) for r in first[:3]) and first[3] == "done J2025103"
+    assert second == ["done J2025104"] and (batcher.batch_calls, batcher.orders_sent) == (3, 6)
 
 
 def test_dispatcher_results_are_the_same_with_and_without_batching():
@@ -206,7 +236,7 @@ def test_the_batcher_learns_the_time_per_order_from_the_replicas_results():
             return stage.process_batch(orders)
 
         batcher = ReplicaBatcher(send, BatchPolicy(max_batch=32, max_batch_s=0.02))
-        await asyncio.gather(*(batcher.submit(o) for o in generate_orders(12, seed=5)))
+        await asyncio.gather(*(batcher.submit([o]) for o in generate_orders(12, seed=5)))
         return batcher.per_order_s
 
     per_order_s = asyncio.run(scenario())
@@ -268,12 +298,12 @@ def test_a_long_call_gets_the_next_one_queued_behind_it():
         replica = FakeReplica()
         batcher = ReplicaBatcher(replica.send, BatchPolicy(max_batch=4, pipeline_after_s=0))
         batcher._per_order_s = 0.01  # learned: long enough to pipeline
-        waiting = [asyncio.ensure_future(batcher.submit(o)) for o in generate_orders(9, seed=3)]
+        waiting = [batcher.submit([o]) for o in generate_orders(9, seed=3)]
         await _turns()
         while not all(w.done() for w in waiting):  # answer the oldest call, one at a time
             next(gate for gate in replica.gates if not gate.done()).set_result(None)
             await _turns()
-        later = asyncio.ensure_future(batcher.submit(next(generate_orders(10, seed=4))))
+        later = batcher.submit([next(generate_orders(10, seed=4))])
         await _turns()
         replica.gates[-1].set_result(None)
         await later

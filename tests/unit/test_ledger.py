@@ -498,17 +498,18 @@ def test_outcomes_concluded_in_one_loop_turn_share_one_commit_and_each_waits_for
     record_outcomes = ledger.record_outcomes
     ledger.record_outcomes = lambda group: (commits.append(len(group)), record_outcomes(group))[1]
 
-    async def conclude(outcome: OrderOutcome) -> bool:
-        await writer.record(outcome, [])
-        return ledger.outcome(outcome.order_id) == outcome  # committed before the caller is told
+    async def conclude(batch: list[OrderOutcome]) -> bool:
+        await writer.record([(outcome, []) for outcome in batch])
+        return all(ledger.outcome(o.order_id) == o for o in batch)  # committed before the caller is told
 
     async def run() -> list[bool]:
-        first = await asyncio.gather(*(conclude(o) for o in outcomes[:10]))
-        second = await asyncio.gather(*(conclude(o) for o in outcomes[10:]))
+        # Three batches conclude in one loop turn, then one more alone.
+        first = await asyncio.gather(conclude(outcomes[:4]), conclude(outcomes[4:9]), conclude(outcomes[9:10]))
+        second = await asyncio.gather(conclude(outcomes[10:]))
         return first + second
 
     writer = OutcomeGroupCommit(ledger)
-    assert asyncio.run(run()) == [True] * 12
+    assert asyncio.run(run()) == [True] * 4
     assert commits == [10, 2]
     assert ledger.outcome_counts() == {"completed": 12}
 
@@ -534,6 +535,8 @@ def test_a_failed_group_commit_fails_every_order_of_the_group(spec, ring, closin
     writer = OutcomeGroupCommit(ledger)
 
     async def run():
-        return await asyncio.gather(writer.record(outcome, []), writer.record(outcome, []), return_exceptions=True)
+        return await asyncio.gather(
+            writer.record([(outcome, [])]), writer.record([(outcome, [])]), return_exceptions=True
+        )
 
     assert [type(e) for e in asyncio.run(run())] == [OSError, OSError]

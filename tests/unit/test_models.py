@@ -155,7 +155,7 @@ def test_orders_and_outcomes_cross_the_wire_as_json_and_come_back_equal(order):
     from ray import cloudpickle
 
     from actors.models import STAGES
-    from actors.models.wire import Prepickled
+    from actors.models.wire import ModelArray, dumped
     from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 
     results = [
@@ -168,5 +168,6 @@ def test_orders_and_outcomes_cross_the_wire_as_json_and_come_back_equal(order):
         assert model.model_dump_json().encode() in wire  # its JSON, not a pickled object graph
         back = pickle.loads(wire)
         assert back == model and type(back) is type(model)
-    # Dumped once for its six stage calls, an order crosses exactly as itself.
-    assert cloudpickle.dumps([Prepickled(order)]) == cloudpickle.dumps([order])
+    # A batch crosses as one JSON array, joined from each order's JSON made once, and loads as a list.
+    assert pickle.loads(cloudpickle.dumps(ModelArray.joined(type(order), [dumped(order)] * 2))) == [order, order]
+    assert pickle.loads(cloudpickle.dumps(ModelArray.of(StageResult, results))) == results

@@ -8,8 +8,9 @@ from actors.dispatch.dispatcher import Dispatcher
 from actors.dispatch.pool import ReplicaPool
 from actors.dispatch.retry import RetryPolicy
 from actors.errors import ReplayRefused
+from actors.intake.samples import generate_orders
 from actors.ledger import open_ledger
-from actors.models import STAGES, OrderStatus, StageName, StageStatus
+from actors.models import STAGES, OrderStatus, Priority, StageName, StageStatus
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from tests.conftest import make_order
 from tests.fakes import DispatcherHandle, LocalHandle, local_stage_handles
@@ -73,7 +74,8 @@ def test_a_stage_timeout_fails_the_order_and_keeps_the_other_results(closing):
     assert outcome.status is OrderStatus.FAILED and outcome.failed_stages == ("production",)
     assert "timed out after 0.05 s" in outcome.reason
     assert sum(r.status is StageStatus.OK for r in outcome.results.values()) == 5
-    assert stats.by_status["failed"] == 1 and stats.stages["production"][0].errors == 1
+    production = stats.stages["production"][0]
+    assert stats.by_status["failed"] == 1 and production.errors == production.calls == 3  # each attempt timed out
 
 
 def test_the_same_order_sent_again_while_in_flight_waits_for_the_one_outcome(closing):
@@ -440,3 +442,83 @@ def test_one_producer_runs_one_run_after_another_and_a_restarted_one_takes_its_r
     (ran, _), (after, _), (again, _) = asyncio.run(scenario())
     assert len(ran) == 12 and len(after) == len(again) == 5
     assert [o.order_id for o in again] == [o.order_id for o in after]
+
+
+def _stage(stage, name):
+    return STAGE_CLASSES[stage](STAGE_CONFIGS[stage](), ReplicaContext(name, time_scale=0))
+
+
+def _normal_orders(n, seed):
+    return [o.model_copy(update={"priority": Priority.NORMAL}) for o in generate_orders(n, seed=seed)]
+
+
+def test_a_batch_is_one_call_per_replica_and_stage_and_its_answers_are_joined_by_order(closing):
+    async def scenario():
+        handles = _handles()
+        handles[StageName.PRODUCTION] = {
+            f"production-{i}": LocalHandle(_stage("production", f"production-{i}")) for i in range(2)
+        }
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0)))
+        orders = _normal_orders(8, seed=21)
+        return orders, await dispatcher.process_batch(orders), handles
+
+    orders, outcomes, handles = asyncio.run(scenario())
+    assert [o.order_id for o in outcomes] == [o.order_id for o in orders]  # each in its place
+    assert all(
+        r.order_id == o.order_id and r.status is not StageStatus.ERROR for o in outcomes for r in o.results.values()
+    )
+    for stage in STAGES:  # one call per replica: production's two replicas took four orders each
+        expected = [4, 4] if stage == "production" else [8]
+        assert [len(b) for h in handles[stage].values() for b in h.batches] == expected
+
+
+def test_an_order_that_errors_leaves_its_batch_and_is_retried_alone_while_its_batch_mates_conclude(closing):
+    orders = _normal_orders(5, seed=22)
+    flaky = orders[2].order_id
+
+    async def scenario():
+        handles = _handles()
+        quality = handles[StageName.QUALITY]["quality-0"].stage
+        handle, broken = quality.handle, {flaky}
+
+        def once_broken(order):
+            if order.order_id in broken:
+                broken.discard(order.order_id)
+                raise RuntimeError("bench jammed")
+            return handle(order)
+
+        quality.handle = once_broken
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0)))
+        return await dispatcher.process_batch(orders), handles[StageName.QUALITY]["quality-0"].batches
+
+    outcomes, quality_calls = asyncio.run(scenario())
+    assert all(r.status is not StageStatus.ERROR for o in outcomes for r in o.results.values())
+    attempts = {o.order_id: o.results[StageName.QUALITY].attempts for o in outcomes}
+    assert attempts == {o.order_id: 2 if o.order_id == flaky else 1 for o in orders}
+    assert quality_calls == [[o.order_id for o in orders], [flaky]]  # the retry went alone
+    # Its batch-mates concluded together, without waiting for it: it concluded after them.
+    mates = {o.finished_at for o in outcomes if o.order_id != flaky}
+    assert len(mates) == 1 and outcomes[2].finished_at > mates.pop()
+
+
+def test_one_order_timing_out_fails_only_itself_and_its_batch_mates_complete(closing):
+    orders = _normal_orders(3, seed=23)
+
+    async def scenario():
+        handles = _handles()
+        stuck = asyncio.Event()  # never set: production-1 never answers
+        handles[StageName.PRODUCTION] = {
+            "production-0": LocalHandle(_stage("production", "production-0")),
+            "production-1": LocalHandle(_stage("production", "production-1"), stuck),
+        }
+        retry = {s: RetryPolicy(attempts=1) for s in STAGES}
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 0.1), retry_policies=retry))
+        return await dispatcher.process_batch(orders), handles
+
+    outcomes, handles = asyncio.run(scenario())
+    assert handles[StageName.PRODUCTION]["production-1"].batches == [[orders[2].order_id]]  # split 2 + 1
+    late = outcomes[2]
+    assert late.status is OrderStatus.FAILED and late.failed_stages == ("production",)
+    assert late.reason == "production: timed out after 0.1 s"
+    assert sum(r.status is StageStatus.OK for r in late.results.values()) == 5  # its other results kept
+    assert all(r.status is not StageStatus.ERROR for o in outcomes[:2] for r in o.results.values())

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-from actors.dispatch.attempt import Attempt, answer_of, is_replica_dead
+from actors.dispatch.attempt import Attempt, answers_of, is_replica_dead
 from actors.dispatch.batching import BatchPolicy
 from actors.dispatch.client import StageClient
 from actors.dispatch.pool import Replica, ReplicaPool
 from actors.dispatch.retry import RetryPolicy
 from actors.errors import MembershipError
-from actors.models import StageName, StageResult, StageStatus
+from actors.models import Priority, StageName, StageResult, StageStatus
 from actors.models.messages import PoolMember, PoolMembers
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from actors.telemetry import DispatchMetrics
@@ -86,17 +86,68 @@ def test_an_attempt_that_times_out_or_fails_is_an_error_result_naming_its_replic
         for error in (TimeoutError(), ActorDiedError()):
             future = loop.create_future()
             future.set_exception(error)
-            answers.append(
-                await answer_of(make_order(0), Attempt(QUALITY, replica, future, datetime.now(UTC), 0.0), 2.5)
-            )
-        return answers
+            attempt = Attempt(QUALITY, replica, [0, 1], future, datetime.now(UTC), 0.0)
+            answers.append(await answers_of([make_order(0), make_order(1)], attempt, 2.5))
+        # A call that answered one order and failed the other: each order gets its own answer.
+        future = loop.create_future()
+        future.set_result([ActorDiedError(), (await client.call(make_order(1)))])
+        split = await answers_of(
+            [make_order(0), make_order(1)], Attempt(QUALITY, replica, [0, 1], future, datetime.now(UTC), 0.0), 2.5
+        )
+        return answers, split
 
-    timed_out, died = asyncio.run(scenario())
+    client = _client({"quality-0": _replica_handle()})
+    (timed_out_pair, died_pair), split = asyncio.run(scenario())
+    assert len(timed_out_pair) == len(died_pair) == 2  # a failed call answers each of its orders
+    timed_out, died = timed_out_pair[1], died_pair[0]
     assert timed_out.result.status is StageStatus.ERROR and timed_out.result.reason == "timed out after 2.5 s"
     assert (
         timed_out.result.replica == "quality-3" and timed_out.result.node_id == "node-a" and not timed_out.replica_dead
     )
     assert died.replica_dead and died.result.reason.startswith("ActorDiedError")
+    assert split[0].replica_dead and split[0].result.status is StageStatus.ERROR
+    assert split[1].result.status is StageStatus.OK and not split[1].replica_dead
+
+
+def test_a_batch_spreads_over_the_least_loaded_replicas_and_a_busy_one_takes_less():
+    pool = ReplicaPool(QUALITY, {"quality-0": "a", "quality-1": "b", "quality-2": "c"})
+    assert [(r.name, n) for r, n in pool.spread(7)] == [("quality-0", 3), ("quality-1", 2), ("quality-2", 2)]
+    assert [r.ongoing for r in (pool.named(f"quality-{i}") for i in range(3))] == [3, 2, 2]
+    pool.release(pool.named("quality-1"), 0.01, orders=2)
+    pool.release(pool.named("quality-2"), 0.01, orders=2)
+    # quality-0 still has 3 outstanding: the next 4 go to the idle two first, and it gets none.
+    assert [(r.name, n) for r, n in pool.spread(4)] == [("quality-1", 2), ("quality-2", 2)]
+    pool.mark_dead(pool.named("quality-2"))
+    assert all(r.name != "quality-2" for r, _ in pool.spread(6))  # nothing to a dead replica
+
+
+def test_a_batch_goes_in_one_call_per_replica_and_priority():
+    async def scenario():
+        handles = {"quality-0": _replica_handle("quality-0"), "quality-1": _replica_handle("quality-1")}
+        client = _client(handles)
+        batch = [
+            make_order(i % 3, order_id=f"J20258{i:02d}", priority=Priority.RUSH if i < 2 else Priority.NORMAL)
+            for i in range(6)
+        ]
+        attempts = client.send(batch)
+        answers = [await client.answers(batch, attempt) for attempt in attempts]
+        return handles, batch, attempts, answers
+
+    handles, batch, attempts, answers = asyncio.run(scenario())
+    # Three orders each; quality-0's three are the two rush orders and a normal one: two calls.
+    assert [(a.replica.name, a.indices) for a in attempts] == [
+        ("quality-0", [0, 1]),
+        ("quality-0", [2]),
+        ("quality-1", [3, 4, 5]),
+    ]
+    assert [len(b) for b in handles["quality-0"].batches] == [2, 1] and len(handles["quality-1"].batches) == 1
+    joined = {
+        batch[i].order_id: answer.result
+        for a, got in zip(attempts, answers, strict=True)
+        for i, answer in zip(a.indices, got, strict=True)
+    }
+    assert sorted(joined) == sorted(o.order_id for o in batch)
+    assert all(result.order_id == order_id and result.status is StageStatus.OK for order_id, result in joined.items())
 
 
 def _client(replicas, attempts=3):

@@ -78,18 +78,14 @@ def test_a_repeat_joins_the_run_in_flight_and_only_the_admitted_count_as_in_flig
         for order in (first, second):
             orders.register(order.order_id)
         joined = orders.joined(first.order_id)
-        async with orders.admission(first):
-            waiting_for_second = asyncio.ensure_future(_admit(orders, second))
-            await asyncio.sleep(0)
-            counts = (orders.admitted, orders.waiting)
-        await waiting_for_second
+        assert orders.admit_now(2) == 1  # one place: the first is let in, the second waits
+        waiting_for_second = asyncio.ensure_future(orders.admit(second.priority))
+        await asyncio.sleep(0)
+        counts = (orders.admitted, orders.waiting)
         orders.settle(first.order_id, "the outcome")  # type: ignore[arg-type]  # any object stands for an outcome
+        await waiting_for_second  # the first's place passed on
         idle = orders.settle(second.order_id, RuntimeError("failed"))
         return counts, await joined, idle
-
-    async def _admit(orders, order):
-        async with orders.admission(order):
-            pass
 
     counts, joined, idle = asyncio.run(scenario())
     assert counts == (1, 1) and joined == "the outcome" and idle
