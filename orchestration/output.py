@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from actors.models import OrderOutcome, RejectedRecord
+from actors.models import EncodedOutcome, OrderOutcome, RejectedRecord
 from orchestration.report import RunSummary
 
 OUTCOMES_FILE = "outcomes.jsonl"
@@ -45,9 +45,9 @@ class RunFiles:
     def rejects_path(self) -> Path:
         return self.directory / REJECTS_FILE
 
-    def write(self, outcomes: Iterable[OrderOutcome], rejects: Iterable[RejectedRecord]) -> None:
+    def write(self, outcomes: Iterable[EncodedOutcome], rejects: Iterable[RejectedRecord]) -> None:
         for outcome in outcomes:
-            self._outcomes.write(outcome.model_dump_json() + "\n")
+            self._outcomes.write(outcome.json + "\n")
         for reject in rejects:
             line = reject.model_dump(mode="json")
             line["message"] = reject.message

@@ -252,8 +252,9 @@ class FanoutSystem:
     ) -> None:
         # A restarted Producer reads its source again and answers finished orders from the ledger:
         # each order counts once.
-        fresh = [outcome for outcome in progress.outcomes if outcome.order_id not in seen]
-        seen.update(outcome.order_id for outcome in fresh)
+        encoded = [outcome for outcome in progress.outcomes if outcome.order_id not in seen]
+        seen.update(outcome.order_id for outcome in encoded)
+        fresh = [outcome.decoded() for outcome in encoded]
         for outcome in fresh:
             tally.add_outcome(outcome)
         for reject in progress.rejects:
@@ -265,7 +266,7 @@ class FanoutSystem:
             collected.outcomes.extend(fresh)
             collected.rejects.extend(progress.rejects)
         if files is not None:
-            files.write(fresh, progress.rejects)
+            files.write(encoded, progress.rejects)
 
 
 def _ending(collected: _Collected, not_started: int) -> str:

@@ -62,17 +62,18 @@ class LocalMethod:
 
 
 class DispatcherHandle:
-    """`handle.process_batch.remote(orders)` on a plain Dispatcher, as the Producer calls it; each
+    """`handle.process_encoded.remote(orders)` on a plain Dispatcher, as the Producer calls it; each
     call waits for `open` and is recorded, and the first `failing` calls raise as a dead actor would."""
 
     def __init__(self, dispatcher: Any, failing: int = 0) -> None:
         self.dispatcher, self.failing = dispatcher, failing
-        self.process_batch = self
+        self.process_encoded = self
         self.open = asyncio.Event()
         self.batches: list[list[Any]] = []
         self.outstanding = self.most_outstanding = 0
 
-    def remote(self, orders: list[Any]) -> Any:
+    def remote(self, orders: Any) -> Any:
+        orders = pickle.loads(pickle.dumps(orders))  # as Ray would carry them
         self.batches.append(list(orders))
         fail = len(self.batches) <= self.failing
 
@@ -83,7 +84,7 @@ class DispatcherHandle:
                 await self.open.wait()
                 if fail:
                     raise RuntimeError("The actor died unexpectedly before finishing this task.")
-                return await self.dispatcher.process_batch(orders)
+                return pickle.loads(pickle.dumps(await self.dispatcher.process_encoded(orders)))
             finally:
                 self.outstanding -= 1
 

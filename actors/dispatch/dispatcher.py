@@ -32,6 +32,7 @@ from actors.ledger import PROBE_EVERY_S, LedgerSpec, OutcomeGroupCommit, SqlLedg
 from actors.models import (
     STAGES,
     DeadLetter,
+    EncodedOutcome,
     JewelryOrder,
     OrderOutcome,
     OrderStatus,
@@ -98,17 +99,25 @@ class Dispatcher:
         The orders new to the shard run as one batch; one already running (Ray re-sends a batch to
         a restarted shard, a restarted Producer re-sends) joins its run, and one the ledger has is
         answered from it."""
+        return [a if isinstance(a, BaseException) else a.decoded() for a in await self._answers(orders)]
+
+    async def process_encoded(self, orders: list[JewelryOrder]) -> list[EncodedOutcome | BaseException]:
+        """`process_batch` as the Producer calls it: each outcome crosses as its JSON (the line the
+        ledger committed), which the Producer passes on to the driver without decoding it."""
+        return await self._answers(orders)
+
+    async def _answers(self, orders: list[JewelryOrder]) -> list[EncodedOutcome | BaseException]:
         try:
             recorded = await self._recorded_outcomes(orders)
         except LedgerUnavailable as error:
             return [error] * len(orders)  # none of them started: each is reported unfinished
-        answers: list[Awaitable[OrderOutcome]] = []
+        answers: list[Awaitable[EncodedOutcome]] = []
         fresh: list[JewelryOrder] = []
         for order in orders:
             if (running := self._orders.joined(order.order_id)) is not None:
                 answers.append(self._joined(order, running))
             elif (outcome := recorded.get(order.order_id)) is not None:
-                answers.append(answered(outcome))
+                answers.append(answered(EncodedOutcome.of(outcome)))
             else:
                 answers.append(self._orders.register(order.order_id))
                 fresh.append(order)
@@ -129,14 +138,14 @@ class Dispatcher:
             await asyncio.sleep(PROBE_EVERY_S)
             return self._ledger.outcomes(ids)
 
-    async def _joined(self, order: JewelryOrder, running: Awaitable[OrderOutcome]) -> OrderOutcome:
+    async def _joined(self, order: JewelryOrder, running: Awaitable[EncodedOutcome]) -> EncodedOutcome:
         """The outcome of the run joined; but a run that ended for want of the store recorded nothing,
         and may have started long before the store came back (a run that was cut short re-sends its
         orders as soon as it is started again): the repeat then runs the order once more itself."""
         try:
             return await running
         except LedgerUnavailable:
-            [answer] = await self.process_batch([order])
+            [answer] = await self._answers([order])
             if isinstance(answer, BaseException):
                 raise answer from None
             return answer
@@ -199,7 +208,7 @@ class Dispatcher:
         self, order: JewelryOrder, stages: list[StageName], firsts: list[Answer], started_at: datetime
     ) -> None:
         """An order with a stage error, out of its batch: its errors retried side by side, then concluded."""
-        answer: OrderOutcome | BaseException
+        answer: EncodedOutcome | BaseException
         try:
             results = await self._finished(order, stages, firsts)
             [answer] = await self._conclude([order], [results], started_at)
@@ -216,7 +225,7 @@ class Dispatcher:
             self._clients[stage].counted([result])
         return results
 
-    def _settle(self, order: JewelryOrder, answer: OrderOutcome | BaseException, admitted: bool = True) -> None:
+    def _settle(self, order: JewelryOrder, answer: EncodedOutcome | BaseException, admitted: bool = True) -> None:
         self._wired.pop(order.order_id, None)
         if self._orders.settle(order.order_id, answer, admitted):
             self._metrics.flush()  # idle: a run that just ended gets counted in full
@@ -255,7 +264,7 @@ class Dispatcher:
         self._metrics.flush()
         if isinstance(answer, BaseException):
             raise answer
-        return answer
+        return answer.decoded()
 
     async def _conclude(
         self,
@@ -263,7 +272,7 @@ class Dispatcher:
         rows: list[list[StageResult]],
         started_at: datetime,
         give_up: bool = False,
-    ) -> list[OrderOutcome | BaseException]:
+    ) -> list[EncodedOutcome | BaseException]:
         """Fan-in for orders that concluded together, then what a failure calls for (dead letter or
         compensation), then the ledger, in one commit for them all; an order that cannot conclude
         (its stage found the store down) gets its error, and its batch-mates still conclude."""
@@ -292,19 +301,19 @@ class Dispatcher:
                 self.log.bind(order_id=outcome.order_id).warning("failed: {}", outcome.reason)
                 answers[i] = outcome
         concluded = [(cast(OrderOutcome, answers[i]), letters) for i, letters in records]
+        encoded = [EncodedOutcome.of(outcome) for outcome, _ in concluded]
         if self._outcome_writer is not None and concluded:
-            try:
-                await self._outcome_writer.record(concluded)  # committed before anyone is told
+            try:  # committed before anyone is told; its JSON, made once, is also what crosses the wire
+                await self._outcome_writer.record(concluded, [e.json for e in encoded])
             except Exception as error:  # noqa: BLE001 - none of them is concluded: each gets the error
-                for i, _ in records:
-                    answers[i] = error
-                return answers
+                return [error if isinstance(a, OrderOutcome) else a for a in answers]
         for outcome, _ in concluded:
             self._metrics.order_latency.observe(outcome.latency_ms)
             self._by_status[outcome.status.value] += 1
         for status, count in Counter(outcome.status.value for outcome, _ in concluded).items():
             self._metrics.orders.inc(count, status=status, shard=str(self.shard))
-        return answers
+        done = iter(encoded)
+        return [next(done) if isinstance(a, OrderOutcome) else a for a in answers]
 
     async def _compensate(self, outcome: OrderOutcome) -> dict[StageName, str]:
         """Ask every stage that did not decline to undo its work. Errored stages are asked too: a

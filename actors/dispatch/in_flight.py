@@ -13,25 +13,25 @@ import asyncio
 from collections.abc import Awaitable
 
 from actors.dispatch.admission import PriorityGate
-from actors.models import OrderOutcome, Priority
+from actors.models import EncodedOutcome, Priority
 
 
 class OrdersInFlight:
     def __init__(self, capacity: int) -> None:
         self._gate = PriorityGate(capacity)
-        self._runs: dict[str, asyncio.Future[OrderOutcome]] = {}
+        self._runs: dict[str, asyncio.Future[EncodedOutcome]] = {}
         self.waiting = 0  # registered, not admitted yet
 
     @property
     def admitted(self) -> int:
         return len(self._runs) - self.waiting
 
-    def joined(self, order_id: str) -> Awaitable[OrderOutcome] | None:
+    def joined(self, order_id: str) -> Awaitable[EncodedOutcome] | None:
         """The outcome of the order's run in flight, if it has one."""
         running = self._runs.get(order_id)
         return asyncio.shield(running) if running is not None else None
 
-    def register(self, order_id: str) -> asyncio.Future[OrderOutcome]:
+    def register(self, order_id: str) -> asyncio.Future[EncodedOutcome]:
         """A run of the order starts: from now on a repeat joins it (see `joined`). The future of its
         answer (`settle` gives it)."""
         run = self._runs[order_id] = asyncio.get_running_loop().create_future()
@@ -51,7 +51,7 @@ class OrdersInFlight:
         finally:
             self.waiting -= 1
 
-    def settle(self, order_id: str, answer: OrderOutcome | BaseException, admitted: bool = True) -> bool:
+    def settle(self, order_id: str, answer: EncodedOutcome | BaseException, admitted: bool = True) -> bool:
         """The run is over: its joiners get `answer`, and its place (if it had one) is free. True if
         no order is in flight any more."""
         run = self._runs.pop(order_id)
@@ -71,8 +71,8 @@ class OrdersInFlight:
         await asyncio.gather(*(asyncio.shield(f) for f in self._runs.values()), return_exceptions=True)
 
 
-def answered(outcome: OrderOutcome) -> Awaitable[OrderOutcome]:
+def answered(outcome: EncodedOutcome) -> Awaitable[EncodedOutcome]:
     """An outcome known already (the ledger's), as the awaitable a run would give."""
-    future: asyncio.Future[OrderOutcome] = asyncio.get_running_loop().create_future()
+    future: asyncio.Future[EncodedOutcome] = asyncio.get_running_loop().create_future()
     future.set_result(outcome)
     return future

@@ -30,7 +30,7 @@ from actors.intake.sender import ShardedSender
 from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
 from actors.intake.submissions import SubmissionQueue
 from actors.ledger import SqlLedger
-from actors.models import JewelryOrder, OrderOutcome, RejectedRecord
+from actors.models import EncodedOutcome, JewelryOrder, RejectedRecord
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
 from actors.telemetry import SourceMetrics
 
@@ -213,12 +213,12 @@ class IntakeRun:
         self._accepted += 1
         if accepted.recorded is not None:
             self._from_ledger += 1
-            self._outbox.outcome(accepted.recorded.model_copy(update={"from_ledger": True}))
+            self._outbox.outcome(EncodedOutcome.of(accepted.recorded.model_copy(update={"from_ledger": True})))
             return
         await self._sender.send(accepted.order)
 
-    def _answered(self, order: JewelryOrder, answer: OrderOutcome | BaseException) -> None:
-        if isinstance(answer, OrderOutcome):
+    def _answered(self, order: JewelryOrder, answer: EncodedOutcome | BaseException) -> None:
+        if isinstance(answer, EncodedOutcome):
             self._outbox.outcome(answer)
             return
         reason = describe_error(answer)  # reported as lost; the run ends non-zero

@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 from collections import deque
 
-from actors.models import OrderOutcome, RejectedRecord
+from actors.models import EncodedOutcome, RejectedRecord
 from actors.models.messages import LostOrder
 
 
 class Outbox:
     def __init__(self, limit: int) -> None:
         self._space = asyncio.Semaphore(limit)
-        self.outcomes: deque[OrderOutcome] = deque()
+        self.outcomes: deque[EncodedOutcome] = deque()
         self.rejects: deque[RejectedRecord] = deque()
         self.lost: deque[LostOrder] = deque()
         self.news = asyncio.Event()  # set whenever something arrives, or the run's state changes
@@ -29,7 +29,7 @@ class Outbox:
     def unreserve(self) -> None:
         self._space.release()
 
-    def outcome(self, outcome: OrderOutcome) -> None:
+    def outcome(self, outcome: EncodedOutcome) -> None:
         self.outcomes.append(outcome)
         self.news.set()
 
@@ -52,7 +52,7 @@ class Outbox:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.news.wait(), wait_s)
 
-    def take(self, max_outcomes: int) -> tuple[list[OrderOutcome], list[RejectedRecord], list[LostOrder]]:
+    def take(self, max_outcomes: int) -> tuple[list[EncodedOutcome], list[RejectedRecord], list[LostOrder]]:
         outcomes = [self.outcomes.popleft() for _ in range(min(max_outcomes, len(self.outcomes)))]
         for _ in outcomes:
             self._space.release()

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.dispatch.sharding import shard_of
-from actors.models import JewelryOrder, OrderOutcome
+from actors.models import EncodedOutcome, JewelryOrder
+from actors.models.wire import ModelArray
 
 DISPATCH_CALLS = 4
 WINDOW_PER_ADMITTED = 2
 
 # Told each order's answer: its outcome, or the error that kept it from one.
-OnAnswer = Callable[[JewelryOrder, OrderOutcome | BaseException], None]
+OnAnswer = Callable[[JewelryOrder, EncodedOutcome | BaseException], None]
 
 
 class _Lane:
@@ -67,7 +68,9 @@ class ShardedSender:
 
     async def _dispatch(self, lane: _Lane, orders: list[JewelryOrder]) -> None:
         try:
-            answers: list[OrderOutcome | BaseException] = await lane.handle.process_batch.remote(orders)
+            answers: list[EncodedOutcome | BaseException] = await lane.handle.process_encoded.remote(
+                ModelArray.of(JewelryOrder, orders)
+            )
         except Exception as error:  # noqa: BLE001 - every order of the call gets the call's error
             answers = [error] * len(orders)
         finally:

@@ -504,10 +504,15 @@ class SqlLedger(ABC):
         letters; an outcome that is no longer dead-lettered resolves the order's open dead letters."""
         self.record_outcomes([(outcome, list(dead_letters))])
 
-    def record_outcomes(self, outcomes: list[tuple[OrderOutcome, list[DeadLetter]]]) -> None:
-        """`record_outcome` for several orders in one transaction (the Dispatcher's group commit)."""
+    def record_outcomes(
+        self, outcomes: list[tuple[OrderOutcome, list[DeadLetter]]], lines: Sequence[str] | None = None
+    ) -> None:
+        """`record_outcome` for several orders in one transaction (the Dispatcher's group commit);
+        `lines`, each outcome's JSON if the caller has made it already (it crosses the wire too)."""
         now = time.time()
-        rows = [(o.order_id, o.status.value, o.model_dump_json(exclude={"from_ledger"}), now) for o, _ in outcomes]
+        if lines is None:
+            lines = [o.model_dump_json(exclude={"from_ledger"}) for o, _ in outcomes]
+        rows = [(o.order_id, o.status.value, line, now) for (o, _), line in zip(outcomes, lines, strict=True)]
         letters = [
             (
                 letter.order_id,

@@ -16,6 +16,7 @@ from actors.models.outputs import (
 from actors.models.results import (
     STAGES,
     DeadLetter,
+    EncodedOutcome,
     FieldError,
     OrderOutcome,
     OrderStatus,
@@ -33,6 +34,7 @@ __all__ = [
     "DeadLetter",
     "DesignOutput",
     "Destination",
+    "EncodedOutcome",
     "FieldError",
     "GemKind",
     "Gemstone",

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from actors.models.results import OrderOutcome, RejectedRecord, StageName, StageSnapshot
+from actors.models.results import EncodedOutcome, RejectedRecord, StageName, StageSnapshot
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,9 @@ class SubmitReceipt(BaseModel):
 class ProducerProgress(BaseModel):
     """What the driver collects on each poll, and where the run stands."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    outcomes: list[OrderOutcome]
+    outcomes: list[EncodedOutcome]  # decoded by the driver, which reads them
     rejects: list[RejectedRecord]
     lost: list[LostOrder]
     expected_records: int

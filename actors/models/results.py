@@ -119,6 +119,46 @@ class OrderOutcome(JsonPickled):
         return self
 
 
+class EncodedOutcome:
+    """An order's outcome as its JSON (the line `outcomes.jsonl` holds), made once by the Dispatcher:
+    the Producer passes it on to the driver as it is, and only the driver, which reads it, decodes it.
+
+    Decoding an outcome (its order and six stage results, validated) is the costliest thing done to
+    it after the stages' own work; the Producer needs nothing from it but its order id."""
+
+    __slots__ = ("_json", "_outcome", "order_id")
+
+    def __init__(self, order_id: str, json: str | None = None, outcome: OrderOutcome | None = None) -> None:
+        if json is None and outcome is None:
+            raise ValueError(f"an encoded outcome of order {order_id} needs its JSON or its outcome")
+        self.order_id = order_id
+        self._json = json
+        self._outcome = outcome  # kept where it was made: the Dispatcher decodes nothing it concluded
+
+    @classmethod
+    def of(cls, outcome: OrderOutcome) -> EncodedOutcome:
+        return cls(outcome.order_id, outcome=outcome)
+
+    @property
+    def json(self) -> str:
+        """Made once, on first use: for the ledger's commit and the wire alike."""
+        if self._json is None:
+            assert self._outcome is not None
+            self._json = self._outcome.model_dump_json()
+        return self._json
+
+    def decoded(self) -> OrderOutcome:
+        if self._outcome is None:
+            self._outcome = OrderOutcome.model_validate_json(self.json)
+        return self._outcome
+
+    def __reduce__(self) -> tuple[type[EncodedOutcome], tuple[str, str]]:
+        return EncodedOutcome, (self.order_id, self.json)
+
+    def __repr__(self) -> str:
+        return f"EncodedOutcome({self.order_id!r})"
+
+
 class DeadLetter(BaseModel):
     """A stage call that exhausted its retries: the error, and the order to replay it with."""
 

@@ -2,6 +2,7 @@
 queue, and the sender that spreads orders over the Dispatcher shards."""
 
 import asyncio
+import pickle
 import zlib
 
 from actors.dispatch.sharding import shard_of
@@ -101,9 +102,10 @@ class _Shard:
     """A Dispatcher shard's handle that holds every call until released, and records the orders."""
 
     def __init__(self):
-        self.process_batch, self.orders, self.open = self, [], asyncio.Event()
+        self.process_encoded, self.orders, self.open = self, [], asyncio.Event()
 
     def remote(self, orders):
+        orders = pickle.loads(pickle.dumps(orders))
         self.orders.extend(order.order_id for order in orders)
 
         async def call():

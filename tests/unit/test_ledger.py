@@ -496,10 +496,10 @@ def test_outcomes_concluded_in_one_loop_turn_share_one_commit_and_each_waits_for
     ]
     commits: list[int] = []
     record_outcomes = ledger.record_outcomes
-    ledger.record_outcomes = lambda group: (commits.append(len(group)), record_outcomes(group))[1]
+    ledger.record_outcomes = lambda group, lines: (commits.append(len(group)), record_outcomes(group, lines))[1]
 
     async def conclude(batch: list[OrderOutcome]) -> bool:
-        await writer.record([(outcome, []) for outcome in batch])
+        await writer.record([(outcome, []) for outcome in batch], [outcome.model_dump_json() for outcome in batch])
         return all(ledger.outcome(o.order_id) == o for o in batch)  # committed before the caller is told
 
     async def run() -> list[bool]:
@@ -521,7 +521,7 @@ def test_a_failed_group_commit_fails_every_order_of_the_group(spec, ring, closin
 
     ledger = closing(open_ledger(spec))
 
-    def broken(group):
+    def broken(group, lines):
         raise OSError("disk full")
 
     ledger.record_outcomes = broken
@@ -536,7 +536,7 @@ def test_a_failed_group_commit_fails_every_order_of_the_group(spec, ring, closin
 
     async def run():
         return await asyncio.gather(
-            writer.record([(outcome, [])]), writer.record([(outcome, [])]), return_exceptions=True
+            writer.record([(outcome, [])], ["{}"]), writer.record([(outcome, [])], ["{}"]), return_exceptions=True
         )
 
     assert [type(e) for e in asyncio.run(run())] == [OSError, OSError]

@@ -154,7 +154,7 @@ def test_orders_and_outcomes_cross_the_wire_as_json_and_come_back_equal(order):
 
     from ray import cloudpickle
 
-    from actors.models import STAGES
+    from actors.models import STAGES, EncodedOutcome
     from actors.models.wire import ModelArray, dumped
     from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 
@@ -171,3 +171,7 @@ def test_orders_and_outcomes_cross_the_wire_as_json_and_come_back_equal(order):
     # A batch crosses as one JSON array, joined from each order's JSON made once, and loads as a list.
     assert pickle.loads(cloudpickle.dumps(ModelArray.joined(type(order), [dumped(order)] * 2))) == [order, order]
     assert pickle.loads(cloudpickle.dumps(ModelArray.of(StageResult, results))) == results
+    # An outcome crosses from the Dispatcher to the driver as its JSON line, decoded only at the end.
+    encoded = pickle.loads(cloudpickle.dumps(EncodedOutcome.of(outcome)))
+    assert encoded.order_id == outcome.order_id and encoded.json == outcome.model_dump_json()
+    assert encoded.decoded() == outcome
