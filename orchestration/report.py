@@ -21,6 +21,7 @@ from actors.models import (
     StageSnapshot,
 )
 from actors.models.messages import LostOrder
+from orchestration.digest import OutcomeDigest
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -108,7 +109,7 @@ class RunTally:
     def terminal(self) -> int:
         return sum(self.by_status.values())
 
-    def add_outcome(self, outcome: OrderOutcome) -> None:
+    def add_outcome(self, outcome: OrderOutcome | OutcomeDigest) -> None:
         self.by_status[outcome.status] += 1
         if outcome.status is OrderStatus.REJECTED:
             self.failure_reasons[f"rejected: {outcome.reason}"] += 1

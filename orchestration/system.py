@@ -27,6 +27,7 @@ from actors.intake.sources import Row, SourceSpec
 from actors.ledger import SqlLedger, open_ledger
 from actors.models import OrderOutcome, RejectedRecord, StageName
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt, SystemStatus
+from orchestration.digest import OutcomeDigest, digest
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary, RunTally
 from orchestration.run_book import RunBook
@@ -254,8 +255,9 @@ class FanoutSystem:
         # each order counts once.
         encoded = [outcome for outcome in progress.outcomes if outcome.order_id not in seen]
         seen.update(outcome.order_id for outcome in encoded)
-        fresh = [outcome.decoded() for outcome in encoded]
-        for outcome in fresh:
+        fresh = [outcome.decoded() for outcome in encoded] if keep else []
+        tallied: list[OrderOutcome] | list[OutcomeDigest] = fresh if keep else [digest(o) for o in encoded]
+        for outcome in tallied:
             tally.add_outcome(outcome)
         for reject in progress.rejects:
             tally.add_reject(reject)

@@ -80,3 +80,36 @@ def test_status_shows_a_replicas_time_per_order_and_mean_batch_apart_from_what_a
     assert "ms/order" in text and "mean batch" in text and "wait+call ms" in text
     row = next(line for line in text.splitlines() if "production-0" in line)
     assert "25.10" in row and "30.0" in row and "1001.0" in row
+
+
+def test_the_driver_s_digest_of_an_outcome_line_tallies_exactly_as_the_whole_outcome():
+    """The driver tallies from a few fields of each outcome's JSON line (orchestration/digest.py):
+    counts, latencies, per-stage times and load, and failure reasons come out the same."""
+    import asyncio
+
+    from actors.dispatch.dispatcher import Dispatcher
+    from actors.intake.samples import generate_orders
+    from actors.models import STAGES, EncodedOutcome
+    from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
+    from orchestration.digest import digest
+    from tests.fakes import LocalHandle
+
+    config = {s: STAGE_CONFIGS[s]() for s in STAGES}
+    config[StageName.MATERIAL] = STAGE_CONFIGS[StageName.MATERIAL](stock_multiplier=0.05)  # some run out: failures
+    handles = {
+        s: {f"{s}-0": LocalHandle(STAGE_CLASSES[s](config[s], ReplicaContext(f"{s}-0", time_scale=0)))} for s in STAGES
+    }
+
+    async def run():
+        dispatcher = Dispatcher(handles, dict.fromkeys(STAGES, 5.0))
+        return await dispatcher.process_encoded(list(generate_orders(300, seed=31)))
+
+    encoded = asyncio.run(run())
+    again = EncodedOutcome.of(encoded[0].decoded().model_copy(update={"from_ledger": True}))
+    whole, digested = RunTally(), RunTally()
+    for outcome in [*encoded, again]:
+        whole.add_outcome(outcome.decoded())
+        digested.add_outcome(digest(outcome))
+    assert whole.summary(1.0, None, {}, {}) == digested.summary(1.0, None, {}, {})
+    summary = digested.summary(1.0, None, {}, {})
+    assert summary.failed > 0 and summary.completed > 0 and summary.from_ledger == 1  # every branch was tallied
