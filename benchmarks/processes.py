@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 from collections import defaultdict
@@ -23,62 +22,21 @@ from pathlib import Path
 from actors.intake.sources import SourceSpec, read_records
 from actors.logs import configure_logging
 from actors.models import STAGES
-from actors.stages import STAGE_CLASSES
+from benchmarks.cpu import by_kind, process_cpu_s
 from benchmarks.foundation import machine
 from benchmarks.limits import cpu_s_per_order
-from benchmarks.suite import ZERO_WAIT, machine_busy_s
+from benchmarks.suite import ZERO_WAIT
 from orchestration.settings import load_settings
 from orchestration.system import FanoutSystem
 
 RESULTS = Path(__file__).parent / "results" / "processes.json"
-STAGE_CLASS_NAMES = {cls.__name__ for cls in STAGE_CLASSES.values()}
-RAY_SYSTEM = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "DashboardAgent")
-
-
-def process_cpu_s() -> dict[int, tuple[str, float]]:
-    """Every process's kind (from its command line) and CPU seconds so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found: dict[int, tuple[str, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # gone meanwhile
-        found[int(entry)] = (_kind(int(entry), command), (int(fields[11]) + int(fields[12])) / tick)
-    return found
-
-
-def _kind(pid: int, command: str) -> str:
-    if pid == os.getpid():
-        return "driver"
-    if command.startswith("ray::"):  # an actor's worker: ray::Dispatcher, ray::Design, ...
-        name = command.split()[0].removeprefix("ray::").split(":")[-1]
-        if name in STAGE_CLASS_NAMES:
-            return "six stage replicas"
-        return "ray system" if name in ("DashboardAgent", "RuntimeEnvAgent", "IDLE") else name
-    if any(part in command for part in RAY_SYSTEM):
-        return "ray system"
-    return "other"
-
-
-def by_kind(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
-    spent: dict[str, float] = defaultdict(float)
-    for pid, (kind, cpu_s) in after.items():
-        start = before.get(pid)
-        spent[kind] += cpu_s - (start[1] if start is not None and start[0] == kind else 0.0)
-    return dict(spent)
 
 
 def measured_run(system: FanoutSystem, orders: int) -> dict[str, float]:
-    before, busy = process_cpu_s(), machine_busy_s()
+    before = process_cpu_s()
     system.run(SourceSpec(count=orders))
     spent = by_kind(before, process_cpu_s())
-    spent["whole machine"] = machine_busy_s() - busy
+    spent["whole machine"] = sum(spent.values())
     return spent
 
 

@@ -31,6 +31,7 @@ from actors.intake.sources import SourceSpec, read_records
 from actors.logs import configure_logging
 from actors.models import STAGES, OrderOutcome, Priority, StageName
 from benchmarks.baselines import original_design, raw_ceiling
+from benchmarks.cpu import by_kind, process_cpu_s
 from benchmarks.foundation import machine
 from benchmarks.limits import two_core_limit
 from orchestration.settings import FanoutSettings, load_settings
@@ -87,9 +88,9 @@ class Bench:
         if warm:
             system.run(_orders_file(self.workdir / f"{name}-warm.jsonl", 30, prefix="J8"))
         before = system.status(snapshots=False).dispatchers
-        busy_before = machine_busy_s()
+        processes_before = process_cpu_s()
         result = system.run(SourceSpec(count=orders), **kwargs)
-        busy_s = machine_busy_s() - busy_before
+        spent = by_kind(processes_before, process_cpu_s())
         after = system.status(snapshots=False).dispatchers
         summary = result.summary
         # Each shard's CPU per order it concluded in the measured run (its process, all threads).
@@ -105,7 +106,8 @@ class Bench:
             "limit_per_s": summary.theoretical_limit_per_s,
             "latency_ms": summary.latency_ms.model_dump(),
             "shard_cpu_ms_per_order": shard_cpu_ms,
-            "machine_busy_s": round(busy_s, 3),
+            "machine_cpu_s": round(sum(spent.values()), 3),
+            "cpu_s_by_process": {kind: round(s, 3) for kind, s in sorted(spent.items())},
         }
         return system, result
 
@@ -169,7 +171,7 @@ def zero_wait(bench: Bench, orders: int) -> None:
     bench.scenarios["references"]["dispatcher_shard_cpu_ms_per_order"] = shard_ms
     # The whole machine's CPU per order, by difference between a large and a small run at the default
     # in-flight: what every run costs whatever its size (starting the run, draining it) cancels out.
-    big_s, small_s = (bench.scenarios[n]["machine_busy_s"] for n in ("zero-wait-default-in-flight", "zero-wait-small"))
+    big_s, small_s = (bench.scenarios[n]["machine_cpu_s"] for n in ("zero-wait-default-in-flight", "zero-wait-small"))
     machine_ms = 1000 * (big_s - small_s) / (orders - small)
     default_shard_ms = bench.scenarios["zero-wait-default-in-flight"]["shard_cpu_ms_per_order"][0]
     bench.scenarios["references"]["machine_cpu_ms_per_order"] = round(machine_ms, 4)
@@ -464,14 +466,6 @@ def memory(bench: Bench, orders: int) -> None:
         growth_mb <= 50,
         " MB",
     )
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every process on the machine has spent so far (all cores; /proc/stat): what a run
-    costs the whole machine, Ray's own processes and the driver included."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in stat.readline().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_bytes(pid: int) -> int:

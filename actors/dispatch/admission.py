@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from actors.models import Priority
+from actors.models import JewelryOrder, Priority
 
 
 class PriorityGate:
@@ -61,3 +61,15 @@ class PriorityGate:
                 future.set_result(None)
                 return
         self._free += 1
+
+
+def same_priority_runs(orders: Sequence[JewelryOrder], start: int, end: int) -> list[list[int]]:
+    """The indices from `start` to `end` of orders sorted rush first, in runs of one priority: a
+    stage call carries one priority, and a batch concludes together, so rush orders travel apart."""
+    runs: list[list[int]] = []
+    for i in range(start, end):
+        if runs and orders[runs[-1][0]].priority is orders[i].priority:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs

@@ -27,6 +27,7 @@ from typing import Any
 
 from loguru import logger
 
+from actors.dispatch.admission import same_priority_runs
 from actors.dispatch.attempt import Answer, Attempt, answers_of
 from actors.dispatch.batching import BatchPolicy, Outcome, ReplicaBatcher
 from actors.dispatch.pool import Replica, ReplicaPool
@@ -79,7 +80,7 @@ class StageClient:
             self.pool.hold(replica, len(orders))
         attempts, start, started_at, clock = [], 0, datetime.now(UTC), time.perf_counter()
         for to, count in shares:
-            for indices in _by_priority(orders, start, start + count):
+            for indices in same_priority_runs(orders, start, start + count):
                 if to is NOBODY:
                     attempts.append(self._refused(indices, MembershipError(f"{self.stage} has no live replica")))
                     continue
@@ -230,17 +231,6 @@ class StageClient:
             return await call
         finally:
             self._metrics.stage_latency.observe((time.perf_counter() - clock) * 1000, tags=tags)
-
-
-def _by_priority(orders: list[JewelryOrder], start: int, end: int) -> list[list[int]]:
-    """The indices from `start` to `end`, in runs of one priority (a call carries one)."""
-    runs: list[list[int]] = []
-    for i in range(start, end):
-        if runs and orders[runs[-1][0]].priority is orders[i].priority:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
 
 
 def task_name(stage: StageName, orders: int) -> str:

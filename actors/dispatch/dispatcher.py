@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from loguru import logger
 
+from actors.dispatch.admission import same_priority_runs
 from actors.dispatch.attempt import Answer
 from actors.dispatch.batching import BatchPolicy
 from actors.dispatch.client import StageClient
@@ -175,7 +176,8 @@ class Dispatcher:
                     raise
                 taken = 1 + self._orders.admit_now(len(orders) - 1)
             batch, orders = orders[:taken], orders[taken:]
-            self._spawn(self._run(batch))
+            for run in same_priority_runs(batch, 0, len(batch)):  # rush orders never wait to conclude with normal ones
+                self._spawn(self._run([batch[i] for i in run]))
 
     async def _run(self, batch: list[JewelryOrder]) -> None:
         """Fan the batch out (one call per replica and stage), join the answers by order, and conclude

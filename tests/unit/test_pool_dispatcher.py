@@ -522,3 +522,23 @@ def test_one_order_timing_out_fails_only_itself_and_its_batch_mates_complete(clo
     assert late.reason == "production: timed out after 0.1 s"
     assert sum(r.status is StageStatus.OK for r in late.results.values()) == 5  # its other results kept
     assert all(r.status is not StageStatus.ERROR for o in outcomes[:2] for r in o.results.values())
+
+
+def test_rush_orders_of_a_batch_travel_and_conclude_apart_from_its_normal_ones(closing):
+    """A batch concludes together, so a rush order batched with normal ones would wait for them:
+    the orders of one call go as one batch per priority, rush first."""
+    orders = [
+        o.model_copy(update={"priority": Priority.RUSH if i in (1, 3) else Priority.NORMAL})
+        for i, o in enumerate(generate_orders(5, seed=24))
+    ]
+
+    async def scenario():
+        handles = _handles()
+        dispatcher = closing(Dispatcher(handles, dict.fromkeys(STAGES, 5.0)))
+        return await dispatcher.process_batch(orders), handles
+
+    outcomes, handles = asyncio.run(scenario())
+    rush, normal = [orders[1].order_id, orders[3].order_id], [orders[i].order_id for i in (0, 2, 4)]
+    assert all(h.batches == [rush, normal] for stage in STAGES for h in handles[stage].values())
+    finished = {o.order_id: o.finished_at for o in outcomes}
+    assert finished[rush[0]] == finished[rush[1]] < min(finished[n] for n in normal)
