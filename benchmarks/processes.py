@@ -1,6 +1,6 @@
 """Where the CPU goes at zero wait: every process's CPU per order, by difference between two runs.
 
-    python -m benchmarks.processes [--orders 5000] [--small 500] [--rounds 2] [--in-flight 100]
+    python -m benchmarks.processes [--orders 5000] [--small 500] [--rounds 3] [--in-flight 100]
 
 A small and a large zero-wait run, alternating, `rounds` times, each on a system of its own (the
 CLI's: `FanoutSystem` on the embedded Ray, dashboard included, a new ledger), warmed first. Every
@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=5000)
     parser.add_argument("--small", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--in-flight", type=int, default=100)
     args = parser.parse_args()
     configure_logging("WARNING")
