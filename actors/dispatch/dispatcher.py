@@ -160,7 +160,14 @@ class Dispatcher:
             )
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished_task)
+
+    def _finished_task(self, task: asyncio.Task[None]) -> None:
+        """A batch's task is over. Its orders were answered (with the error too, if it failed); an
+        error is logged here rather than left to asyncio's "never retrieved" warning."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.log.opt(exception=error).error("a batch ended with an error; its orders were told: {}", error)
 
     async def _admit(self, orders: list[JewelryOrder]) -> None:
         """Let registered orders in (rush first) and start them: as many as there are free places at
