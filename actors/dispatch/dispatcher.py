@@ -1,12 +1,16 @@
-"""The Dispatcher: admits orders, fans each out to the six stages at once, gathers, and concludes.
+"""The Dispatcher: admits orders, fans them out to the six stages at once, gathers, and concludes.
 
-An async actor: many orders are in flight together (`max_in_flight`, rush first), and an order's
-six first attempts are all sent before any is awaited. How a stage is called (replica, batch,
-timeout, retries, dead replicas) is its `StageClient`'s business; what the results mean is decided
-here. A failed order keeps its other results, and the stages that did their part undo it on the
-replica that did it (compensation). With a ledger a shard is the one writer of its orders'
-outcomes, each committed before it is returned, so a restarted shard or a resumed run answers a
-repeat from the ledger; an order whose stage kept erroring is parked as a dead letter for `replay`.
+An async actor whose unit is the batch: the orders of a call that find places free (`max_in_flight`,
+rush first) go in together, one batch per priority; each stage gets the batch in one call per
+replica, all six sent before any is awaited; the answers are joined by the order's place in the
+batch, and the batch concludes together (one commit), while an order with an error goes on alone,
+retried. Every fixed cost (a call, a future, a timer, a commit) is paid per batch, not per order.
+How a stage is called (replicas, timeouts, retries, dead replicas) is its `StageClient`'s business;
+what the results mean is decided here. A failed order keeps its other results, and the stages
+that did their part undo it on the replica that did it (compensation). With a ledger a shard is
+the one writer of its orders' outcomes, each committed before it is returned, so a restarted shard
+or a resumed run answers a repeat from the ledger; an order whose stage kept erroring is parked as
+a dead letter for `replay`.
 """
 
 from __future__ import annotations
