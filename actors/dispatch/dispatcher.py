@@ -111,7 +111,10 @@ class Dispatcher:
         ledger committed), which the Producer passes on to the driver without decoding it."""
         return await self._answers(orders)
 
-    async def _answers(self, orders: list[JewelryOrder]) -> list[EncodedOutcome | BaseException]:
+    async def _answers(self, orders: list[JewelryOrder], rejoin: bool = True) -> list[EncodedOutcome | BaseException]:
+        """Each order's answer: from its run in flight (joined), from the ledger, or from a new run.
+        `rejoin=False` is a repeat of a run that ended for want of the store: it waits for a run
+        under way as it is, rather than joining it again."""
         try:
             recorded = await self._recorded_outcomes(orders)
         except LedgerUnavailable as error:
@@ -120,7 +123,7 @@ class Dispatcher:
         fresh: list[JewelryOrder] = []
         for order in orders:
             if (running := self._orders.joined(order.order_id)) is not None:
-                answers.append(self._joined(order, running))
+                answers.append(self._joined(order, running) if rejoin else running)
             elif (outcome := recorded.get(order.order_id)) is not None:
                 answers.append(answered(EncodedOutcome.of(outcome)))
             else:
@@ -150,7 +153,7 @@ class Dispatcher:
         try:
             return await running
         except LedgerUnavailable:
-            [answer] = await self._answers([order])
+            [answer] = await self._answers([order], rejoin=False)
             if isinstance(answer, BaseException):
                 raise answer from None
             return answer
@@ -223,14 +226,15 @@ class Dispatcher:
         """An order with a stage error, out of its batch: its errors retried side by side, then concluded."""
         answer: EncodedOutcome | BaseException
         try:
-            results = await self._finished(order, stages, firsts)
+            results = await self._retried(order, stages, firsts)
             [answer] = await self._conclude([order], [results], started_at)
         except BaseException as error:
             self._settle(order, error)
             raise
         self._settle(order, answer)
 
-    async def _finished(self, order: JewelryOrder, stages: list[StageName], firsts: list[Answer]) -> list[StageResult]:
+    async def _retried(self, order: JewelryOrder, stages: list[StageName], firsts: list[Answer]) -> list[StageResult]:
+        """Each stage's result for the order from its first answer, errors retried side by side."""
         results = list(
             await asyncio.gather(*(self._clients[s].finish(order, a) for s, a in zip(stages, firsts, strict=True)))
         )
@@ -272,7 +276,7 @@ class Dispatcher:
         self.log.bind(order_id=order_id).info("abandoned" if abandon else "replaying {}", ", ".join(dead))
         if not abandon:
             [firsts] = await self._first_answers([order], dead)
-            results.update({r.stage: r for r in await self._finished(order, dead, firsts)})
+            results.update({r.stage: r for r in await self._retried(order, dead, firsts)})
         [answer] = await self._conclude([order], [list(results.values())], started_at, give_up=abandon)
         self._metrics.flush()
         if isinstance(answer, BaseException):
@@ -290,43 +294,46 @@ class Dispatcher:
         compensation), then the ledger, in one commit for them all; an order that cannot conclude
         (its stage found the store down) gets its error, and its batch-mates still conclude."""
         finished_at, ledgered = datetime.now(UTC), self._ledger is not None
-        answers: list[OrderOutcome | BaseException] = []
-        records: list[tuple[int, list[DeadLetter]]] = []
-        for order, results in zip(orders, rows, strict=True):
+        answers: list[EncodedOutcome | BaseException | None] = [None] * len(orders)
+        concluded: list[tuple[int, OrderOutcome, list[DeadLetter]]] = []  # place in the batch, outcome, letters
+        for i, (order, results) in enumerate(zip(orders, rows, strict=True)):
             try:
                 outcome, letters = verdict(
                     OrderOutcome.from_results(order, results, started_at, finished_at), ledgered, give_up
                 )
             except Exception as error:  # noqa: BLE001 - this order's answer; its batch-mates go on
-                answers.append(error)
+                answers[i] = error
                 continue
             if letters:
                 self.log.bind(order_id=order.order_id).warning(
                     "dead-lettered: {}; `jewelry-fanout replay {}` completes it", outcome.reason, order.order_id
                 )
-            records.append((len(answers), letters))
-            answers.append(outcome)
-        failed = [i for i, _ in records if cast(OrderOutcome, answers[i]).status is OrderStatus.FAILED]
+            concluded.append((i, outcome, letters))
+        failed = [k for k, (_, outcome, _) in enumerate(concluded) if outcome.status is OrderStatus.FAILED]
         if failed:
-            undone = await asyncio.gather(*(self._compensate(cast(OrderOutcome, answers[i])) for i in failed))
-            for i, compensations in zip(failed, undone, strict=True):
-                outcome = cast(OrderOutcome, answers[i]).model_copy(update={"compensations": compensations})
+            undone = await asyncio.gather(*(self._compensate(concluded[k][1]) for k in failed))
+            for k, compensations in zip(failed, undone, strict=True):
+                i, outcome, letters = concluded[k]
+                outcome = outcome.model_copy(update={"compensations": compensations})
                 self.log.bind(order_id=outcome.order_id).warning("failed: {}", outcome.reason)
-                answers[i] = outcome
-        concluded = [(cast(OrderOutcome, answers[i]), letters) for i, letters in records]
-        encoded = [EncodedOutcome.of(outcome) for outcome, _ in concluded]
+                concluded[k] = (i, outcome, letters)
+        made = [EncodedOutcome.of(outcome) for _, outcome, _ in concluded]
+        told: list[EncodedOutcome | BaseException] = list(made)
+        committed = True
         if self._outcome_writer is not None and concluded:
             try:  # committed before anyone is told; its JSON, made once, is also what crosses the wire
-                await self._outcome_writer.record(concluded, [e.json for e in encoded])
+                await self._outcome_writer.record([(o, letters) for _, o, letters in concluded], [e.json for e in made])
             except Exception as error:  # noqa: BLE001 - none of them is concluded: each gets the error
-                return [error if isinstance(a, OrderOutcome) else a for a in answers]
-        for outcome, _ in concluded:
-            self._metrics.order_latency.observe(outcome.latency_ms)
-            self._by_status[outcome.status.value] += 1
-        for status, count in Counter(outcome.status.value for outcome, _ in concluded).items():
-            self._metrics.orders.inc(count, status=status, shard=str(self.shard))
-        done = iter(encoded)
-        return [next(done) if isinstance(a, OrderOutcome) else a for a in answers]
+                told, committed = [error] * len(made), False
+        if committed:
+            for _, outcome, _ in concluded:
+                self._metrics.order_latency.observe(outcome.latency_ms)
+                self._by_status[outcome.status.value] += 1
+            for status, count in Counter(outcome.status.value for _, outcome, _ in concluded).items():
+                self._metrics.orders.inc(count, status=status, shard=str(self.shard))
+        for (i, _, _), answer in zip(concluded, told, strict=True):
+            answers[i] = answer
+        return cast(list[EncodedOutcome | BaseException], answers)  # every place is filled
 
     async def _compensate(self, outcome: OrderOutcome) -> dict[StageName, str]:
         """Ask every stage that did not decline to undo its work. Errored stages are asked too: a

@@ -57,9 +57,9 @@ class OrdersInFlight:
         run = self._runs.pop(order_id)
         if admitted:
             self._gate.release()
-        if run.done():
-            pass  # its caller went away (a cancelled call); joiners were told by the cancellation
-        elif isinstance(answer, BaseException):
+        if run.done():  # its caller went away (a cancelled call); joiners were told by the cancellation
+            return not self._runs
+        if isinstance(answer, BaseException):
             run.set_exception(answer)
             run.exception()  # retrieved: only joiners, if any, need it
         else:

@@ -91,8 +91,8 @@ class ReplicaPool:
     def pick(self, avoid: Replica | None = None) -> Replica:
         """The least-loaded live replica (other than `avoid`), not counted yet. With no live replica
         left it still returns one, whose call fails fast as an error result."""
-        candidates = [r for r in self._routable() if r is not avoid] or self._routable()
-        return min(candidates, key=_load)
+        routable = self._routable()
+        return min([r for r in routable if r is not avoid] or routable, key=_load)
 
     def spread(self, orders: int) -> list[tuple[Replica, int]]:
         """How many of `orders` each replica takes, counted against them until `release`: each order
@@ -117,15 +117,14 @@ class ReplicaPool:
         replica: Replica,
         latency_s: float,
         *,
-        error: bool = False,
         orders: int = 1,
         errors: int = 0,
         node_id: str | None = None,
     ) -> None:
-        """`orders` answered by the replica, `latency_s` in all, `errors` of them (or one, `error`) errors."""
+        """`orders` answered by the replica, `latency_s` in all, `errors` of them errors."""
         replica.ongoing -= orders
         replica.latency_s += latency_s
-        replica.errors += errors + int(error)
+        replica.errors += errors
         if node_id:
             replica.node_id = node_id
 

@@ -33,7 +33,7 @@ def test_least_loaded_replica_gets_the_next_call():
     pool = ReplicaPool("production", {"production-0": "a", "production-1": "b", "production-2": "c"})
     first, second, third = pool.acquire(), pool.acquire(), pool.acquire()
     assert {first.name, second.name, third.name} == {"production-0", "production-1", "production-2"}
-    pool.release(second, 0.01, error=False)
+    pool.release(second, 0.01)
     assert pool.acquire() is second  # the only replica with nothing outstanding
     loads = {load.replica: load for load in pool.loads()}
     assert loads["production-1"].calls == 2 and loads["production-0"].ongoing == 1
@@ -42,7 +42,7 @@ def test_least_loaded_replica_gets_the_next_call():
 def test_ties_go_to_the_replica_that_has_done_least():
     pool = ReplicaPool("design", {"design-0": "a", "design-1": "b"})
     for _ in range(4):
-        pool.release(pool.acquire(), 0.0, error=False)
+        pool.release(pool.acquire(), 0.0)
     assert [load.calls for load in pool.loads()] == [2, 2]
 
 
@@ -188,7 +188,7 @@ def test_a_dead_replica_gets_no_more_calls():
     pool = ReplicaPool("design", {"design-0": "a", "design-1": "b"})
     dead = pool.acquire()
     pool.mark_dead(dead)
-    pool.release(dead, 0.0, error=True)
+    pool.release(dead, 0.0, errors=1)
     assert all(pool.acquire() is not dead for _ in range(5))
     assert [load.alive for load in pool.loads()] == [dead.name != "design-0", dead.name != "design-1"]
 
