@@ -61,6 +61,11 @@ class Acceptance:
         self._seen[record.order_id] = f"{source} line {line}"
         return Accepted(record, recorded)
 
+    def forget(self, order_id: str) -> None:
+        """Undo the acceptance of an order that was not recorded after all (its transaction failed):
+        the same order may come again."""
+        self._seen.pop(order_id, None)
+
     def _recorded(self, order_id: str) -> OrderOutcome | None:
         """The ledger's outcome for an order. An answer read ahead stays true until the next look-ahead:
         the ledger only gets an outcome for an id this run accepted, and a second record with an

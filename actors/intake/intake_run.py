@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.errors import LedgerUnavailable, NotServing, describe_error
 from actors.intake.accept import Acceptance, Accepted
+from actors.intake.http_intake import HttpIntake, HttpLimits
 from actors.intake.outbox import Outbox
 from actors.intake.sender import ShardedSender
 from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
@@ -32,6 +33,7 @@ from actors.intake.submissions import SubmissionQueue
 from actors.ledger import SqlLedger
 from actors.models import EncodedOutcome, JewelryOrder, RejectedRecord
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
+from actors.models.submissions import Submission, SubmissionAnswer
 from actors.telemetry import SourceMetrics
 
 T = TypeVar("T")
@@ -58,6 +60,7 @@ class IntakeRun:
         outbox_limit: int,
         ledger: SqlLedger | None,
         metrics: SourceMetrics,
+        http_limits: HttpLimits | None = None,
     ) -> None:
         self.plan = plan
         self._source = plan.source
@@ -66,6 +69,19 @@ class IntakeRun:
         self._ledger = ledger
         self._acceptance = Acceptance(ledger)
         self._submissions = SubmissionQueue() if plan.serve else None
+        self._http = (
+            HttpIntake(
+                plan.run_id,
+                ledger,
+                self._take,
+                self._acceptance.forget,
+                lambda: (http_limits or HttpLimits()).max_queued - len(self._submissions or ()),
+                self._queue,
+                http_limits or HttpLimits(),
+            )
+            if plan.serve and ledger is not None
+            else None
+        )
         self._metrics = metrics
         self._feeder: asyncio.Task[None] | None = None
         self._expected = self._read = self._accepted = self._from_ledger = 0
@@ -130,10 +146,17 @@ class IntakeRun:
             else:
                 rejected.append(verdict)
         self._admit(accepted)
-        for verdict in accepted:
-            self._submissions.put(verdict)
+        self._queue(accepted)
         self.log.info("submitted from {}: {} accepted, {} rejected", source, len(rows) - len(rejected), len(rejected))
         return SubmitReceipt(accepted=len(rows) - len(rejected), rejected=rejected)
+
+    async def accept_submissions(self, submissions: list[Submission]) -> list[SubmissionAnswer]:
+        """Serve mode, with a ledger: orders sent over HTTP (see `HttpIntake`)."""
+        if self._http is None or self._stop_requested:
+            raise NotServing("this run is not taking orders over HTTP (not serving with a ledger, or stopping)")
+        self._acceptance.look_ahead(submission.order for submission in submissions)
+        self._expected += len(submissions)
+        return await self._http.accept(submissions)
 
     def stop(self) -> None:
         """Admit no more orders: a serving run stops taking submissions, a run still reading its
@@ -151,8 +174,31 @@ class IntakeRun:
     def _serving(self) -> bool:
         return self._submissions is not None and not self._stop_requested
 
+    def _queue(self, accepted: list[Accepted]) -> None:
+        """Serve mode: accepted orders wait for admission behind what the source is sending."""
+        assert self._submissions is not None
+        for verdict in accepted:
+            self._submissions.put(verdict)
+
+    def _restore_accepted(self) -> None:
+        """Serve mode: every order accepted over HTTP that has no outcome yet (before a restart of the
+        Producer or of the whole system) joins this run again, first."""
+        if self._http is None or self._ledger is None:
+            return
+        orders = [JewelryOrder.model_validate_json(text) for text in self._ledger.unfinished_accepted()]
+        if not orders:
+            return
+        self._expected += len(orders)
+        self._acceptance.look_ahead(orders)
+        verdicts = [self._take(order, "http (accepted before a restart)", line) for line, order in enumerate(orders, 1)]
+        accepted = [verdict for verdict in verdicts if isinstance(verdict, Accepted)]
+        self._admit(accepted)
+        self._queue(accepted)
+        self.log.info("took up {} order(s) accepted over HTTP that have no outcome yet", len(accepted))
+
     async def _feed(self) -> None:
         try:
+            self._restore_accepted()
             await self._feed_source(read_numbered_records(self._source))
             if self._submissions is not None:
                 async for accepted in self._submissions.orders():  # serve mode: until `stop`, then what is queued

@@ -18,10 +18,12 @@ from typing import Any
 from loguru import logger
 
 from actors.errors import NotServing, RunInProgress
+from actors.intake.http_intake import HttpLimits
 from actors.intake.intake_run import IntakeRun, RunPlan
 from actors.intake.sources import Row
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models.messages import ProducerProgress, SubmitReceipt
+from actors.models.submissions import Submission, SubmissionAnswer
 from actors.naming import resolve
 from actors.runtime import prepare_process
 from actors.telemetry import SourceMetrics
@@ -35,12 +37,14 @@ class Producer:
         outbox_limit: int = 10_000,
         log_level: str | None = None,
         ledger: LedgerSpec | None = None,
+        http_limits: HttpLimits | None = None,
     ) -> None:
         prepare_process(log_level)
         shards = dispatchers if isinstance(dispatchers, list) else [dispatchers]
         self._shards = [resolve(shard) for shard in shards]
         self._max_in_flight = max_in_flight
         self._outbox_limit = outbox_limit
+        self._http_limits = http_limits or HttpLimits()
         self._ledger = open_ledger(ledger) if ledger is not None else None
         self._metrics = SourceMetrics()
         self._run: IntakeRun | None = None
@@ -56,7 +60,13 @@ class Producer:
             if self._ledger is not None:
                 self._ledger.retry_afresh()
             run = self._run = IntakeRun(
-                plan, self._shards, self._max_in_flight, self._outbox_limit, self._ledger, self._metrics
+                plan,
+                self._shards,
+                self._max_in_flight,
+                self._outbox_limit,
+                self._ledger,
+                self._metrics,
+                self._http_limits,
             )
         return run.start()
 
@@ -77,6 +87,10 @@ class Producer:
     async def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
         """Serve mode: take further records into the serving run."""
         return self._serving_run().submit(rows, source)
+
+    async def accept_orders(self, submissions: list[Submission]) -> list[SubmissionAnswer]:
+        """Serve mode: orders sent over HTTP, each answered under its idempotency key."""
+        return await self._serving_run().accept_submissions(submissions)
 
     async def stop(self) -> None:
         """Admit no more orders into the run in progress (see `IntakeRun.stop`)."""

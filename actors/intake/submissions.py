@@ -26,6 +26,9 @@ class SubmissionQueue:
         heapq.heappush(self._waiting, (accepted.order.priority.rank, next(self._sequence), accepted))
         self._more.set()
 
+    def __len__(self) -> int:
+        return len(self._waiting)
+
     def close(self) -> None:
         """No more submissions; what is queued is still taken."""
         self.closed = True

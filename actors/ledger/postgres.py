@@ -93,7 +93,17 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, next_value BIGINT NO
 CREATE TABLE IF NOT EXISTS voided_numbers (
     sequence TEXT NOT NULL, number BIGINT NOT NULL, order_id TEXT NOT NULL, voided_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (sequence, number)
-)
+);
+CREATE TABLE IF NOT EXISTS http_requests (
+    client TEXT NOT NULL, idempotency_key TEXT NOT NULL, body_hash TEXT NOT NULL, order_id TEXT NOT NULL,
+    answer TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (client, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS http_requests_by_age ON http_requests (created_at);
+CREATE TABLE IF NOT EXISTS accepted_orders (
+    order_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT NOT NULL, order_json TEXT NOT NULL,
+    accepted_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS accepted_orders_by_namespace ON accepted_orders (namespace, accepted_at)
 """
 # Schema 2 kept a replica's state and effects by its name alone (see SqlLedger.upgrade_from_2).
 UPGRADE_FROM_2 = """

@@ -75,6 +75,16 @@ CREATE TABLE IF NOT EXISTS voided_numbers (
     sequence TEXT NOT NULL, number INTEGER NOT NULL, order_id TEXT NOT NULL, voided_at REAL NOT NULL,
     PRIMARY KEY (sequence, number)
 );
+CREATE TABLE IF NOT EXISTS http_requests (
+    client TEXT NOT NULL, idempotency_key TEXT NOT NULL, body_hash TEXT NOT NULL, order_id TEXT NOT NULL,
+    answer TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (client, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS http_requests_by_age ON http_requests (created_at);
+CREATE TABLE IF NOT EXISTS accepted_orders (
+    order_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT NOT NULL, order_json TEXT NOT NULL,
+    accepted_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS accepted_orders_by_namespace ON accepted_orders (namespace, accepted_at);
 """
 
 
