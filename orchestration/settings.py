@@ -8,6 +8,7 @@ settings (durations, stock, defect rate), so an operator tunes a stage in one pl
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -29,6 +31,7 @@ from actors.dispatch.autoscaling import AutoscalingConfig
 from actors.dispatch.batching import BatchPolicy
 from actors.dispatch.retry import RetryPolicy
 from actors.errors import ConfigurationError
+from actors.intake.http_intake import HttpLimits
 from actors.intake.sources import SourceSpec
 from actors.ledger import LedgerSpec
 from actors.models import STAGES, StageName
@@ -154,6 +157,50 @@ class LedgerSettings(BaseModel):
         return location
 
 
+class HttpSettings(BaseModel):
+    """The HTTP front door (`run --serve --http`): a Ray Serve application in front of the Producer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="where the front door listens; 0.0.0.0 for every interface")
+    port: int | None = Field(default=None, ge=1, le=65535, description="its port; none: no front door")
+    api_keys: tuple[SecretStr, ...] = Field(
+        default=(), description="bearer keys that may call /v1 (none by default: every call is refused)"
+    )
+    api_keys_file: Path | None = Field(default=None, description="a file of further keys, one per line")
+    max_batch: int = Field(default=500, ge=1, le=10_000, description="orders per POST /v1/orders:batch")
+    max_queued: int = Field(
+        default=1000, ge=1, description="accepted orders waiting for admission; past it a POST gets 503"
+    )
+    retry_after_s: float = Field(default=1.0, gt=0, description="the Retry-After of a 503")
+    idempotency_ttl_h: float = Field(default=24.0, gt=0, description="how long an idempotency key is kept")
+    replicas: int = Field(default=1, ge=1, le=64, description="front door replicas (Serve deployment)")
+    max_ongoing_requests: int = Field(default=64, ge=1, description="requests a replica works on at once")
+    max_queued_requests: int = Field(
+        default=256, ge=1, description="requests waiting for a replica; past it Serve answers 503"
+    )
+    num_cpus: float = Field(default=0.1, ge=0, description="CPU reserved per front door replica")
+
+    def key_digests(self) -> tuple[str, ...]:
+        """The keys as the front door holds them: digests, so that no key travels or is logged."""
+        keys = [key.get_secret_value() for key in self.api_keys]
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.expanduser().read_text(encoding="utf-8")
+            except OSError as error:
+                raise ConfigurationError(f"http.api_keys_file {self.api_keys_file}: {error}") from error
+            keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        return tuple(sorted({key_digest(key) for key in keys}))
+
+    def limits(self) -> HttpLimits:
+        return HttpLimits(self.max_queued, self.retry_after_s, self.idempotency_ttl_h * 3600)
+
+
+def key_digest(key: str) -> str:
+    """An API key as it is kept and compared: its SHA-256 (the first 16 hex digits name the client)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 class FanoutSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="JEWELRY_", env_nested_delimiter="__", extra="forbid", frozen=True, validate_default=True
@@ -173,6 +220,7 @@ class FanoutSettings(BaseSettings):
     dashboard: bool = Field(default=True, description="start the Ray dashboard with the embedded local Ray")
     control: ControlActorSettings = Field(default_factory=ControlActorSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     batching: BatchPolicy = Field(
         default_factory=BatchPolicy, description="stage calls per replica (see actors/dispatch/batching.py)"
     )
@@ -208,6 +256,12 @@ class FanoutSettings(BaseSettings):
                     f"{stage}.replicas ({pool.replicas}) must be within autoscaling's min_replicas "
                     f"({scaling.min_replicas}) and max_replicas ({scaling.max_replicas})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _front_door_with_a_ledger(self) -> FanoutSettings:
+        if self.http.port is not None and not self.ledger.enabled:
+            raise ValueError("the HTTP front door keeps idempotency keys and accepted orders in the ledger: enable it")
         return self
 
     def autoscaled(self) -> dict[StageName, AutoscalingConfig]:

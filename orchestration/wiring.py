@@ -162,6 +162,7 @@ def create_producer(settings: FanoutSettings) -> Any:
         settings.control.outbox_limit,
         settings.log_level,
         settings.ledger_spec(),
+        settings.http.limits(),
     )
 
 

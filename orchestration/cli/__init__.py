@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) 
         sys.stdout.write(settings.model_dump_json(indent=2) + "\n")
         return EXIT_OK
     if args.command == "run":
-        return run_command(settings, as_json=args.json, serve=args.serve, err=err)
+        serve = args.serve or settings.http.port is not None  # the front door takes orders while serving
+        return run_command(settings, as_json=args.json, serve=serve, err=err)
     if args.command == "replay":
         return replay_command(args, settings, err)
     if args.command == "restock":

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stay up after the source is read and take more orders (submit) until stopped",
     )
+    run.add_argument(
+        "--http",
+        type=_host_port,
+        metavar="[HOST:]PORT",
+        help="serve, and take orders over HTTP too: the front door's address (default host 127.0.0.1)",
+    )
     _ledger_options(run)
     run.add_argument(
         "--no-ledger",
@@ -83,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser("submit", help="send more orders to a system running with --serve")
     submit.add_argument("--input", type=Path, required=True, metavar="FILE", help=".jsonl or .csv file of orders")
+    submit.add_argument(
+        "--http",
+        metavar="URL",
+        help="post them to the HTTP front door at URL (key: the first of http.api_keys) instead of joining "
+        "the cluster; a repeat of the same file sends the same idempotency keys, so nothing is accepted twice",
+    )
     _common(submit)
 
     stop = commands.add_parser("stop", help="end a --serve run once what it accepted is done")
@@ -141,6 +153,13 @@ def _replicas(text: str) -> dict[str, Any]:
     return overrides
 
 
+def _host_port(text: str) -> dict[str, Any]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}")
+    return {"host": host, "port": int(port)} if host else {"port": int(port)}
+
+
 def _assignment(text: str) -> dict[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -180,6 +199,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         overrides = deep_merge(overrides, {"ledger": {"enabled": False}})
     if getattr(args, "dispatchers", None):
         overrides = deep_merge(overrides, {"control": {"dispatchers": args.dispatchers}})
+    if getattr(args, "command", None) == "run" and getattr(args, "http", None):
+        overrides = deep_merge(overrides, {"http": args.http})
     if getattr(args, "replicas", None):
         overrides = deep_merge(overrides, args.replicas)
     return overrides

@@ -16,7 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from actors.errors import FanoutError, RunIncomplete, SourceError, SystemStartError
+from actors.errors import FanoutError, RunIncomplete, SourceError, SystemStartError, describe_error
 from orchestration.cli.exit_codes import (
     EXIT_DEAD_LETTERS,
     EXIT_INCOMPLETE,
@@ -41,6 +41,11 @@ def run_command(settings: FanoutSettings, as_json: bool, serve: bool, err: Conso
     if isinstance(system, int):
         return system
     _stop_admitting_on_interrupt(system, err)
+    front_door = None
+    if settings.http.port is not None:
+        front_door = _start_front_door(system, settings, err)
+        if isinstance(front_door, int):
+            return front_door
     if serve:
         err.print("serving: submit more with `jewelry-fanout submit --input FILE`, end with `jewelry-fanout stop`")
     resume = (
@@ -54,6 +59,10 @@ def run_command(settings: FanoutSettings, as_json: bool, serve: bool, err: Conso
         err.print(f"[red]interrupted again:[/red] left without waiting for the orders in flight; {resume}")
         return EXIT_INTERRUPTED
     finally:
+        if front_door is not None:
+            from orchestration.http.ingress import stop_front_door
+
+            stop_front_door()
         system.shutdown()
 
     if result.summary.orders_total == 0:
@@ -100,6 +109,20 @@ def _stop_admitting_on_interrupt(system: FanoutSystem, err: Console) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_interrupt)
+
+
+def _start_front_door(system: FanoutSystem, settings: FanoutSettings, err: Console) -> str | int:
+    """The HTTP front door's URL, or the exit code that says why there is none (the system is stopped)."""
+    from orchestration.http.ingress import start_front_door  # Serve and FastAPI cost a second to import
+
+    try:
+        url = start_front_door(settings)
+    except Exception as error:  # noqa: BLE001 - Serve's own errors (a port taken, say): said, and the run not begun
+        err.print(f"[red]could not start the HTTP front door:[/red] {describe_error(error)}")
+        system.shutdown()
+        return EXIT_START
+    err.print(f"orders over HTTP: POST {url}/v1/orders (API docs at {url}/docs)")
+    return url
 
 
 def start_system(settings: FanoutSettings, err: Console) -> FanoutSystem | int:

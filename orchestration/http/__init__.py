@@ -1,0 +1,1 @@
+"""The HTTP front door: a Ray Serve application over the serving system."""

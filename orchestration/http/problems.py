@@ -1,0 +1,71 @@
+"""Errors as `application/problem+json` (RFC 9457): a type, a title, the status, a detail, and where
+a field is at fault, every such field by its dotted path (`errors`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from actors.models import FieldError
+
+PROBLEM_TYPE_BASE = "https://jewelry-fanout.dev/problems/"
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] = Field(default_factory=list, description="each field at fault")
+    stage: str | None = None
+
+
+def problem_body(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: Iterable[FieldError] = (),
+) -> Problem:
+    return Problem(
+        type=PROBLEM_TYPE_BASE + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        errors=list(errors),
+    )
+
+
+class ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: Iterable[FieldError] = (),
+    headers: Mapping[str, str] | None = None,
+) -> ProblemResponse:
+    body = problem_body(status, slug, title, detail, instance=instance, errors=errors)
+    return ProblemResponse(body.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers)
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]], skip: int = 0) -> list[FieldError]:
+    """Pydantic's errors as (dotted field, reason), the first `skip` parts of each location dropped
+    (FastAPI's `body`)."""
+    found = []
+    for error in errors:
+        where = ".".join(str(part) for part in tuple(error.get("loc", ()))[skip:]) or "<body>"
+        found.append(FieldError(field=where, reason=str(error.get("msg", "invalid"))))
+    return found

@@ -1,0 +1,163 @@
+"""The HTTP front door on a real Ray Serve, on loopback, in front of a real serving system: orders
+posted in batches by the CLI's client, read back by GET, one event stream read to its end, the
+idempotency cases, and 401 and 503 produced for real.
+
+One system and one front door for the module (a Serve start is a controller, a proxy and a replica:
+three worker processes); each test sends its own orders."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ray import serve
+
+from actors.intake.samples import generate_orders
+from actors.ledger import open_ledger
+from actors.models import OrderStatus
+from orchestration.cli.http_submit import submit_over_http
+from orchestration.http.ingress import start_front_door, stop_front_door
+from orchestration.settings import load_settings
+from orchestration.system import FanoutSystem, RunResult
+from tests.integration.chaos import STOCK
+from tests.support import free_port, wait_until
+
+KEY = "integration-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+ORDERS = 500
+TERMINAL = {status.value for status in (OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.DEAD_LETTERED)}
+
+
+class FrontDoor:
+    def __init__(self, system: FanoutSystem, url: str, out: Path) -> None:
+        self.system, self.url, self.out = system, url, out
+        self.result: RunResult | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.result = self.system.run(out_dir=self.out, serve=True)
+
+    def client(self, **headers: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={**AUTH, **headers}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
+    out = tmp_path_factory.mktemp("http")
+    settings = load_settings(
+        {
+            "namespace": f"http-{uuid.uuid4().hex[:8]}",
+            "time_scale": 0.01,
+            "orders": 0,
+            "out_dir": str(out),
+            "log_level": "WARNING",
+            "max_in_flight": 20,
+            "material": STOCK,
+            "http": {"port": free_port(), "api_keys": [KEY], "max_queued": 50, "max_batch": 100},
+        }
+    )
+    system = FanoutSystem.start(settings)
+    door = FrontDoor(system, start_front_door(settings), out)
+    door.thread.start()
+    try:
+        yield door
+    finally:
+        system.drain()
+        door.thread.join(timeout=120)
+        stop_front_door()
+        system.shutdown()
+
+
+def fresh_orders(count: int, seed: int) -> list[dict[str, Any]]:
+    """Generated orders under ids no other test of the session uses (the ledger holds every id once)."""
+    prefix = uuid.uuid4().int % 10**5
+    return [
+        {**order.model_dump(mode="json"), "order_id": f"J{prefix:05d}{i:05d}"}
+        for i, order in enumerate(generate_orders(count + 3, seed=seed))
+        if i >= 3  # the original three orders carry their own certificates, the same in every batch
+    ]
+
+
+def test_orders_posted_in_batches_each_get_one_outcome_and_answer_by_get(door: FrontDoor, tmp_path: Path) -> None:
+    orders = fresh_orders(ORDERS, seed=4242)
+    source = tmp_path / "shop.jsonl"
+    source.write_text("".join(json.dumps(order) + "\n" for order in orders))
+    # Batches of 100 against a queue of 50: every batch is answered busy for some orders, and the
+    # client sends it again under the same key until each order is accepted.
+    receipt = submit_over_http(door.url, source, KEY, batch_size=100)
+    assert receipt.accepted == ORDERS and receipt.rejected == []
+    again = submit_over_http(door.url, source, KEY, batch_size=100)  # the same command again: the same answers
+    assert again.accepted == ORDERS
+
+    posted = {order["order_id"] for order in orders}
+    with open_ledger(door.system.settings.ledger_spec()) as ledger:
+
+        def concluded() -> list[str]:
+            lines = [json.loads(line)["order_id"] for line in ledger.outcome_lines()]
+            return lines if posted <= set(lines) else []
+
+        recorded = wait_until(concluded, timeout_s=120, interval_s=0.5, what="every posted order concluded")
+        assert Counter(order_id for order_id in recorded if order_id in posted) == Counter(posted), "one outcome each"
+        assert ledger.unfinished_accepted() == []
+    with door.client() as client:
+        statuses = Counter(client.get(f"/v1/orders/{order_id}").json()["status"] for order_id in posted)
+        assert set(statuses) <= TERMINAL and sum(statuses.values()) == ORDERS
+        view = client.get(f"/v1/orders/{orders[0]['order_id']}").json()
+        assert view["outcome"]["order_id"] == orders[0]["order_id"] and view["outcome"]["status"] == view["status"]
+        trace = client.get(f"/v1/orders/{orders[0]['order_id']}/trace")
+        assert trace.status_code == 200 and len(trace.json()["calls"]) == 6
+
+
+def test_an_event_stream_reads_acceptance_each_stage_and_the_outcome_then_ends(door: FrontDoor) -> None:
+    body = {k: v for k, v in fresh_orders(1, seed=9)[0].items() if k != "order_id"}  # the front door names it
+    with door.client(**{"Idempotency-Key": f"sse-{uuid.uuid4()}"}) as client:
+        accepted = client.post("/v1/orders", json=body)
+        assert accepted.status_code == 202, accepted.text
+        location = accepted.headers["location"]
+        events = []
+        with client.stream("GET", f"{location}/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for block in "".join(stream.iter_text()).strip().split("\n\n"):
+                fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+                if fields:
+                    events.append(fields)
+    names = [event["event"] for event in events]
+    assert names[0] == "accepted" and names[-1] == "outcome" and names.count("outcome") == 1
+    stages = [json.loads(event["data"])["stage"] for event in events if event["event"] == "stage"]
+    assert len(stages) == len(set(stages)) and 1 <= len(stages) <= 6
+    ids = [int(event["id"], 16) for event in events]
+    assert all(later > earlier and later & earlier == earlier for earlier, later in zip(ids, ids[1:], strict=False))
+    assert json.loads(events[-1]["data"])["order_id"] == accepted.json()["order_id"]
+
+
+def test_idempotency_unauthorized_and_busy_for_real(door: FrontDoor) -> None:
+    orders = fresh_orders(100, seed=77)
+    key = f"k-{uuid.uuid4()}"
+    with door.client(**{"Idempotency-Key": key}) as client:
+        first = client.post("/v1/orders", json=orders[0])
+        repeat = client.post("/v1/orders", json=orders[0])
+        other = client.post("/v1/orders", json=orders[1])
+        assert (first.status_code, repeat.status_code) == (202, 202) and first.json() == repeat.json()
+        assert other.status_code == 422 and other.headers["content-type"] == "application/problem+json"
+        assert other.json()["type"].endswith("/idempotency-key-reused")
+        missing = httpx.post(f"{door.url}/v1/orders", json=orders[1], headers=AUTH)
+        assert missing.status_code == 400
+        # A batch of 100 against a queue of 50: the orders past the queue's bound are refused, 503 each.
+        batch = client.post("/v1/orders:batch", json={"orders": orders[1:]}, headers={"Idempotency-Key": f"{key}-b"})
+        results: list[dict[str, Any]] = batch.json()["results"]
+        busy = [r for r in results if r.get("status") == 503]
+        assert batch.status_code == 200 and len(busy) >= 49 and all(r["type"].endswith("/busy") for r in busy)
+        assert all(r["status"] == "accepted" for r in results if r not in busy)
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}):
+        refused = httpx.post(f"{door.url}/v1/orders", json=orders[2], headers={**headers, "Idempotency-Key": "x"})
+        assert refused.status_code == 401 and refused.headers["content-type"] == "application/problem+json"
+    assert httpx.get(f"{door.url}/readyz").status_code == 200
+    assert httpx.get(f"{door.url}/healthz").json() == {"status": "up"}
+    assert serve.status().applications["jewelry-fanout"].status == "RUNNING"
