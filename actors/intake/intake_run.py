@@ -182,10 +182,11 @@ class IntakeRun:
 
     def _restore_accepted(self) -> None:
         """Serve mode: every order accepted over HTTP that has no outcome yet (before a restart of the
-        Producer or of the whole system) joins this run again, first."""
+        Producer or of the whole system) joins this run again, first; so does every order this run
+        accepted before its Producer restarted (those done are answered from the ledger)."""
         if self._http is None or self._ledger is None:
             return
-        orders = [JewelryOrder.model_validate_json(text) for text in self._ledger.unfinished_accepted()]
+        orders = [JewelryOrder.model_validate_json(text) for text in self._ledger.accepted_to_resume(self.plan.run_id)]
         if not orders:
             return
         self._expected += len(orders)

@@ -98,10 +98,17 @@ class RequestLedger(ABC):
 
     def unfinished_accepted(self) -> list[str]:
         """The JSON of every order this system accepted over HTTP that has no outcome yet, oldest first."""
+        return self.accepted_to_resume(None)
+
+    def accepted_to_resume(self, run_id: str | None) -> list[str]:
+        """What a serving run takes up when its Producer starts: every order this system accepted over
+        HTTP that has no outcome yet (whichever run accepted it), and every one `run_id` accepted (a
+        restarted Producer answers those already done from the ledger, so its driver counts each
+        once), as JSON, oldest first."""
         rows = self._read(
             "SELECT a.order_json FROM accepted_orders a LEFT JOIN outcomes o ON o.order_id = a.order_id "
-            "WHERE a.namespace = ? AND o.order_id IS NULL ORDER BY a.accepted_at",
-            (self.namespace,),
+            "WHERE a.namespace = ? AND (o.order_id IS NULL OR a.run_id = ?) ORDER BY a.accepted_at",
+            (self.namespace, run_id or ""),
         )
         return [row[0] for row in rows]
 
