@@ -23,6 +23,8 @@ STAGE_ONGOING = PREFIX + "stage_ongoing_calls"
 STAGE_RETRIES = PREFIX + "stage_retries_total"
 COMPENSATIONS = PREFIX + "compensations_total"
 REJECTED_RECORDS = PREFIX + "rejected_records_total"
+HTTP_ANSWERS = PREFIX + "http_answers_total"
+HTTP_QUEUED = PREFIX + "http_queued_orders"
 
 ALL_METRICS = (
     ORDERS,
@@ -34,6 +36,8 @@ ALL_METRICS = (
     STAGE_RETRIES,
     COMPENSATIONS,
     REJECTED_RECORDS,
+    HTTP_ANSWERS,
+    HTTP_QUEUED,
 )
 
 
@@ -93,9 +97,14 @@ class DispatchMetrics:
 
 
 class SourceMetrics:
-    """What the Producer sees: records that never became orders."""
+    """What the Producer sees: records that never became orders, and its answers to orders sent over
+    HTTP (busy ones are its backpressure), with how many accepted orders wait for admission."""
 
     def __init__(self) -> None:
         self.rejects = Counter(
             REJECTED_RECORDS, description="Input records rejected, by first bad field", tag_keys=("field",)
         )
+        self.http_answers = Counter(
+            HTTP_ANSWERS, description="Orders sent over HTTP, by the Producer's answer", tag_keys=("verdict",)
+        )
+        self.http_queued = Gauge(HTTP_QUEUED, description="Orders accepted over HTTP waiting for admission")

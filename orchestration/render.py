@@ -85,6 +85,11 @@ def render_status(console: Console, status: SystemStatus) -> None:
         p = status.producer
         head += f"\nproducer: {p['read']}/{p['expected_records']} record(s) read from {p['source']}, "
         head += f"{p['accepted']} accepted" + (", serving" if p["serving"] else "")
+        if isinstance(http := p.get("http"), dict):
+            answers = ", ".join(f"{count} {verdict}" for verdict, count in sorted(http["answers"].items()))
+            head += (
+                f"\nover HTTP: {http['queued']}/{http['max_queued']} queued for admission; answered {answers or 'none'}"
+            )
     console.print(head)
     if len(shards) > 1:
         table = Table(title="Dispatcher shards", title_justify="left")

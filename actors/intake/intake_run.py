@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any, TypeVar
@@ -69,15 +70,17 @@ class IntakeRun:
         self._ledger = ledger
         self._acceptance = Acceptance(ledger)
         self._submissions = SubmissionQueue() if plan.serve else None
+        self._http_limits = http_limits or HttpLimits()
+        self._http_answers: Counter[str] = Counter()
         self._http = (
             HttpIntake(
                 plan.run_id,
                 ledger,
                 self._take,
                 self._acceptance.forget,
-                lambda: (http_limits or HttpLimits()).max_queued - len(self._submissions or ()),
+                lambda: self._http_limits.max_queued - len(self._submissions or ()),
                 self._queue,
-                http_limits or HttpLimits(),
+                self._http_limits,
             )
             if plan.serve and ledger is not None
             else None
@@ -128,6 +131,13 @@ class IntakeRun:
             "in_flight": self._sender.in_flight,
             "outcomes_waiting_for_driver": len(self._outbox.outcomes),
             "serving": self._serving,
+            "http": {
+                "queued": len(self._submissions or ()),
+                "max_queued": self._http_limits.max_queued,
+                "answers": dict(self._http_answers),
+            }
+            if self._http is not None
+            else None,
         }
 
     def submit(self, rows: list[Row], source: str) -> SubmitReceipt:
@@ -156,7 +166,12 @@ class IntakeRun:
             raise NotServing("this run is not taking orders over HTTP (not serving with a ledger, or stopping)")
         self._acceptance.look_ahead(submission.order for submission in submissions)
         self._expected += len(submissions)
-        return await self._http.accept(submissions)
+        answers = await self._http.accept(submissions)
+        for verdict, count in Counter(answer.verdict for answer in answers).items():
+            self._http_answers[verdict.value] += count
+            self._metrics.http_answers.inc(count, tags={"verdict": verdict.value})
+        self._metrics.http_queued.set(len(self._submissions or ()))
+        return answers
 
     def stop(self) -> None:
         """Admit no more orders: a serving run stops taking submissions, a run still reading its
@@ -204,6 +219,8 @@ class IntakeRun:
             if self._submissions is not None:
                 async for accepted in self._submissions.orders():  # serve mode: until `stop`, then what is queued
                     await self._send(accepted)
+                    if self._http is not None:
+                        self._metrics.http_queued.set(len(self._submissions))
         except LedgerUnavailable as error:  # the store's retries are spent
             self._source_error = (
                 f"the ledger is unreachable ({error}); reading stopped at record {self._read}: "

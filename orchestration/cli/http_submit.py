@@ -22,6 +22,7 @@ from actors.models import FieldError, RejectedRecord
 from actors.models.messages import SubmitReceipt
 
 GIVE_UP_AFTER_S = 300.0
+PARTIAL_RETRY_FIRST_S, PARTIAL_RETRY_MAX_S = 0.1, 2.0  # a batch answered busy for some of its orders
 
 
 class FrontDoorRefused(FanoutError):
@@ -60,6 +61,7 @@ def submit_over_http(
 def _post(client: httpx.Client, key: str, orders: list[Any]) -> list[dict[str, Any]]:
     """The batch's results, sent again (same key) while the door is busy for any of its items."""
     deadline = time.monotonic() + GIVE_UP_AFTER_S
+    partial_wait_s = PARTIAL_RETRY_FIRST_S
     while True:
         try:
             response = client.post("/v1/orders:batch", json={"orders": orders}, headers={"Idempotency-Key": key})
@@ -70,7 +72,9 @@ def _post(client: httpx.Client, key: str, orders: list[Any]) -> list[dict[str, A
                 results: list[dict[str, Any]] = response.json()["results"]
                 if not any(result.get("status") == 503 for result in results):
                     return results
-                wait_s, reason = 1.0, "busy for some orders"
+                # Some orders were taken: the queue is moving; ask again soon, then less often.
+                wait_s, reason = partial_wait_s, "busy for some orders"
+                partial_wait_s = min(2 * partial_wait_s, PARTIAL_RETRY_MAX_S)
             elif response.status_code == 503:
                 wait_s, reason = float(response.headers.get("retry-after", "1")), _detail(response)
             else:

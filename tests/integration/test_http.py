@@ -7,6 +7,7 @@ three worker processes); each test sends its own orders."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import uuid
@@ -17,16 +18,19 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
 from ray import serve
 
 from actors.intake.samples import generate_orders
 from actors.ledger import open_ledger
-from actors.models import OrderStatus
+from actors.models import STAGES, OrderStatus
+from actors.models.messages import SubmitReceipt
 from orchestration.cli.http_submit import submit_over_http
 from orchestration.http.ingress import start_front_door, stop_front_door
 from orchestration.settings import load_settings
 from orchestration.system import FanoutSystem, RunResult
-from tests.integration.chaos import STOCK
+from orchestration.wiring import dispatcher_name
+from tests.integration.chaos import STOCK, Killer
 from tests.support import free_port, wait_until
 
 KEY = "integration-key"
@@ -54,7 +58,7 @@ def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     settings = load_settings(
         {
             "namespace": f"http-{uuid.uuid4().hex[:8]}",
-            "time_scale": 0.01,
+            "time_scale": 0.0,
             "orders": 0,
             "out_dir": str(out),
             "log_level": "WARNING",
@@ -133,7 +137,7 @@ def test_an_event_stream_reads_acceptance_each_stage_and_the_outcome_then_ends(d
     stages = [json.loads(event["data"])["stage"] for event in events if event["event"] == "stage"]
     assert len(stages) == len(set(stages)) and 1 <= len(stages) <= 6
     ids = [int(event["id"], 16) for event in events]
-    assert all(later > earlier and later & earlier == earlier for earlier, later in zip(ids, ids[1:], strict=False))
+    assert all(later > earlier and later & earlier == earlier for earlier, later in itertools.pairwise(ids))
     assert json.loads(events[-1]["data"])["order_id"] == accepted.json()["order_id"]
 
 
@@ -155,9 +159,49 @@ def test_idempotency_unauthorized_and_busy_for_real(door: FrontDoor) -> None:
         busy = [r for r in results if r.get("status") == 503]
         assert batch.status_code == 200 and len(busy) >= 49 and all(r["type"].endswith("/busy") for r in busy)
         assert all(r["status"] == "accepted" for r in results if r not in busy)
+    http = door.system.status(snapshots=False).producer["http"]  # what `status` shows of the backpressure
+    assert http["answers"]["busy"] >= len(busy) and http["max_queued"] == 50
     for headers in ({}, {"Authorization": "Bearer not-a-key"}):
         refused = httpx.post(f"{door.url}/v1/orders", json=orders[2], headers={**headers, "Idempotency-Key": "x"})
         assert refused.status_code == 401 and refused.headers["content-type"] == "application/problem+json"
     assert httpx.get(f"{door.url}/readyz").status_code == 200
     assert httpx.get(f"{door.url}/healthz").json() == {"status": "up"}
     assert serve.status().applications["jewelry-fanout"].status == "RUNNING"
+
+
+def test_replicas_and_a_shard_killed_mid_way_lose_no_accepted_order_and_the_api_keeps_answering(
+    door: FrontDoor, tmp_path: Path
+) -> None:
+    """Last in the module: it kills the shared system's actors (Ray brings each back)."""
+    orders = fresh_orders(300, seed=31)
+    source = tmp_path / "shop.jsonl"
+    source.write_text("".join(json.dumps(order) + "\n" for order in orders))
+    namespace = door.system.settings.namespace
+    killer = Killer(namespace, dict.fromkeys(STAGES, 1), every_s=0.3)
+    sent: list[SubmitReceipt] = []
+    poster = threading.Thread(target=lambda: sent.append(submit_over_http(door.url, source, KEY, batch_size=50)))
+    answered: Counter[int] = Counter()
+    killer.start()
+    poster.start()
+    try:
+        with door.client() as client:
+            first = f"/v1/orders/{orders[0]['order_id']}"
+            wait_until(lambda: client.get(first).status_code == 200, timeout_s=30, what="the first order accepted")
+            ray.kill(ray.get_actor(dispatcher_name(0), namespace=namespace), no_restart=False)  # one shard, mid-way
+            while poster.is_alive():  # the API keeps answering reads while actors die and come back
+                answered[client.get(first).status_code] += 1
+                poster.join(timeout=0.2)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert sent and sent[0].accepted == len(orders) and sent[0].rejected == []
+    assert set(answered) == {200} and sum(killer.kills.values()) >= 3, (answered, killer.kills)
+    posted = {order["order_id"] for order in orders}
+    with open_ledger(door.system.settings.ledger_spec()) as ledger:
+
+        def concluded() -> list[str]:
+            lines = [json.loads(line)["order_id"] for line in ledger.outcome_lines()]
+            return lines if posted <= set(lines) else []
+
+        recorded = wait_until(concluded, timeout_s=180, interval_s=0.5, what="every accepted order concluded")
+    assert Counter(order_id for order_id in recorded if order_id in posted) == Counter(posted), "one outcome each"
