@@ -55,3 +55,24 @@ def actors_alive_on_the_dashboard(dashboard_url: str, token: str, names: list[st
         finally:
             browser.close()
     return rows
+
+
+def routes_on_the_api_docs(base_url: str, screenshot: Path) -> list[str]:
+    """Open the front door's /docs (Swagger UI, its scripts served by the front door itself) and read
+    the path of every operation it rendered from /openapi.json; the page is kept as a screenshot."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_binary(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1800}).new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{base_url}/docs")
+            operations = page.locator(".opblock-summary-path")
+            expect(operations.first).to_be_visible()
+            paths = [text.strip().replace("\u200b", "") for text in operations.all_inner_texts()]
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return paths

@@ -30,6 +30,7 @@ from orchestration.http.ingress import start_front_door, stop_front_door
 from orchestration.settings import load_settings
 from orchestration.system import FanoutSystem, RunResult
 from orchestration.wiring import dispatcher_name
+from tests.integration.browser import routes_on_the_api_docs
 from tests.integration.chaos import STOCK, Killer
 from tests.support import free_port, wait_until
 
@@ -167,6 +168,14 @@ def test_idempotency_unauthorized_and_busy_for_real(door: FrontDoor) -> None:
     assert httpx.get(f"{door.url}/readyz").status_code == 200
     assert httpx.get(f"{door.url}/healthz").json() == {"status": "up"}
     assert serve.status().applications["jewelry-fanout"].status == "RUNNING"
+
+
+def test_a_real_browser_finds_every_route_on_the_api_docs(door: FrontDoor, tmp_path: Path) -> None:
+    documented = set(httpx.get(f"{door.url}/openapi.json").json()["paths"])
+    shown = routes_on_the_api_docs(door.url, tmp_path / "api-docs.png")
+    assert documented >= {"/v1/orders", "/v1/orders:batch", "/v1/orders/{order_id}", "/healthz", "/readyz"}
+    assert set(shown) == documented, (shown, documented)
+    assert (tmp_path / "api-docs.png").stat().st_size > 10_000
 
 
 def test_replicas_and_a_shard_killed_mid_way_lose_no_accepted_order_and_the_api_keeps_answering(

@@ -274,6 +274,8 @@ def test_the_openapi_document_lists_every_route_and_documents_the_order_with_its
     }
     order = document["components"]["schemas"]["OrderIn"]
     assert "order_id" in order["properties"] and "order_id" not in order["required"]
+    assert document["paths"]["/v1/orders"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in document["paths"]["/healthz"]["get"]
     assert call(producer, ("GET", "/docs", {}))[0].status_code == 200
 
 
