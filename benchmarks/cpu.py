@@ -38,12 +38,16 @@ def _kind(pid: int, command: str) -> str:
     if pid == os.getpid():
         return "driver"
     if command.startswith("ray::"):  # an actor's worker: ray::Dispatcher, ray::Design, ...
-        name = command.split()[0].removeprefix("ray::").split(":")[-1]
+        # Its title names the method it runs (ray::Producer.poll): the actor is what stays the same, so
+        # that a process read twice is one kind both times, and only its CPU in between is counted.
+        name = command.split()[0].removeprefix("ray::").split(":")[-1].split(".")[0]
         if name in STAGE_CLASS_NAMES:
             return "six stage replicas"
         return "ray system" if name in ("DashboardAgent", "RuntimeEnvAgent", "IDLE") else name
     if any(part in command for part in RAY_SYSTEM):
         return "ray system"
+    if "locust" in command:  # the HTTP benchmark's load generator
+        return "locust"
     return "other"
 
 

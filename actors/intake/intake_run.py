@@ -219,8 +219,8 @@ class IntakeRun:
             if self._submissions is not None:
                 async for accepted in self._submissions.orders():  # serve mode: until `stop`, then what is queued
                     await self._send(accepted)
-                    if self._http is not None:
-                        self._metrics.http_queued.set(len(self._submissions))
+                    if self._http is not None and not self._submissions:  # drained (each call sets it too)
+                        self._metrics.http_queued.set(0)
         except LedgerUnavailable as error:  # the store's retries are spent
             self._source_error = (
                 f"the ledger is unreachable ({error}); reading stopped at record {self._read}: "
