@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from actors.intake.samples import generate_orders
 from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus
 from actors.models.messages import SubmitReceipt
+from orchestration.cli import main
 from orchestration.cli.http_submit import submit_over_http
 from orchestration.http.ingress import start_front_door, stop_front_door
 from orchestration.settings import load_settings
@@ -143,7 +145,7 @@ def test_an_event_stream_reads_acceptance_each_stage_and_the_outcome_then_ends(d
 
 
 def test_idempotency_unauthorized_and_busy_for_real(door: FrontDoor) -> None:
-    orders = fresh_orders(100, seed=77)
+    orders = fresh_orders(102, seed=77)
     key = f"k-{uuid.uuid4()}"
     with door.client(**{"Idempotency-Key": key}) as client:
         first = client.post("/v1/orders", json=orders[0])
@@ -154,11 +156,19 @@ def test_idempotency_unauthorized_and_busy_for_real(door: FrontDoor) -> None:
         assert other.json()["type"].endswith("/idempotency-key-reused")
         missing = httpx.post(f"{door.url}/v1/orders", json=orders[1], headers=AUTH)
         assert missing.status_code == 400
+        # The same key from eight clients at once: one acceptance; each other answer is it again or 409.
+        race = {**AUTH, "Idempotency-Key": f"{key}-race"}
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda _: httpx.post(f"{door.url}/v1/orders", json=orders[1], headers=race), range(8))
+            )
+        assert {a.status_code for a in answers} <= {202, 409} and any(a.status_code == 202 for a in answers)
+        assert len({a.json()["order_id"] for a in answers if a.status_code == 202}) == 1
         # A batch of 100 against a queue of 50: the orders past the queue's bound are refused, 503 each.
-        batch = client.post("/v1/orders:batch", json={"orders": orders[1:]}, headers={"Idempotency-Key": f"{key}-b"})
+        batch = client.post("/v1/orders:batch", json={"orders": orders[2:]}, headers={"Idempotency-Key": f"{key}-b"})
         results: list[dict[str, Any]] = batch.json()["results"]
         busy = [r for r in results if r.get("status") == 503]
-        assert batch.status_code == 200 and len(busy) >= 49 and all(r["type"].endswith("/busy") for r in busy)
+        assert batch.status_code == 200 and len(busy) >= 48 and all(r["type"].endswith("/busy") for r in busy)
         assert all(r["status"] == "accepted" for r in results if r not in busy)
     http = door.system.status(snapshots=False).producer["http"]  # what `status` shows of the backpressure
     assert http["answers"]["busy"] >= len(busy) and http["max_queued"] == 50
@@ -178,10 +188,26 @@ def test_a_real_browser_finds_every_route_on_the_api_docs(door: FrontDoor, tmp_p
     assert (tmp_path / "api-docs.png").stat().st_size > 10_000
 
 
+def test_the_cli_posts_a_file_and_its_rerun_accepts_nothing_twice(
+    door: FrontDoor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orders = fresh_orders(30, seed=55)
+    source = tmp_path / "backlog.jsonl"
+    source.write_text("".join(json.dumps(order) + "\n" for order in orders) + '{"order_id": "J1", "metal": "tin"}\n')
+    monkeypatch.setenv("JEWELRY_HTTP__API_KEYS", json.dumps([KEY]))
+    for _ in range(2):
+        assert main(["submit", "--http", door.url, "--input", str(source)]) == 0
+        said = capsys.readouterr().err
+        assert "backlog.jsonl: 30 accepted, 1 rejected" in said and "line 31" in said
+    monkeypatch.setenv("JEWELRY_HTTP__API_KEYS", json.dumps(["wrong"]))
+    assert main(["submit", "--http", door.url, "--input", str(source)]) == 3
+    assert "401" in capsys.readouterr().err
+
+
 def test_replicas_and_a_shard_killed_mid_way_lose_no_accepted_order_and_the_api_keeps_answering(
     door: FrontDoor, tmp_path: Path
 ) -> None:
-    """Last in the module: it kills the shared system's actors (Ray brings each back)."""
+    """Late in the module: it kills the shared system's actors (Ray brings each back)."""
     orders = fresh_orders(300, seed=31)
     source = tmp_path / "shop.jsonl"
     source.write_text("".join(json.dumps(order) + "\n" for order in orders))
@@ -214,3 +240,15 @@ def test_replicas_and_a_shard_killed_mid_way_lose_no_accepted_order_and_the_api_
 
         recorded = wait_until(concluded, timeout_s=180, interval_s=0.5, what="every accepted order concluded")
     assert Counter(order_id for order_id in recorded if order_id in posted) == Counter(posted), "one outcome each"
+
+
+def test_a_run_that_stops_serving_answers_503_with_retry_after(door: FrontDoor) -> None:
+    """Last: it ends the module's serving run."""
+    door.system.drain()
+    door.thread.join(timeout=120)
+    assert door.result is not None and door.result.summary.lost == 0
+    refused = httpx.post(
+        f"{door.url}/v1/orders", json=fresh_orders(1, seed=66)[0], headers={**AUTH, "Idempotency-Key": "late"}
+    )
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["type"].endswith("/unavailable") and "not taking orders" in refused.json()["detail"]
