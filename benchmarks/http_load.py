@@ -1,5 +1,6 @@
 """The HTTP front door under load, against the same orders through the file source in the same run.
 
+    pip install -e '.[bench]'    # Locust
     python -m benchmarks.http_load [--orders 3000] [--users 4] [--batch 50] [--rounds 2] [--time-scale 0]
 
 One system (the CLI's: `FanoutSystem` on the embedded Ray, a new ledger) with its front door on
