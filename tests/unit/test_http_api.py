@@ -334,3 +334,36 @@ def parse_events(text: str) -> list[tuple[str, str, str]]:
 
 def test_records_refused_are_not_submissions():
     assert not isinstance(RejectedRecord(source="http", line=1, order_id=None, errors=(), raw={}), Submission)
+
+
+def test_api_keys_never_reach_the_logs(producer):
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="DEBUG", format="{message} {extra}")
+    try:
+        call(producer, post(order_dict(0)), post(order_dict(1), auth={"Authorization": "Bearer not-the-key"}))
+    finally:
+        logger.remove(sink)
+    assert lines and not any(KEY in line or "not-the-key" in line for line in lines)
+
+
+def test_the_settings_keep_keys_secret_and_the_front_door_gets_digests(tmp_path):
+    from orchestration.settings import load_settings
+
+    keys = tmp_path / "keys"
+    keys.write_text("# shops\nfile-key\n\n")
+    settings = load_settings({"http": {"api_keys": [KEY], "api_keys_file": str(keys), "port": 8000}})
+    assert KEY not in settings.model_dump_json() and "file-key" not in settings.model_dump_json()
+    assert settings.http.key_digests() == tuple(
+        sorted(hashlib.sha256(k.encode()).hexdigest() for k in (KEY, "file-key"))
+    )
+
+
+def test_a_front_door_without_the_ledger_is_refused_with_the_reason():
+    from pydantic import ValidationError
+
+    from orchestration.settings import load_settings
+
+    with pytest.raises(ValidationError, match="keeps idempotency keys and accepted orders in the ledger"):
+        load_settings({"http": {"port": 8000}, "ledger": {"enabled": False}})
