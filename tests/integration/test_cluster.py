@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.intake.samples import generate_orders
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models import STAGES
 from orchestration.output import read_outcomes
@@ -279,12 +280,15 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
     earlier_workers = set(_latency_counts(prometheus))
     out = tmp_path / "serve"
     ledger_url = postgres_server.new_database()
+    http_port = free_port()  # the front door, on the head node's loopback
     job_id = cluster.submit(
         "python",
         "-m",
         "orchestration",
         "run",
         "--serve",
+        "--http",
+        str(http_port),
         "--orders",
         "40",
         "--time-scale",
@@ -295,7 +299,9 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
         without_password(ledger_url),
         "--set",
         f"namespace={namespace}",
+        runtime_env={"env_vars": {"JEWELRY_HTTP__API_KEYS": json.dumps([HTTP_KEY])}},
     )
+    front_door = f"http://127.0.0.1:{http_port}"
 
     def status() -> dict:
         proc = cluster.cli("status", "--json", "--set", f"namespace={namespace}")
@@ -397,16 +403,48 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
         return check
 
     wait_until(serving_latency_scraped(40), timeout_s=60, interval_s=2, what="Prometheus to scrape 40 orders' latency")
+    # Orders over HTTP as well, to the job's front door, twice (so that rate() sees its answers grow).
+    posted = _post_orders(front_door, namespace, first=0, count=1)
     submitted = cluster.cli("submit", "--input", "examples/orders.csv", "--set", f"namespace={namespace}")
     assert submitted.returncode == 0 and "4 accepted, 1 rejected" in submitted.stderr, submitted.stderr
-    concluded(44)
-    wait_until(serving_latency_scraped(44), timeout_s=60, interval_s=2, what="Prometheus to scrape 44 orders' latency")
+    concluded(45)
+    wait_until(serving_latency_scraped(45), timeout_s=60, interval_s=2, what="Prometheus to scrape 45 orders' latency")
+    posted += _post_orders(front_door, namespace, first=1, count=3)
+    concluded(48)
+    http_status = status()["producer"]["http"]
+    assert http_status["answers"] == {"accepted": 4} and http_status["queued"] == 0, http_status
+    for order_id in posted:
+        view = urllib.request.urlopen(_api(f"{front_door}/v1/orders/{order_id}"), timeout=10)
+        assert json.loads(view.read())["status"] == "completed"
     assert cluster.cli("stop", "--set", f"namespace={namespace}").returncode == 0
     assert cluster.wait_for_job(job_id) == "SUCCEEDED"
     outcomes = read_outcomes(out / "outcomes.jsonl")
-    assert len(outcomes) == 44 and Counter(o.status for o in outcomes) == {"completed": 44}
+    assert len(outcomes) == 48 and Counter(o.status for o in outcomes) == {"completed": 48}
+    assert set(posted) <= {o.order_id for o in outcomes}
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["source"], r["line"], r["errors"][0]["field"]) for r in rejects] == [("orders.csv", 6, "size")]
+
+
+HTTP_KEY = "cluster-test-key"
+
+
+def _api(url: str, body: object = None, key: str = "") -> urllib.request.Request:
+    headers = {"Authorization": f"Bearer {HTTP_KEY}", "Content-Type": "application/json"}
+    if key:
+        headers["Idempotency-Key"] = key
+    data = json.dumps(body).encode() if body is not None else None
+    return urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+
+
+def _post_orders(front_door: str, namespace: str, first: int, count: int) -> list[str]:
+    """`count` new orders posted in one batch to the job's front door; their ids."""
+    orders = list(generate_orders(first + count + 3, seed=17))[3 + first :]  # not the 40 generated ones' ids
+    bodies = [{**o.model_dump(mode="json"), "order_id": f"J77{first + i:05d}"} for i, o in enumerate(orders)]
+    request = _api(f"{front_door}/v1/orders:batch", {"orders": bodies}, key=f"{namespace}-{first}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        results = json.loads(response.read())["results"]
+    assert [r["status"] for r in results] == ["accepted"] * count, results
+    return [r["order_id"] for r in results]
 
 
 DASHBOARD = REPO / "dashboards" / "jewelry_fanout_grafana_dashboard.json"
