@@ -204,7 +204,7 @@ def test_the_cli_posts_a_file_and_its_rerun_accepts_nothing_twice(
     assert "401" in capsys.readouterr().err
 
 
-def test_replicas_and_a_shard_killed_mid_way_lose_no_accepted_order_and_the_api_keeps_answering(
+def test_replicas_a_shard_and_the_producer_killed_mid_way_lose_no_accepted_order_and_the_api_keeps_answering(
     door: FrontDoor, tmp_path: Path
 ) -> None:
     """Late in the module: it kills the shared system's actors (Ray brings each back)."""
@@ -223,14 +223,19 @@ def test_replicas_and_a_shard_killed_mid_way_lose_no_accepted_order_and_the_api_
             first = f"/v1/orders/{orders[0]['order_id']}"
             wait_until(lambda: client.get(first).status_code == 200, timeout_s=30, what="the first order accepted")
             ray.kill(ray.get_actor(dispatcher_name(0), namespace=namespace), no_restart=False)  # one shard, mid-way
+            producer_killed = False
             while poster.is_alive():  # the API keeps answering reads while actors die and come back
                 answered[client.get(first).status_code] += 1
+                if not producer_killed and sum(answered.values()) >= 5:  # and the Producer, which takes up
+                    ray.kill(ray.get_actor("producer", namespace=namespace), no_restart=False)  # what it accepted
+                    producer_killed = True
                 poster.join(timeout=0.2)
     finally:
         killer.stop.set()
         killer.join()
     assert sent and sent[0].accepted == len(orders) and sent[0].rejected == []
     assert set(answered) == {200} and sum(killer.kills.values()) >= 3, (answered, killer.kills)
+    assert producer_killed
     posted = {order["order_id"] for order in orders}
     with open_ledger(door.system.settings.ledger_spec()) as ledger:
 
