@@ -34,7 +34,7 @@ from actors.intake.submissions import SubmissionQueue
 from actors.ledger import SqlLedger
 from actors.models import EncodedOutcome, JewelryOrder, RejectedRecord
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
-from actors.models.submissions import Submission, SubmissionAnswer
+from actors.models.submissions import Submission, SubmissionAnswer, Verdict
 from actors.telemetry import SourceMetrics
 
 T = TypeVar("T")
@@ -165,9 +165,10 @@ class IntakeRun:
         if self._http is None or self._stop_requested:
             raise NotServing("this run is not taking orders over HTTP (not serving with a ledger, or stopping)")
         self._acceptance.look_ahead(submission.order for submission in submissions)
-        self._expected += len(submissions)
         answers = await self._http.accept(submissions)
-        for verdict, count in Counter(answer.verdict for answer in answers).items():
+        verdicts = Counter(answer.verdict for answer in answers)
+        self._expected += verdicts[Verdict.ACCEPTED] + verdicts[Verdict.REJECTED]  # read: not repeats, not busy ones
+        for verdict, count in verdicts.items():
             self._http_answers[verdict.value] += count
             self._metrics.http_answers.inc(count, tags={"verdict": verdict.value})
         self._metrics.http_queued.set(len(self._submissions or ()))

@@ -35,6 +35,9 @@ def test_a_restarted_producer_takes_up_what_was_accepted_over_http_and_each_orde
         first = closing(Producer(handle, max_in_flight=4, ledger=spec))
         await first.begin(plan)
         answers = await first.accept_orders(submissions(12))
+        repeated = await first.accept_orders(submissions(12))  # a client's retry: the same answers
+        assert [a.verdict for a in repeated] == [Verdict.REPEATED] * 12
+        assert (await first.describe())["expected_records"] == 12  # a repeat is not another record
         for _ in range(20):  # the first Producer sends what its window holds; the Dispatcher answers nothing yet
             await asyncio.sleep(0)
         second = closing(Producer(handle, max_in_flight=4, ledger=spec))  # the first one "died"
