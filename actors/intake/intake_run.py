@@ -2,7 +2,8 @@
 accepted orders to their shards, and keep what the driver has not polled yet.
 
 Its parts each do one thing: a source yields records (`sources`; in serve mode, then the queue that
-`submit` feeds, `submissions`), one rule accepts or rejects each of them (`accept`), the sender
+`submit` and orders over HTTP feed, `submissions`, the latter idempotent and bounded through
+`http_intake`), one rule accepts or rejects each of them (`accept`), the sender
 takes accepted orders to their shards in bounded windows (`sender`), and the outbox holds what the
 driver has not polled yet, bounded so that a slow reader slows the source instead of growing a
 queue (`outbox`).
