@@ -11,7 +11,6 @@ import asyncio
 from typing import Any
 
 import ray
-from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from actors.errors import FanoutError, describe_error
@@ -40,7 +39,6 @@ class RayBackend:
         self._config = config
         self._producer: Any = None
         self._ledger: SqlLedger | None = None
-        self.log = logger.bind(stage="http")
 
     async def accept(self, submissions: list[Submission]) -> list[SubmissionAnswer]:
         producer = self._producer_handle()

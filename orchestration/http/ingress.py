@@ -35,6 +35,9 @@ class FrontDoor:
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_api(self._backend, self._api)
 
+    def __del__(self) -> None:  # Serve's hook when it stops a replica: release its ledger connection
+        self._backend.close()
+
 
 def front_door_app(settings: FanoutSettings) -> Application:
     spec = settings.ledger_spec()

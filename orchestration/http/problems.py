@@ -21,7 +21,6 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[FieldError] = Field(default_factory=list, description="each field at fault")
-    stage: str | None = None
 
 
 def problem_body(

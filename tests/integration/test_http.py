@@ -92,6 +92,20 @@ def fresh_orders(count: int, seed: int) -> list[dict[str, Any]]:
     ]
 
 
+def assert_one_outcome_each(door: FrontDoor, posted: set[str], timeout_s: float) -> None:
+    """Wait until the ledger has an outcome for every posted order, then: exactly one each, and no
+    accepted order left without one."""
+    with open_ledger(door.system.settings.ledger_spec()) as ledger:
+
+        def concluded() -> list[str]:
+            lines = [json.loads(line)["order_id"] for line in ledger.outcome_lines()]
+            return lines if posted <= set(lines) else []
+
+        recorded = wait_until(concluded, timeout_s=timeout_s, interval_s=0.5, what="every posted order concluded")
+        assert Counter(order_id for order_id in recorded if order_id in posted) == Counter(posted), "one outcome each"
+        assert ledger.unfinished_accepted() == []
+
+
 def test_orders_posted_in_batches_each_get_one_outcome_and_answer_by_get(door: FrontDoor, tmp_path: Path) -> None:
     orders = fresh_orders(ORDERS, seed=4242)
     source = tmp_path / "shop.jsonl"
@@ -104,15 +118,7 @@ def test_orders_posted_in_batches_each_get_one_outcome_and_answer_by_get(door: F
     assert again.accepted == ORDERS
 
     posted = {order["order_id"] for order in orders}
-    with open_ledger(door.system.settings.ledger_spec()) as ledger:
-
-        def concluded() -> list[str]:
-            lines = [json.loads(line)["order_id"] for line in ledger.outcome_lines()]
-            return lines if posted <= set(lines) else []
-
-        recorded = wait_until(concluded, timeout_s=120, interval_s=0.5, what="every posted order concluded")
-        assert Counter(order_id for order_id in recorded if order_id in posted) == Counter(posted), "one outcome each"
-        assert ledger.unfinished_accepted() == []
+    assert_one_outcome_each(door, posted, timeout_s=120)
     with door.client() as client:
         statuses = Counter(client.get(f"/v1/orders/{order_id}").json()["status"] for order_id in posted)
         assert set(statuses) <= TERMINAL and sum(statuses.values()) == ORDERS
@@ -236,15 +242,7 @@ def test_replicas_a_shard_and_the_producer_killed_mid_way_lose_no_accepted_order
     assert sent and sent[0].accepted == len(orders) and sent[0].rejected == []
     assert set(answered) == {200} and sum(killer.kills.values()) >= 3, (answered, killer.kills)
     assert producer_killed
-    posted = {order["order_id"] for order in orders}
-    with open_ledger(door.system.settings.ledger_spec()) as ledger:
-
-        def concluded() -> list[str]:
-            lines = [json.loads(line)["order_id"] for line in ledger.outcome_lines()]
-            return lines if posted <= set(lines) else []
-
-        recorded = wait_until(concluded, timeout_s=180, interval_s=0.5, what="every accepted order concluded")
-    assert Counter(order_id for order_id in recorded if order_id in posted) == Counter(posted), "one outcome each"
+    assert_one_outcome_each(door, {order["order_id"] for order in orders}, timeout_s=180)
 
 
 def test_a_run_that_stops_serving_answers_503_with_retry_after(door: FrontDoor) -> None:
