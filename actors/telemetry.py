@@ -25,6 +25,10 @@ COMPENSATIONS = PREFIX + "compensations_total"
 REJECTED_RECORDS = PREFIX + "rejected_records_total"
 HTTP_ANSWERS = PREFIX + "http_answers_total"
 HTTP_QUEUED = PREFIX + "http_queued_orders"
+BREAKER_STATE = PREFIX + "breaker_state"
+BREAKER_TRANSITIONS = PREFIX + "breaker_transitions_total"
+BREAKER_REFUSED = PREFIX + "breaker_refused_calls_total"
+SCHEDULED = PREFIX + "scheduled_orders"
 
 ALL_METRICS = (
     ORDERS,
@@ -38,6 +42,10 @@ ALL_METRICS = (
     REJECTED_RECORDS,
     HTTP_ANSWERS,
     HTTP_QUEUED,
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
+    BREAKER_REFUSED,
+    SCHEDULED,
 )
 
 
@@ -89,6 +97,19 @@ class DispatchMetrics:
         self.compensations = Counter(
             COMPENSATIONS, description="Stage work undone for failed orders", tag_keys=("stage",)
         )
+        self.breaker_state = Gauge(
+            BREAKER_STATE,
+            description="A stage's circuit breaker, by shard: 0 closed, 1 half-open, 2 open",
+            tag_keys=("stage", "shard"),
+        )
+        self.breaker_transitions = Counter(
+            BREAKER_TRANSITIONS,
+            description="Circuit breaker transitions, by the state entered",
+            tag_keys=("stage", "state"),
+        )
+        self.breaker_refused = Counter(
+            BREAKER_REFUSED, description="Stage calls refused by an open circuit breaker", tag_keys=("stage",)
+        )
 
     def flush(self) -> None:
         """Hand the tallied counts to Ray: once a second, and whenever the Dispatcher falls idle."""
@@ -108,3 +129,4 @@ class SourceMetrics:
             HTTP_ANSWERS, description="Orders sent over HTTP, by the Producer's answer", tag_keys=("verdict",)
         )
         self.http_queued = Gauge(HTTP_QUEUED, description="Orders accepted over HTTP waiting for admission")
+        self.scheduled = Gauge(SCHEDULED, description="Scheduled orders waiting for their time (not_before)")

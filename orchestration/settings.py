@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from actors.dispatch.autoscaling import AutoscalingConfig
 from actors.dispatch.batching import BatchPolicy
+from actors.dispatch.breaker import BreakerPolicy
 from actors.dispatch.retry import RetryPolicy
 from actors.errors import ConfigurationError
 from actors.intake.http_intake import HttpLimits
@@ -70,6 +71,9 @@ class PoolSettings(BaseModel):
         description="per order and attempt, from when it is queued for the replica: waiting included",
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="for errors and timeouts only")
+    breaker: BreakerPolicy = Field(
+        default_factory=BreakerPolicy, description="stop calling the stage while most of its calls fail"
+    )
     autoscaling: AutoscalingConfig | None = Field(
         default=None, description="grow and shrink between min and max replicas; `replicas` is then the starting size"
     )

@@ -138,6 +138,7 @@ def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[s
                 settings.ledger_spec(),
                 settings.batching,
                 shard,
+                {stage: settings.pool(stage).breaker for stage in STAGES},
             )
         )
     return shards

@@ -6,7 +6,9 @@ replicas, and the call metrics are all decided here, in layers of their own:
 - `pool`: which replica (the least loaded live one), and who the members are (pushed by the supervisor);
 - `batching`: the orders waiting for one replica, sent together when it frees up;
 - `attempt`: one attempt's answer, its timeout and a dead replica made into error results;
-- `retry`: how many attempts, and the delay between them.
+- `retry`: how many attempts, and the delay between them;
+- `breaker`: whether calls go at all: a stage that fails most calls gets none for a while, and the
+  orders waiting on it are answered with the refusal at once instead of spending their retries.
 
 The unit is the Dispatcher's batch: `send` spreads a batch's orders over the replicas, one attempt
 per replica, and `answers` gives each order's answer; only an order whose answer is an error goes
@@ -17,6 +19,7 @@ sends all six stages' first attempts before it awaits any of them, in one corout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
@@ -26,15 +29,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
+from ray.exceptions import RayActorError
 
 from actors.dispatch.admission import same_priority_runs
 from actors.dispatch.attempt import Answer, Attempt, answers_of
 from actors.dispatch.batching import BatchPolicy, Outcome, ReplicaBatcher
+from actors.dispatch.breaker import BreakerPolicy, CircuitBreaker, CircuitOpen
 from actors.dispatch.pool import Replica, ReplicaPool
 from actors.dispatch.retry import RetryPolicy
 from actors.errors import MembershipError, describe_error, ledger_outage
 from actors.ledger import PROBE_EVERY_S
 from actors.models import JewelryOrder, StageName, StageResult, StageStatus
+from actors.models.breakers import BreakerState
 from actors.models.messages import PoolMembers, ReplicaLoad
 from actors.models.wire import ModelArray, dumped
 from actors.telemetry import DispatchMetrics
@@ -56,6 +62,7 @@ class StageClient:
         metrics: DispatchMetrics,
         wire: Wire = dumped,
         rng: random.Random | None = None,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         self.stage = stage
         self.pool = ReplicaPool(stage, replicas)
@@ -67,11 +74,23 @@ class StageClient:
         self._rng = rng or random.Random()
         self._batchers: dict[str, ReplicaBatcher] = {}
         self.log = logger.bind(stage=stage.value)
+        self.breaker = CircuitBreaker(stage.value, breaker or BreakerPolicy(), on_change=self._breaker_moved)
+        self._waiting: set[asyncio.Future[list[Outcome]]] = set()  # attempts not answered yet
+        self._opened = asyncio.Event()  # set while the breaker is open: retry back-offs end at once
 
     def send(self, orders: list[JewelryOrder], replica: Replica | None = None) -> list[Attempt]:
         """One attempt for each of `orders` (sorted rush first), spread over the least-loaded live
         replicas, or all to `replica`: an attempt per replica and priority, queued for its replica
-        (it may leave at once, alone or with other orders waiting for the same replica)."""
+        (it may leave at once, alone or with other orders waiting for the same replica). Orders the
+        breaker refuses get an attempt already answered with the refusal."""
+        epoch, allowed = self.breaker.epoch, self.breaker.permit(len(orders))
+        if allowed == len(orders):
+            return self._sent(orders, replica, epoch)
+        self._metrics.breaker_refused.inc(len(orders) - allowed, tags={"stage": self.stage.value})
+        refused = self._refused(list(range(allowed, len(orders))), self.breaker.refusal())
+        return [*self._sent(orders[:allowed], replica, epoch), refused] if allowed else [refused]
+
+    def _sent(self, orders: list[JewelryOrder], replica: Replica | None, epoch: int) -> list[Attempt]:
         try:
             shares = self.pool.spread(len(orders)) if replica is None else [(replica, len(orders))]
         except MembershipError as error:  # a restarted shard before its first member list: error results
@@ -85,7 +104,8 @@ class StageClient:
                     attempts.append(self._refused(indices, MembershipError(f"{self.stage} has no live replica")))
                     continue
                 future = self._batcher(to).submit([orders[i] for i in indices], self._timeout_s)
-                future.add_done_callback(functools.partial(self._answered, to, clock, len(indices)))
+                self._waiting.add(future)
+                future.add_done_callback(functools.partial(self._answered, to, clock, len(indices), epoch))
                 attempts.append(Attempt(self.stage, to, indices, future, started_at, clock))
             start += count
         return attempts
@@ -94,13 +114,20 @@ class StageClient:
         """The answers to an attempt, for its orders (`orders` is the batch it was sent from)."""
         return answers_of([orders[i] for i in attempt.indices], attempt, self._timeout_s)
 
-    def _answered(self, replica: Replica, clock: float, orders: int, future: asyncio.Future[list[Outcome]]) -> None:
-        """Count an attempt's orders off its replica the moment they are answered (or given up)."""
-        outcomes: list[Outcome] = [] if future.cancelled() or future.exception() else future.result()
+    def _answered(
+        self, replica: Replica, clock: float, orders: int, epoch: int, future: asyncio.Future[list[Outcome]]
+    ) -> None:
+        """Count an attempt's orders off its replica the moment they are answered (or given up), and
+        tell the breaker how the stage did."""
+        self._waiting.discard(future)
+        error = None if future.cancelled() else future.exception()
+        outcomes: list[Outcome] = [] if future.cancelled() or error else future.result()
         results = [o for o in outcomes if isinstance(o, StageResult)]
         errors = orders - sum(r.status is not StageStatus.ERROR for r in results)
         node = next((r.node_id for r in results if r.node_id != "unknown"), None)
         self.pool.release(replica, (time.perf_counter() - clock) * orders, orders=orders, errors=errors, node_id=node)
+        if not future.cancelled():
+            self.breaker.record(epoch, *stage_health(orders, outcomes, error))
 
     def counted(self, results: list[StageResult]) -> None:
         """Tally the final results of orders that concluded (once per batch, not per order)."""
@@ -119,12 +146,19 @@ class StageClient:
                 self.log.warning("{} is dead; {} of {} replica(s) left", replica.name, self.pool.alive, len(self.pool))
             if result.status is not StageStatus.ERROR or tries >= self._retry.attempts:
                 break
-            self._metrics.retries.inc(tags={"stage": self.stage.value})
-            self.log.bind(order_id=order.order_id).info("attempt {} failed ({}); retrying", tries, result.reason)
             delay_s = self._retry.delay_s(tries, self._rng)
             if ledger_outage(result.reason) is not None:
                 delay_s = max(delay_s, PROBE_EVERY_S)  # the replica's store answers at once until its next try
-            await asyncio.sleep(delay_s)
+            if not self._opened.is_set():
+                with contextlib.suppress(TimeoutError):  # the breaker opening ends the wait
+                    await asyncio.wait_for(self._opened.wait(), delay_s)
+            if self.breaker.state is BreakerState.OPEN:  # no retry: its last error is its answer
+                if not (result.reason or "").startswith(CircuitOpen.__name__):
+                    why = f"{result.reason}; not retried: {self.breaker.refusal()}"
+                    result = result.model_copy(update={"reason": why})
+                break
+            self._metrics.retries.inc(tags={"stage": self.stage.value})
+            self.log.bind(order_id=order.order_id).info("attempt {} failed ({}); retrying", tries, result.reason)
             if answer.replica_dead or replica is NOBODY:
                 replica = self._pick(avoid=replica)
             [attempt] = self.send([order], replica)
@@ -156,6 +190,22 @@ class StageClient:
         if undone:
             self._metrics.compensations.inc(tags={"stage": self.stage.value})
         return undone
+
+    def _breaker_moved(self, state: BreakerState) -> None:
+        """Open: the orders still waiting on the stage are answered with the refusal now, and the ones
+        between retries stop waiting; they are dead-lettered for `replay` instead of spending their
+        retries and timeouts on a stage that fails every call."""
+        self._metrics.breaker_transitions.inc(tags={"stage": self.stage.value, "state": state.value})
+        if state is BreakerState.OPEN:
+            self._opened.set()
+            refusal = self.breaker.refusal()
+            self.log.warning("circuit opened: {}; {} call(s) waiting are answered with it", refusal, len(self._waiting))
+            for future in list(self._waiting):
+                if not future.done():
+                    future.set_exception(refusal)
+        else:
+            self._opened.clear()
+            self.log.warning("circuit {}", state.value)
 
     def _failed_compensation(self, order_id: str, why: str) -> str:
         self.log.bind(order_id=order_id).error("compensation failed: {}", why)
@@ -189,7 +239,7 @@ class StageClient:
         except MembershipError:
             return NOBODY
 
-    def _refused(self, indices: list[int], error: MembershipError) -> Attempt:
+    def _refused(self, indices: list[int], error: Exception) -> Attempt:
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         future.set_exception(error)
         return Attempt(self.stage, NOBODY, indices, future, datetime.now(UTC), time.perf_counter())
@@ -231,6 +281,30 @@ class StageClient:
             return await call
         finally:
             self._metrics.stage_latency.observe((time.perf_counter() - clock) * 1000, tags=tags)
+
+
+def stage_health(orders: int, outcomes: list[Outcome], error: BaseException | None) -> tuple[int, int, str]:
+    """What an attempt says about the stage itself, for its breaker: (successes, failures, why).
+
+    A failure is the stage's own: its code raised, or it did not answer in time. A replica that
+    died or is restarting is the pool's business (the call goes to another replica), an outage of
+    the ledger is the store's (the order is reported unfinished), and a refused call was never
+    made: none of them counts, either way."""
+    if error is not None:
+        if isinstance(error, CircuitOpen | RayActorError | MembershipError):
+            return 0, 0, ""
+        return 0, orders, describe_error(error)
+    ok = failed = 0
+    why = ""
+    for outcome in outcomes:
+        if not isinstance(outcome, StageResult):
+            if not isinstance(outcome, CircuitOpen | RayActorError | MembershipError):
+                failed, why = failed + 1, describe_error(outcome)
+        elif outcome.status is not StageStatus.ERROR:
+            ok += 1
+        elif ledger_outage(outcome.reason) is None:
+            failed, why = failed + 1, outcome.reason or ""
+    return ok, failed, why
 
 
 def task_name(stage: StageName, orders: int) -> str:

@@ -27,6 +27,7 @@ from loguru import logger
 from actors.dispatch.admission import same_priority_runs
 from actors.dispatch.attempt import Answer
 from actors.dispatch.batching import BatchPolicy
+from actors.dispatch.breaker import BreakerPolicy
 from actors.dispatch.client import StageClient
 from actors.dispatch.gauges import publish_gauges
 from actors.dispatch.in_flight import OrdersInFlight, answered
@@ -45,6 +46,7 @@ from actors.models import (
     StageResult,
     StageStatus,
 )
+from actors.models.breakers import BreakerSnapshot
 from actors.models.messages import DispatcherStats, PoolMembers
 from actors.models.wire import dumped
 from actors.naming import resolve_present
@@ -63,6 +65,7 @@ class Dispatcher:
         ledger: LedgerSpec | None = None,
         batching: BatchPolicy | None = None,
         shard: int = 0,
+        breaker_policies: Mapping[StageName, BreakerPolicy] | None = None,
     ) -> None:
         prepare_process(log_level)
         if missing := set(STAGES) - set(pools):
@@ -80,6 +83,7 @@ class Dispatcher:
                 batching or BatchPolicy(),
                 self._metrics,
                 lambda order: self._wired.get(order.order_id) or dumped(order),
+                breaker=(breaker_policies or {}).get(stage),
             )
             for stage in STAGES
         }
@@ -365,6 +369,10 @@ class Dispatcher:
         if self._ledger is not None:
             self._ledger.close()
 
+    async def breakers(self) -> list[BreakerSnapshot]:
+        """Each stage's circuit breaker in this shard: what the Producer holds admissions on."""
+        return [client.breaker.snapshot() for client in self._clients.values()]
+
     async def stats(self) -> DispatcherStats:
         return DispatcherStats(
             shard=self.shard,
@@ -375,6 +383,7 @@ class Dispatcher:
             stages={stage: client.loads() for stage, client in self._clients.items()},
             members_version=min(client.pool.version for client in self._clients.values()),
             cpu_s=time.process_time(),
+            breakers=[client.breaker.snapshot() for client in self._clients.values()],
         )
 
     def _refresh_call_order(self) -> None:

@@ -39,6 +39,7 @@ async def publish_gauges(
         metrics.in_flight.set(in_flight(), tags=shard_tag)
         metrics.flush()
         for stage, client in clients.items():
+            metrics.breaker_state.set(client.breaker.state.level, tags={"stage": stage.value, **shard_tag})
             for load in client.pool.loads():
                 metrics.stage_ongoing.set(load.ongoing, tags={"stage": stage.value, "replica": load.replica})
         await asyncio.sleep(GAUGE_EVERY_S)

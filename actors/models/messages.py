@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from actors.models.breakers import BreakerSnapshot
 from actors.models.results import EncodedOutcome, RejectedRecord, StageName, StageSnapshot
 
 
@@ -83,6 +84,7 @@ class DispatcherStats(BaseModel):
     stages: dict[StageName, list[ReplicaLoad]]
     members_version: int = 0  # the latest member list the supervisor pushed that this shard applied
     cpu_s: float = 0.0  # the shard's process CPU time so far (all its threads): its cost per order, measured
+    breakers: list[BreakerSnapshot] = []  # each stage's circuit breaker in this shard
 
 
 class LostOrder(BaseModel):
