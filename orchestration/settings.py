@@ -178,6 +178,9 @@ class HttpSettings(BaseModel):
     )
     retry_after_s: float = Field(default=1.0, gt=0, description="the Retry-After of a 503")
     idempotency_ttl_h: float = Field(default=24.0, gt=0, description="how long an idempotency key is kept")
+    rate_limit_per_s: float | None = Field(
+        default=None, gt=0, description="requests a second per API key, burst the same; past it 429 (none: no limit)"
+    )
     replicas: int = Field(default=1, ge=1, le=64, description="front door replicas (Serve deployment)")
     max_ongoing_requests: int = Field(default=64, ge=1, description="requests a replica works on at once")
     max_queued_requests: int = Field(
@@ -197,7 +200,7 @@ class HttpSettings(BaseModel):
         return tuple(sorted({key_digest(key) for key in keys}))
 
     def limits(self) -> HttpLimits:
-        return HttpLimits(self.max_queued, self.retry_after_s, self.idempotency_ttl_h * 3600)
+        return HttpLimits(self.max_queued, self.retry_after_s, self.idempotency_ttl_h * 3600, self.rate_limit_per_s)
 
 
 def key_digest(key: str) -> str:

@@ -92,6 +92,11 @@ class CircuitBreaker:
         self.refused += calls - allowed
         return allowed
 
+    @property
+    def trials_left(self) -> int:
+        """Half-open: trial calls not sent yet."""
+        return self.policy.half_open_calls - self._trials_sent if self.state is BreakerState.HALF_OPEN else 0
+
     def record(self, epoch: int, successes: int, failures: int, why: str = "") -> None:
         """Outcomes of calls permitted at `epoch`; ignored if the breaker moved on since."""
         if not self.policy.enabled or epoch != self.epoch or successes + failures == 0:

@@ -28,6 +28,7 @@ from actors.dispatch.admission import same_priority_runs
 from actors.dispatch.attempt import Answer
 from actors.dispatch.batching import BatchPolicy
 from actors.dispatch.breaker import BreakerPolicy
+from actors.dispatch.breaker_room import wait_for_room
 from actors.dispatch.client import StageClient
 from actors.dispatch.gauges import publish_gauges
 from actors.dispatch.in_flight import OrdersInFlight, answered
@@ -88,6 +89,7 @@ class Dispatcher:
             for stage in STAGES
         }
         self._orders = OrdersInFlight(max_in_flight)
+        self._breakers = [client.breaker for client in self._clients.values()]
         self._ledger: SqlLedger | None = open_ledger(ledger) if ledger is not None else None
         self._outcome_writer = OutcomeGroupCommit(self._ledger) if self._ledger else None
         self._gauges: asyncio.Task[None] | None = None
@@ -182,17 +184,19 @@ class Dispatcher:
 
     async def _admit(self, orders: list[JewelryOrder]) -> None:
         """Let registered orders in (rush first) and start them: as many as there are free places at
-        once, in one batch; the rest, as places free up."""
+        once, in one batch; the rest, as places free up. A stage's breaker that is not closed holds
+        them first (`breaker_room`)."""
         while orders:
-            taken = self._orders.admit_now(len(orders))
-            if not taken:
-                try:
+            try:
+                allowed = await wait_for_room(self._breakers, len(orders), lambda: self._orders.admitted)
+                taken = self._orders.admit_now(allowed)
+                if not taken:
                     await self._orders.admit(orders[0].priority)
-                except BaseException as error:
-                    for order in orders:
-                        self._settle(order, error, admitted=False)
-                    raise
-                taken = 1 + self._orders.admit_now(len(orders) - 1)
+                    taken = 1 + self._orders.admit_now(allowed - 1)
+            except BaseException as error:
+                for order in orders:
+                    self._settle(order, error, admitted=False)
+                raise
             batch, orders = orders[:taken], orders[taken:]
             for run in same_priority_runs(batch, 0, len(batch)):  # rush orders never wait to conclude with normal ones
                 self._spawn(self._run([batch[i] for i in run]))

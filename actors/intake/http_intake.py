@@ -9,6 +9,10 @@ A request's orders pass the run's one acceptance rule like any other record. Wha
 - **Backpressure.** When the run's queue of accepted orders waiting for the admission window is at
   its bound, further orders are refused as busy, with a time to try again: no queue grows without
   bound, and nothing refused was accepted.
+- **Protection.** A client over its rate limit (`RateLimiter`, a request a token) is refused with the
+  time until its next token; while a stage's circuit breaker is open, new orders are refused with
+  the stage named and the time until its trial calls, instead of queueing behind it. A repeat of a
+  recorded key is still answered: it costs the stages nothing.
 - **Durability.** An accepted order is in the ledger whole until it has its outcome; a Producer that
   starts serving takes up every such order again (`restore`).
 The transaction runs in a thread, so the Producer keeps feeding shards and answering polls meanwhile.
@@ -25,8 +29,10 @@ from typing import Protocol
 from loguru import logger
 
 from actors.intake.accept import Accepted
+from actors.intake.rate_limit import RateLimiter
 from actors.ledger.requests import AcceptedRequest, KeyTaken
 from actors.models import JewelryOrder, RejectedRecord
+from actors.models.breakers import BreakerSnapshot
 from actors.models.submissions import StoredRequest, Submission, SubmissionAnswer, Verdict
 
 EXPIRE_EVERY_S = 60.0  # how often forgotten keys are swept, at most
@@ -39,6 +45,7 @@ class HttpLimits:
     max_queued: int = 1000  # accepted orders waiting for the admission window
     retry_after_s: float = 1.0  # what a busy answer tells the client to wait
     key_ttl_s: float = 24 * 3600.0  # how long an idempotency key is kept
+    rate_limit_per_s: float | None = None  # requests a second per client (burst the same); None: no limit
 
 
 class RequestStore(Protocol):
@@ -59,6 +66,8 @@ class HttpIntake:
         queue_room: Callable[[], int],  # how many more accepted orders may wait for admission
         enqueue: Callable[[list[Accepted]], None],
         limits: HttpLimits,
+        open_stages: Callable[[], list[BreakerSnapshot]] = list,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._run_id = run_id
         self._store = store
@@ -68,6 +77,8 @@ class HttpIntake:
         self._enqueue = enqueue
         self._retry_after_s = limits.retry_after_s
         self._key_ttl_s = limits.key_ttl_s
+        self._open_stages = open_stages
+        self._limiter = limiter
         self._accepting: set[tuple[str, str]] = set()  # (client, key) whose first request is being recorded
         self._expired_at = 0.0
         self.log = logger.bind(stage="producer", run=run_id)
@@ -78,6 +89,10 @@ class HttpIntake:
         fresh: dict[str, list[int]] = {}  # client -> indexes of the submissions new to the ledger
         for client in {s.client for s in submissions}:
             mine = [i for i, s in enumerate(submissions) if s.client == client]
+            if self._limiter is not None and (wait_s := self._limiter.take(client)) > 0:
+                for i in mine:
+                    answers[i] = _answer(Verdict.RATE_LIMITED, submissions[i], retry_after_s=wait_s)
+                continue
             stored = await asyncio.to_thread(
                 self._store.stored_requests, client, [submissions[i].idempotency_key for i in mine]
             )
@@ -92,6 +107,12 @@ class HttpIntake:
                 else:
                     seen.add(key)
                     fresh.setdefault(client, []).append(i)
+        if fresh and (open_stages := self._open_stages()):
+            wait_s = max(max(snap.retry_after_s for snap in open_stages), self._retry_after_s)
+            names = tuple(sorted(snap.stage for snap in open_stages))
+            for i in (i for indexes in fresh.values() for i in indexes):
+                answers[i] = _answer(Verdict.STAGE_OPEN, submissions[i], retry_after_s=wait_s, stages=names)
+            fresh = {}
         room = self._queue_room()
         for client, indexes in fresh.items():
             admitted, refused = indexes[: max(room, 0)], indexes[max(room, 0) :]
@@ -167,6 +188,7 @@ def _answer(
     order_id: str | None = None,
     errors: tuple[object, ...] = (),
     retry_after_s: float | None = None,
+    stages: tuple[str, ...] = (),
 ) -> SubmissionAnswer:
     return SubmissionAnswer.model_validate(
         {
@@ -174,5 +196,6 @@ def _answer(
             "order_id": order_id or submission.order.order_id,
             "errors": errors,
             "retry_after_s": retry_after_s,
+            "stages": stages,
         }
     )

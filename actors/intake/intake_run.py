@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -29,11 +29,13 @@ from actors.errors import LedgerUnavailable, NotServing, describe_error
 from actors.intake.accept import Acceptance, Accepted
 from actors.intake.http_intake import HttpIntake, HttpLimits
 from actors.intake.outbox import Outbox
+from actors.intake.rate_limit import RateLimiter
 from actors.intake.sender import ShardedSender
 from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
 from actors.intake.submissions import SubmissionQueue
 from actors.ledger import SqlLedger
 from actors.models import EncodedOutcome, JewelryOrder, RejectedRecord
+from actors.models.breakers import BreakerSnapshot
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
 from actors.models.submissions import Submission, SubmissionAnswer, Verdict
 from actors.telemetry import SourceMetrics
@@ -63,6 +65,8 @@ class IntakeRun:
         ledger: SqlLedger | None,
         metrics: SourceMetrics,
         http_limits: HttpLimits | None = None,
+        open_stages: Callable[[], list[BreakerSnapshot]] = list,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.plan = plan
         self._source = plan.source
@@ -82,6 +86,8 @@ class IntakeRun:
                 lambda: self._http_limits.max_queued - len(self._submissions or ()),
                 self._queue,
                 self._http_limits,
+                open_stages,
+                limiter,
             )
             if plan.serve and ledger is not None
             else None

@@ -18,8 +18,10 @@ from typing import Any
 from loguru import logger
 
 from actors.errors import NotServing, RunInProgress
+from actors.intake.breaker_watch import BreakerWatch
 from actors.intake.http_intake import HttpLimits
 from actors.intake.intake_run import IntakeRun, RunPlan
+from actors.intake.rate_limit import RateLimiter
 from actors.intake.sources import Row
 from actors.ledger import LedgerSpec, open_ledger
 from actors.models.messages import ProducerProgress, SubmitReceipt
@@ -47,6 +49,9 @@ class Producer:
         self._http_limits = http_limits or HttpLimits()
         self._ledger = open_ledger(ledger) if ledger is not None else None
         self._metrics = SourceMetrics()
+        self._breakers = BreakerWatch(self._shards)
+        rate = self._http_limits.rate_limit_per_s
+        self._limiter = RateLimiter(rate) if rate is not None else None  # across runs: a new run is no reset
         self._run: IntakeRun | None = None
         self.log = logger.bind(stage="producer")
 
@@ -67,7 +72,10 @@ class Producer:
                 self._ledger,
                 self._metrics,
                 self._http_limits,
+                self._breakers.open_stages,
+                self._limiter,
             )
+        self._breakers.start()
         return run.start()
 
     async def poll(self, plan: RunPlan, max_items: int = 1000, wait_s: float = 0.5) -> ProducerProgress:

@@ -34,6 +34,8 @@ class Verdict(StrEnum):
     IN_PROGRESS = "in_progress"  # the key's first request is still being accepted
     REJECTED = "rejected"  # the acceptance rule refused the order (its id is taken, say)
     BUSY = "busy"  # the run's queue is full: try again later
+    RATE_LIMITED = "rate_limited"  # the client is over its rate limit: try again later
+    STAGE_OPEN = "stage_open"  # a stage's circuit breaker is open: try again once it may close
 
 
 class SubmissionAnswer(BaseModel):
@@ -43,7 +45,8 @@ class SubmissionAnswer(BaseModel):
     order_id: str
     status: str = "accepted"  # the order's status when it was accepted
     errors: tuple[FieldError, ...] = ()  # why it was rejected
-    retry_after_s: float | None = None  # when busy
+    retry_after_s: float | None = None  # when busy, rate-limited or a stage is open
+    stages: tuple[str, ...] = ()  # the stages whose breaker is open
 
 
 class StoredRequest(BaseModel):

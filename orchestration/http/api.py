@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from orchestration.http.problems import Problem, ProblemResponse, field_errors, 
 EVENTS_POLL_S = 0.2
 EVENTS_KEEPALIVE_S = 10.0
 STAGE_ORDER = list(StageName)
+RETRYABLE = (429, 503)  # refusals for now: answered with Retry-After
 
 
 class Unavailable(FanoutError):
@@ -130,7 +132,7 @@ def build_api(backend: Backend, config: ApiConfig) -> FastAPI:
         status_code=202,
         tags=["orders"],
         response_model=Accepted,
-        responses={code: {"model": Problem} for code in (400, 401, 409, 422, 503)},
+        responses={code: {"model": Problem} for code in (400, 401, 409, 422, 429, 503)},
         openapi_extra={"requestBody": _order_body()},
     )
     async def post_order(
@@ -158,7 +160,7 @@ def build_api(backend: Backend, config: ApiConfig) -> FastAPI:
         "/v1/orders:batch",
         tags=["orders"],
         response_model=BatchOut,
-        responses={code: {"model": Problem} for code in (400, 401, 413, 422, 503)},
+        responses={code: {"model": Problem} for code in (400, 401, 413, 422, 429, 503)},
     )
     async def post_batch(
         batch: BatchIn,
@@ -191,8 +193,14 @@ def build_api(backend: Backend, config: ApiConfig) -> FastAPI:
             else:
                 results.append(_item(next(answers), instance, config))
         log.info("POST /v1/orders:batch from {}: {} item(s)", client, len(items))
-        if results and all(r.get("status") == 503 for r in results):
-            return problem(503, "busy", "Busy", "the run's queue is full", headers=_retry(config))
+        refusals = {r.get("status") for r in results}
+        if results and len(refusals) == 1 and (status := refusals.pop()) in RETRYABLE:  # the request as a whole
+            first = results[0]
+            return ProblemResponse(
+                {**first, "instance": request.url.path},
+                status_code=status,
+                headers=_retry(config, first.get("retry_after_s")),
+            )
         return JSONResponse({"results": results})
 
     @app.get("/v1/orders/{order_id}", tags=["orders"], response_model=OrderView, responses={404: {"model": Problem}})
@@ -305,7 +313,7 @@ async def _progress(backend: Backend, order_id: str, config: ApiConfig) -> Order
 def _single(answer: SubmissionAnswer, path: str, config: ApiConfig) -> Response:
     body = _item(answer, path, config)
     if "type" in body:
-        headers = _retry(config, answer.retry_after_s) if body["status"] == 503 else None
+        headers = _retry(config, answer.retry_after_s) if body["status"] in RETRYABLE else None
         return ProblemResponse(body, status_code=body["status"], headers=headers)
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/orders/{answer.order_id}"})
 
@@ -334,6 +342,26 @@ def _item(answer: SubmissionAnswer, instance: str, config: ApiConfig) -> dict[st
             "busy",
             "Busy",
             f"the run's queue is full; try again in {answer.retry_after_s or config.retry_after_s:g} s",
+            retry_after_s=answer.retry_after_s,
+        )
+    elif answer.verdict is Verdict.RATE_LIMITED:
+        found = problem_body(
+            429,
+            "rate-limited",
+            "Too many requests",
+            f"this API key is over its rate limit; try again in {answer.retry_after_s or 0:.2f} s",
+            retry_after_s=answer.retry_after_s,
+        )
+    elif answer.verdict is Verdict.STAGE_OPEN:
+        stages = ", ".join(answer.stages)
+        found = problem_body(
+            503,
+            "stage-unavailable",
+            "Stage unavailable",
+            f"the circuit breaker of {stages} is open: it fails most calls, so no order is taken until its "
+            f"trial calls succeed; try again in {answer.retry_after_s or 0:.1f} s",
+            stages=answer.stages,
+            retry_after_s=answer.retry_after_s,
         )
     else:
         found = problem_body(
@@ -351,7 +379,8 @@ def _unavailable(detail: str, config: ApiConfig) -> Response:
 
 
 def _retry(config: ApiConfig, after_s: float | None = None) -> dict[str, str]:
-    return {"Retry-After": str(max(1, round(after_s or config.retry_after_s)))}
+    """Retry-After in whole seconds (RFC 9110), rounded up: a client that waits it is let in."""
+    return {"Retry-After": str(max(1, math.ceil(after_s or config.retry_after_s)))}
 
 
 def _count(errors: Any) -> str:

@@ -21,6 +21,8 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[FieldError] = Field(default_factory=list, description="each field at fault")
+    stages: list[str] | None = Field(default=None, description="the stages whose circuit breaker is open")
+    retry_after_s: float | None = Field(default=None, description="when to try again, as Retry-After says")
 
 
 def problem_body(
@@ -31,6 +33,8 @@ def problem_body(
     *,
     instance: str | None = None,
     errors: Iterable[FieldError] = (),
+    stages: Iterable[str] | None = None,
+    retry_after_s: float | None = None,
 ) -> Problem:
     return Problem(
         type=PROBLEM_TYPE_BASE + slug,
@@ -39,6 +43,8 @@ def problem_body(
         detail=detail,
         instance=instance,
         errors=list(errors),
+        stages=list(stages) if stages is not None else None,
+        retry_after_s=retry_after_s,
     )
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from actors.dispatch.batching import BatchPolicy
 from actors.dispatch.breaker import BreakerPolicy, CircuitBreaker, CircuitOpen
+from actors.dispatch.breaker_room import room
 from actors.dispatch.client import StageClient
 from actors.dispatch.retry import RetryPolicy
 from actors.models import StageName, StageStatus
@@ -151,3 +152,19 @@ async def _firsts(client, orders):
         [attempt] = client.send([order], client.pool.named("logistics-0"))
         answers.append((await client.answers([order], attempt))[0])
     return answers
+
+
+def test_a_shard_starts_nothing_while_a_stage_is_open_and_one_trial_batch_while_it_is_half_open():
+    logistics, _, _ = _breaker()
+    clock = Clock()
+    quality = CircuitBreaker("quality", POLICY, clock=clock)
+    breakers = [quality, logistics]
+    assert room(breakers, 50, admitted=7) == 50  # all closed
+    logistics.record(logistics.epoch, 0, 4)
+    assert room(breakers, 50, admitted=0) == 0  # open: held
+    logistics._clock.now += 30  # half-open, three trial calls
+    assert room(breakers, 50, admitted=2) == 0  # trials go only once nothing else is in flight
+    assert room(breakers, 50, admitted=0) == 3 and room(breakers, 2, admitted=0) == 2
+    logistics.permit(3)
+    logistics.record(logistics.epoch, 3, 0)
+    assert room(breakers, 50, admitted=0) == 50  # closed again

@@ -19,10 +19,12 @@ import pytest
 
 from actors.intake.accept import Acceptance, Accepted
 from actors.intake.http_intake import HttpIntake, HttpLimits
+from actors.intake.rate_limit import RateLimiter
 from actors.ledger import SqlLedger, open_ledger
 from actors.ledger.requests import AcceptedRequest
 from actors.ledger.spec import LedgerSpec
 from actors.models import STAGES, JewelryOrder, OrderOutcome, RejectedRecord, StageResult, StageStatus
+from actors.models.breakers import BreakerSnapshot, BreakerState
 from actors.models.submissions import OrderProgress, Submission, SubmissionAnswer
 from orchestration.http.api import ApiConfig, build_api
 from orchestration.trace import UnknownOrder, trace_order
@@ -30,18 +32,29 @@ from tests.conftest import order_dict
 
 KEY = "shop-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+OTHER_SHOP = {"Authorization": "Bearer shop-key-2"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FakeProducer:
     """The Producer's part of the bargain, in this process: the real acceptance over a real ledger;
     accepted orders go to `queued` instead of shards."""
 
-    def __init__(self, ledger: SqlLedger, room: int = 100) -> None:
+    def __init__(self, ledger: SqlLedger, room: int = 100, rate_per_s: float | None = None) -> None:
         self.ledger = ledger
         self.room = room
         self.queued: list[JewelryOrder] = []
         self.parts = {"producer": "ok", "dispatcher-0": "ok"}
         self.acceptance = Acceptance(ledger)
+        self.open_stages: list[BreakerSnapshot] = []
+        self.clock = Clock()
         self.intake = HttpIntake(
             "run-1",
             ledger,
@@ -50,6 +63,8 @@ class FakeProducer:
             lambda: self.room - len(self.queued),
             self._queue,
             HttpLimits(retry_after_s=3.0),
+            lambda: self.open_stages,
+            RateLimiter(rate_per_s, clock=self.clock) if rate_per_s else None,
         )
 
     def _queue(self, accepted: list[Accepted]) -> None:
@@ -85,7 +100,8 @@ def call(
     producer: FakeProducer, *requests: tuple[str, str, dict[str, Any]], max_batch: int = 5
 ) -> list[httpx.Response]:
     """Send the requests at once, through the app, and return the responses in order."""
-    app = build_api(producer, ApiConfig(key_digests=(hashlib.sha256(KEY.encode()).hexdigest(),), max_batch=max_batch))
+    digests = tuple(hashlib.sha256(key.encode()).hexdigest() for key in (KEY, "shop-key-2"))
+    app = build_api(producer, ApiConfig(key_digests=digests, max_batch=max_batch))
 
     async def scenario() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop") as client:
@@ -222,6 +238,67 @@ def test_a_full_queue_answers_503_with_retry_after_and_accepts_nothing_beyond_it
     producer.queued.clear()  # the queue drained: the same request is accepted now
     [later] = call(producer, post(order_dict(2), key="c"))
     assert later.status_code == 202
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after_and_another_key_is_not_held_back(ledger):
+    producer = FakeProducer(ledger, rate_per_s=2.0)
+    first = call(producer, post(order_dict(0), key="r0"), post(order_dict(1), key="r1"))  # the burst: 2
+    assert [r.status_code for r in first] == [202, 202]
+    [limited] = call(producer, post(order_dict(2), key="r2"))
+    body = is_problem(limited, 429, "rate-limited")
+    assert limited.headers["retry-after"] == "1" and body["retry_after_s"] == pytest.approx(0.5)
+    [other] = call(producer, post(order_dict(2), key="r2", auth=OTHER_SHOP))  # its own bucket
+    assert other.status_code == 202
+    assert len(ledger.unfinished_accepted()) == 3  # the refused request left nothing behind
+    producer.clock.now += 0.5  # a token back
+    [later] = call(
+        producer,
+        (
+            "POST",
+            "/v1/orders:batch",
+            {"json": {"orders": [order_dict(0, order_id="J2025777")]}, "headers": {**AUTH, "Idempotency-Key": "b"}},
+        ),
+    )
+    assert later.status_code == 200 and later.json()["results"][0]["status"] == "accepted"
+    [batch_limited] = call(
+        producer,
+        (
+            "POST",
+            "/v1/orders:batch",
+            {"json": {"orders": [order_dict(1, order_id="J2025778")]}, "headers": {**AUTH, "Idempotency-Key": "c"}},
+        ),
+    )
+    assert is_problem(batch_limited, 429, "rate-limited") and batch_limited.headers["retry-after"] == "1"
+
+
+def test_a_token_bucket_refills_at_its_rate_up_to_its_burst():
+    clock = Clock()
+    bucket = RateLimiter(4.0, clock=clock)
+    assert [bucket.take("a") for _ in range(4)] == [0.0] * 4
+    assert bucket.take("a") == pytest.approx(0.25)
+    clock.now += 100  # idle for long: the burst, not 400 tokens
+    assert [bucket.take("a") for _ in range(5)][-1] == pytest.approx(0.25)
+
+
+def test_while_a_stage_is_open_a_new_order_gets_503_naming_it_and_a_repeat_still_gets_its_answer(producer, ledger):
+    [accepted] = call(producer, post(order_dict(0), key="s0"))
+    producer.open_stages = [
+        BreakerSnapshot(
+            stage="logistics",
+            state=BreakerState.OPEN,
+            failure_rate=100.0,
+            calls=20,
+            retry_after_s=7.2,
+            opened=1,
+            refused=0,
+        )
+    ]
+    [refused] = call(producer, post(order_dict(1), key="s1"))
+    body = is_problem(refused, 503, "stage-unavailable")
+    assert body["stages"] == ["logistics"] and refused.headers["retry-after"] == "8" and "logistics" in body["detail"]
+    [repeat] = call(producer, post(order_dict(0), key="s0"))  # costs the stages nothing: answered
+    assert repeat.status_code == 202 and repeat.json() == accepted.json()
+    assert len(ledger.unfinished_accepted()) == 1
 
 
 def test_an_unknown_order_is_404_and_a_concluded_one_shows_its_whole_outcome(producer, ledger):
