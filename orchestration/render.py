@@ -25,6 +25,10 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
     overview.add_row("[red]rejected", str(summary.rejected))
     if summary.dead_lettered:
         overview.add_row("[magenta]dead-lettered (replay them)", str(summary.dead_lettered))
+    if summary.cancelled:
+        overview.add_row("cancelled before they were due", str(summary.cancelled))
+    if summary.scheduled:
+        overview.add_row("[cyan]scheduled, not due yet (kept in the ledger)", str(summary.scheduled))
     if summary.lost:
         overview.add_row("[red bold]lost", str(summary.lost))
     if summary.unfinished:

@@ -79,6 +79,8 @@ class RunSummary(BaseModel):
     unfinished: int = 0  # not recorded in the ledger (it was unreachable): the same command finishes them
     not_started: int = 0  # records an interrupt left unread: the same command (with a ledger) does them
     dead_lettered: int = 0
+    cancelled: int = 0  # scheduled orders cancelled before they were due
+    scheduled: int = 0  # scheduled orders still waiting for their time: kept in the ledger for a later run
     from_ledger: int = 0
     wall_s: float
     throughput_per_s: float
@@ -114,6 +116,8 @@ class RunTally:
         if outcome.status is OrderStatus.REJECTED:
             self.failure_reasons[f"rejected: {outcome.reason}"] += 1
             return
+        if outcome.status is OrderStatus.CANCELLED:  # no stage did anything
+            return
         if outcome.from_ledger:  # done in an earlier run: counted, but not this run's work or time
             self.from_ledger += 1
             return
@@ -147,6 +151,7 @@ class RunTally:
         snapshots: dict[StageName, list[StageSnapshot]],
         not_started: int = 0,
         run_id: str | None = None,
+        scheduled: int = 0,
         namespace: str | None = None,
     ) -> RunSummary:
         throughput = self.processed / wall_s if wall_s > 0 else 0.0
@@ -168,7 +173,7 @@ class RunTally:
         return RunSummary(
             run_id=run_id,
             namespace=namespace,
-            orders_total=self.terminal + self.invalid_records + self.lost + self.unfinished,
+            orders_total=self.terminal + self.invalid_records + self.lost + self.unfinished + scheduled,
             completed=self.by_status[OrderStatus.COMPLETED],
             failed=self.by_status[OrderStatus.FAILED],
             rejected=self.by_status[OrderStatus.REJECTED] + self.invalid_records,
@@ -176,6 +181,8 @@ class RunTally:
             unfinished=self.unfinished,
             not_started=not_started,
             dead_lettered=self.by_status[OrderStatus.DEAD_LETTERED],
+            cancelled=self.by_status[OrderStatus.CANCELLED],
+            scheduled=scheduled,
             from_ledger=self.from_ledger,
             wall_s=round(wall_s, 3),
             throughput_per_s=round(throughput, 3),

@@ -152,7 +152,7 @@ class FanoutSystem:
         plan = RunPlan(run_id=uuid.uuid4().hex[:12], source=source, serve=serve)
         book = RunBook(self._ledger, plan)
         stop_sent = False  # a stop asked before the run began (a Ctrl-C during start-up) is honoured
-        not_started = 0  # records an interrupt left unread
+        not_started = scheduled = 0  # records an interrupt left unread; orders still waiting for their time
         ending = "stopped"  # what ends the run if the loop below does not finish it (a second Ctrl-C, an error)
         try:
             started = time.perf_counter()
@@ -169,6 +169,7 @@ class FanoutSystem:
                     on_progress(progress, tally)
                 if progress.finished:
                     collected.source_error, not_started = progress.source_error, progress.not_started or 0
+                    scheduled = progress.scheduled
                     break
             wall_s = time.perf_counter() - started
             ending = _ending(collected, not_started)
@@ -194,6 +195,7 @@ class FanoutSystem:
             not_started,
             run_id=plan.run_id if self._ledger is not None else None,
             namespace=self.settings.namespace,
+            scheduled=scheduled,
         )
         if files is not None:
             files.write_summary(summary)

@@ -134,7 +134,14 @@ class HttpIntake:
                 accepted.append((i, submission, verdict))
         keys = {(client, s.idempotency_key) for _, s, _ in accepted}
         rows = [
-            AcceptedRequest(s.idempotency_key, s.body_hash, s.order.order_id, s.order.model_dump_json(), "accepted")
+            AcceptedRequest(
+                s.idempotency_key,
+                s.body_hash,
+                s.order.order_id,
+                s.order.model_dump_json(),
+                "scheduled" if s.order.not_before is not None else "accepted",
+                s.order.due_ts,
+            )
             for _, s, _ in accepted
         ]
         self._accepting |= keys
@@ -161,8 +168,8 @@ class HttpIntake:
         finally:
             self._accepting -= keys
         self._enqueue([verdict for _, _, verdict in accepted])
-        for i, submission, _ in accepted:
-            answers[i] = _answer(Verdict.ACCEPTED, submission)
+        for (i, submission, _), row in zip(accepted, rows, strict=True):
+            answers[i] = _answer(Verdict.ACCEPTED, submission, status=row.status)
         if accepted:
             self.log.info("accepted {} order(s) over HTTP", len(accepted))
         return answers
@@ -189,6 +196,7 @@ def _answer(
     errors: tuple[object, ...] = (),
     retry_after_s: float | None = None,
     stages: tuple[str, ...] = (),
+    status: str = "accepted",
 ) -> SubmissionAnswer:
     return SubmissionAnswer.model_validate(
         {
@@ -197,5 +205,6 @@ def _answer(
             "errors": errors,
             "retry_after_s": retry_after_s,
             "stages": stages,
+            "status": status,
         }
     )

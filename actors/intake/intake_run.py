@@ -10,15 +10,19 @@ queue (`outbox`).
 
 With a ledger, an order that already has an outcome there (an earlier run, or this run before the
 Producer restarted) is answered from the ledger instead of being sent again: that is how a run
-resumes.
+resumes. An order scheduled for later (`not_before`) is kept in the ledger and held by the run's
+`schedule` until it is due; a run reading a file ends once its last one is; a serving run that
+stops leaves the rest in the ledger, where the next serving run takes them up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -30,11 +34,13 @@ from actors.intake.accept import Acceptance, Accepted
 from actors.intake.http_intake import HttpIntake, HttpLimits
 from actors.intake.outbox import Outbox
 from actors.intake.rate_limit import RateLimiter
+from actors.intake.schedule import Schedule
 from actors.intake.sender import ShardedSender
 from actors.intake.sources import Row, SourceSpec, count_records, read_numbered_records, record_from_row
 from actors.intake.submissions import SubmissionQueue
 from actors.ledger import SqlLedger
-from actors.models import EncodedOutcome, JewelryOrder, RejectedRecord
+from actors.ledger.schedule import Cancelled, Scheduled
+from actors.models import EncodedOutcome, JewelryOrder, OrderOutcome, OrderStatus, RejectedRecord
 from actors.models.breakers import BreakerSnapshot
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt
 from actors.models.submissions import Submission, SubmissionAnswer, Verdict
@@ -93,6 +99,7 @@ class IntakeRun:
             else None
         )
         self._metrics = metrics
+        self._schedule = Schedule(self._release)
         self._feeder: asyncio.Task[None] | None = None
         self._expected = self._read = self._accepted = self._from_ledger = 0
         self._reading_done = False
@@ -126,6 +133,7 @@ class IntakeRun:
             serving=self._serving,
             source_error=self._source_error,
             not_started=self._not_started,
+            scheduled=len(self._schedule),
         )
 
     def describe(self) -> dict[str, object]:
@@ -138,6 +146,7 @@ class IntakeRun:
             "in_flight": self._sender.in_flight,
             "outcomes_waiting_for_driver": len(self._outbox.outcomes),
             "serving": self._serving,
+            "scheduled": {"waiting": len(self._schedule), "next_due": _iso(self._schedule.next_due)},
             "http": {
                 "queued": len(self._submissions or ()),
                 "max_queued": self._http_limits.max_queued,
@@ -187,6 +196,7 @@ class IntakeRun:
         self._stop_requested = True
         if self._submissions is not None:
             self._submissions.close()
+        self._schedule.stopping()
         self._outbox.news.set()
 
     @property
@@ -206,10 +216,18 @@ class IntakeRun:
     def _restore_accepted(self) -> None:
         """Serve mode: every order accepted over HTTP that has no outcome yet (before a restart of the
         Producer or of the whole system) joins this run again, first; so does every order this run
-        accepted before its Producer restarted (those done are answered from the ledger)."""
-        if self._http is None or self._ledger is None:
+        accepted before its Producer restarted (those done are answered from the ledger), and every
+        scheduled order not cancelled that has no outcome yet (held again until it is due)."""
+        if self._submissions is None or self._ledger is None:
             return
-        orders = [JewelryOrder.model_validate_json(text) for text in self._ledger.accepted_to_resume(self.plan.run_id)]
+        texts = self._ledger.accepted_to_resume(self.plan.run_id) if self._http is not None else []
+        orders = [JewelryOrder.model_validate_json(text) for text in texts]
+        taken = {order.order_id for order in orders}
+        for text in self._ledger.scheduled_to_resume():
+            order = JewelryOrder.model_validate_json(text)
+            if order.order_id not in taken:
+                orders.append(order)
+                taken.add(order.order_id)
         if not orders:
             return
         self._expected += len(orders)
@@ -218,7 +236,7 @@ class IntakeRun:
         accepted = [verdict for verdict in verdicts if isinstance(verdict, Accepted)]
         self._admit(accepted)
         self._queue(accepted)
-        self.log.info("took up {} order(s) accepted over HTTP that have no outcome yet", len(accepted))
+        self.log.info("took up {} order(s) accepted over HTTP or scheduled that have no outcome yet", len(accepted))
 
     async def _feed(self) -> None:
         try:
@@ -229,6 +247,13 @@ class IntakeRun:
                     await self._send(accepted)
                     if self._http is not None and not self._submissions:  # drained (each call sets it too)
                         self._metrics.http_queued.set(0)
+            else:
+                await self._schedule.drained()  # a file's scheduled orders are part of its run
+            await self._schedule.stop()
+            if self._schedule:
+                self.log.info(
+                    "{} scheduled order(s) not due yet stay in the ledger for a later run", len(self._schedule)
+                )
         except LedgerUnavailable as error:  # the store's retries are spent
             self._source_error = (
                 f"the ledger is unreachable ({error}); reading stopped at record {self._read}: "
@@ -239,6 +264,7 @@ class IntakeRun:
             self._source_error = describe_error(error)
             self.log.opt(exception=error).error("source stopped: {}", self._source_error)
         finally:
+            self._schedule.abandon()
             self._reading_done = True
             self._outbox.news.set()
 
@@ -280,7 +306,16 @@ class IntakeRun:
         return verdict
 
     async def _send(self, accepted: Accepted) -> None:
-        """Dispatch the order, or answer it with the outcome the ledger already has for it."""
+        """Dispatch the order, or answer it with the outcome the ledger already has for it; a
+        scheduled order is held until it is due (unless it was admitted before: it goes now)."""
+        if accepted.recorded is None and accepted.order.not_before is not None:
+            ready = self._scheduled(accepted)
+            if ready is None:
+                return
+            accepted = ready
+        await self._dispatch(accepted)
+
+    async def _dispatch(self, accepted: Accepted) -> None:
         await self._outbox.reserve()
         self._accepted += 1
         if accepted.recorded is not None:
@@ -289,6 +324,55 @@ class IntakeRun:
             return
         await self._sender.send(accepted.order)
 
+    def _scheduled(self, accepted: Accepted) -> Accepted | None:
+        """A scheduled order as the ledger has it: held (kept in the ledger first), or ready to go
+        now (admitted by an earlier Producer: stamped with that time), or answered (cancelled)."""
+        order = accepted.order
+        state = self._ledger.scheduled_states([order.order_id]).get(order.order_id) if self._ledger else None
+        if state is not None and state.admitted_at is not None:
+            return Accepted(_admitted(order, state.admitted_at), None)
+        if state is not None and state.cancelled_at is not None:
+            assert self._ledger is not None
+            return Accepted(order, self._ledger.outcome(order.order_id))  # its cancellation is its outcome
+        if state is None and self._ledger is not None:
+            self._ledger.schedule(self.plan.run_id, [(order.order_id, order.due_ts or 0.0, order.model_dump_json())])
+        self._schedule.hold(accepted)
+        self._metrics.scheduled.set(len(self._schedule))
+        self.log.bind(order_id=order.order_id).info("scheduled: held until {}", _iso(order.due_ts))
+        return None
+
+    async def _release(self, accepted: Accepted) -> None:
+        """A held order is due: admit it through the ledger (which refuses one cancelled meanwhile),
+        and send it."""
+        order, admitted_at = accepted.order, time.time()
+        if self._ledger is not None:
+            state = await asyncio.to_thread(self._ledger.admit_scheduled, order.order_id, admitted_at)
+            if state is not None and state.cancelled_at is not None:
+                return  # cancelled: the cancellation answered it
+            if state is not None and state.admitted_at is None:
+                self._schedule.hold(accepted)  # not due by the ledger's rule yet (the clocks differ): later
+                return
+            admitted_at = state.admitted_at if state is not None and state.admitted_at is not None else admitted_at
+        self._metrics.scheduled.set(len(self._schedule))
+        order = _admitted(order, admitted_at)
+        self.log.bind(order_id=order.order_id).info(
+            "scheduled order admitted: due {}, admitted {}", _iso(order.due_ts), _iso(admitted_at)
+        )
+        await self._dispatch(Accepted(order, None))
+
+    async def cancel(self, order_id: str) -> Cancelled:
+        """Cancel a scheduled order that has not been admitted (see `cancel_scheduled`); this run's
+        driver gets its outcome if the order is this run's."""
+        if self._ledger is None:
+            raise NotServing("cancelling a scheduled order needs the ledger it is kept in")
+        result, outcome = await cancel_scheduled(self._ledger, order_id)
+        if outcome is not None and self._schedule.drop(order_id):
+            self._metrics.scheduled.set(len(self._schedule))
+            await self._outbox.reserve()
+            self._accepted += 1
+            self._outbox.outcome(EncodedOutcome.of(outcome))
+        return result
+
     def _answered(self, order: JewelryOrder, answer: EncodedOutcome | BaseException) -> None:
         if isinstance(answer, EncodedOutcome):
             self._outbox.outcome(answer)
@@ -296,6 +380,45 @@ class IntakeRun:
         reason = describe_error(answer)  # reported as lost; the run ends non-zero
         self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
         self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledger is not None))
+
+
+async def cancel_scheduled(ledger: SqlLedger, order_id: str) -> tuple[Cancelled, OrderOutcome | None]:
+    """Cancel a scheduled order that has not been admitted: its outcome (cancelled) is recorded in
+    the transaction that cancels it, so no Producer admits it afterwards, whichever one holds it."""
+    made: list[OrderOutcome] = []
+
+    def outcome(found: Scheduled) -> tuple[str, str]:
+        made.append(_cancelled(found))
+        return OrderStatus.CANCELLED.value, made[-1].model_dump_json(exclude={"from_ledger"})
+
+    result = await asyncio.to_thread(ledger.cancel_scheduled, order_id, outcome)
+    if result is Cancelled.CANCELLED:
+        logger.bind(stage="producer", order_id=order_id).info("scheduled order cancelled before it was due")
+        return result, made[-1]
+    return result, None
+
+
+def _admitted(order: JewelryOrder, at: float) -> JewelryOrder:
+    return order.model_copy(update={"admitted_at": datetime.fromtimestamp(at, UTC)})
+
+
+def _cancelled(found: Scheduled) -> OrderOutcome:
+    order = JewelryOrder.model_validate_json(found.order_json)
+    at = datetime.fromtimestamp(found.cancelled_at or time.time(), UTC)
+    return OrderOutcome(
+        order_id=order.order_id,
+        order=order,
+        status=OrderStatus.CANCELLED,
+        reason=f"cancelled before it was due ({_iso(found.not_before)})",
+        started_at=at,
+        finished_at=at,
+        latency_ms=0.0,
+        due_at=order.not_before,
+    )
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts is not None else None
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

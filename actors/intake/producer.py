@@ -20,10 +20,11 @@ from loguru import logger
 from actors.errors import NotServing, RunInProgress
 from actors.intake.breaker_watch import BreakerWatch
 from actors.intake.http_intake import HttpLimits
-from actors.intake.intake_run import IntakeRun, RunPlan
+from actors.intake.intake_run import IntakeRun, RunPlan, cancel_scheduled
 from actors.intake.rate_limit import RateLimiter
 from actors.intake.sources import Row
 from actors.ledger import LedgerSpec, open_ledger
+from actors.ledger.schedule import Cancelled
 from actors.models.messages import ProducerProgress, SubmitReceipt
 from actors.models.submissions import Submission, SubmissionAnswer
 from actors.naming import resolve
@@ -99,6 +100,15 @@ class Producer:
     async def accept_orders(self, submissions: list[Submission]) -> list[SubmissionAnswer]:
         """Serve mode: orders sent over HTTP, each answered under its idempotency key."""
         return await self._serving_run().accept_submissions(submissions)
+
+    async def cancel_order(self, order_id: str) -> Cancelled:
+        """Cancel a scheduled order that has not started; with no run in progress, in the ledger alone."""
+        if self._run is not None and not self._run.finished:
+            return await self._run.cancel(order_id)
+        if self._ledger is None:
+            raise NotServing("cancelling a scheduled order needs the ledger it is kept in")
+        result, _ = await cancel_scheduled(self._ledger, order_id)
+        return result
 
     async def stop(self) -> None:
         """Admit no more orders into the run in progress (see `IntakeRun.stop`)."""

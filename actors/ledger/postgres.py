@@ -103,7 +103,13 @@ CREATE TABLE IF NOT EXISTS accepted_orders (
     order_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT NOT NULL, order_json TEXT NOT NULL,
     accepted_at DOUBLE PRECISION NOT NULL
 );
-CREATE INDEX IF NOT EXISTS accepted_orders_by_namespace ON accepted_orders (namespace, accepted_at)
+CREATE INDEX IF NOT EXISTS accepted_orders_by_namespace ON accepted_orders (namespace, accepted_at);
+CREATE TABLE IF NOT EXISTS scheduled_orders (
+    order_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT NOT NULL,
+    not_before DOUBLE PRECISION NOT NULL, order_json TEXT NOT NULL, scheduled_at DOUBLE PRECISION NOT NULL,
+    admitted_at DOUBLE PRECISION, cancelled_at DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS scheduled_orders_by_due ON scheduled_orders (namespace, not_before)
 """
 # Schema 2 kept a replica's state and effects by its name alone (see SqlLedger.upgrade_from_2).
 UPGRADE_FROM_2 = """

@@ -31,6 +31,7 @@ class AcceptedRequest(NamedTuple):
     order_id: str
     order_json: str
     status: str
+    not_before: float | None = None  # a scheduled order: kept until it is due, in the same transaction
 
 
 class RequestLedger(ABC):
@@ -93,6 +94,12 @@ class RequestLedger(ABC):
                 "INSERT INTO run_orders (run_id, order_id, admitted_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                 [(run_id, r.order_id, now) for r in accepted],
             )
+            if scheduled := [r for r in accepted if r.not_before is not None]:
+                db.executemany(
+                    "INSERT INTO scheduled_orders (order_id, namespace, run_id, not_before, order_json, scheduled_at) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    [(r.order_id, self.namespace, run_id, r.not_before, r.order_json, now) for r in scheduled],
+                )
 
         self._write(body)
 
@@ -123,12 +130,13 @@ class RequestLedger(ABC):
         """Where the order stands: its acceptance, each stage's recorded result, its outcome. None when
         the ledger knows nothing of it."""
         accepted = self._read("SELECT accepted_at FROM accepted_orders WHERE order_id = ?", (order_id,))
+        scheduled = self._read("SELECT not_before, admitted_at FROM scheduled_orders WHERE order_id = ?", (order_id,))
         effects = self._read(
             "SELECT stage, status, result, recorded_at FROM effects WHERE order_id = ? ORDER BY recorded_at",
             (order_id,),
         )
         outcome = self._read("SELECT status, outcome FROM outcomes WHERE order_id = ?", (order_id,))
-        if not (accepted or effects or outcome):
+        if not (accepted or effects or outcome or scheduled):
             return None
         return OrderProgress(
             order_id=order_id,
@@ -139,4 +147,6 @@ class RequestLedger(ABC):
             ),
             outcome_status=outcome[0][0] if outcome else None,
             outcome=outcome[0][1] if outcome else None,
+            not_before=float(scheduled[0][0]) if scheduled else None,
+            admitted_at=float(scheduled[0][1]) if scheduled and scheduled[0][1] is not None else None,
         )

@@ -7,7 +7,8 @@ PostgreSQL store translates them.
 Write discipline: the Dispatcher alone writes outcomes and dead letters; each stage replica writes
 its own effects, their claims on the shared workshop, and its own checkpoint, always together in
 one short transaction, committed before the call returns; the driver writes its runs, and the
-Producer which orders each run admitted, with what it accepted over HTTP (`RequestLedger`).
+Producer which orders each run admitted, with what it accepted over HTTP (`RequestLedger`) and the
+orders scheduled for later (`ScheduleLedger`), whose outcome it writes when it cancels one.
 
 Several systems may share one database. A system is its namespace: what is kept per replica (its
 checkpoint, its fence, the effects it made) is keyed by (namespace, replica), so two systems never
@@ -34,6 +35,7 @@ from actors.errors import ClaimRefused, DuplicateEffect, LedgerMismatch, Superse
 from actors.ledger.claims import Claim
 from actors.ledger.journal import RecordedEffect
 from actors.ledger.requests import RequestLedger
+from actors.ledger.schedule import ScheduleLedger
 from actors.models import (
     DeadLetter,
     JewelryOrder,
@@ -75,7 +77,7 @@ class Connection(Protocol):
         rows it changed in all."""
 
 
-class SqlLedger(RequestLedger, ABC):
+class SqlLedger(RequestLedger, ScheduleLedger, ABC):
     """Effects, checkpoints, outcomes and dead letters, and the shared workshop, on an SQL store."""
 
     location: str

@@ -85,6 +85,11 @@ CREATE TABLE IF NOT EXISTS accepted_orders (
     accepted_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS accepted_orders_by_namespace ON accepted_orders (namespace, accepted_at);
+CREATE TABLE IF NOT EXISTS scheduled_orders (
+    order_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, run_id TEXT NOT NULL, not_before REAL NOT NULL,
+    order_json TEXT NOT NULL, scheduled_at REAL NOT NULL, admitted_at REAL, cancelled_at REAL
+);
+CREATE INDEX IF NOT EXISTS scheduled_orders_by_due ON scheduled_orders (namespace, not_before);
 """
 
 

@@ -123,6 +123,7 @@ class ProducerProgress(BaseModel):
     serving: bool = False
     source_error: str | None = None
     not_started: int | None = None  # records left unread by a stop (an interrupt); None: read to the end
+    scheduled: int = 0  # scheduled orders waiting for their time (the ledger keeps them for a later run)
 
 
 class ScalingEvent(BaseModel):

@@ -115,6 +115,12 @@ class JewelryOrder(JsonPickled, _Strict):
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     priority: Priority = Priority.NORMAL
     created_at: datetime
+    not_before: datetime | None = Field(
+        default=None, description="scheduled: not started before this time (RFC 3339, with a timezone)"
+    )
+    admitted_at: datetime | None = Field(
+        default=None, description="set by the system when a scheduled order is admitted; not taken on input"
+    )
 
     @field_validator("metal", mode="before")
     @classmethod
@@ -152,9 +158,21 @@ class JewelryOrder(JsonPickled, _Strict):
             )
         return value
 
-    @field_validator("created_at")
+    @field_validator("created_at", "not_before", "admitted_at")
     @classmethod
-    def _timezone_aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("created_at needs a timezone (e.g. 2025-01-15T10:00:00+08:00)")
+    def _timezone_aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError(f"{info.field_name} needs a timezone (e.g. 2025-01-15T10:00:00+08:00)")
         return value
+
+    @field_validator("admitted_at")
+    @classmethod
+    def _admitted_only_when_scheduled(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is not None and info.data.get("not_before") is None:
+            raise ValueError("only a scheduled order (not_before) is admitted by the system; leave admitted_at out")
+        return value
+
+    @property
+    def due_ts(self) -> float | None:
+        """`not_before` in epoch seconds, as the ledger keeps it."""
+        return self.not_before.timestamp() if self.not_before is not None else None

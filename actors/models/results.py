@@ -42,6 +42,12 @@ class OrderStatus(StrEnum):
     # A stage kept erroring after its retries: the order waits, its other stages' work held, for
     # `jewelry-fanout replay` to complete it (or abandon it, which compensates).
     DEAD_LETTERED = "dead_lettered"
+    # A scheduled order cancelled before it was due: it never started, no stage did anything.
+    CANCELLED = "cancelled"
+
+
+# Outcomes that concluded without a stage being called: they have no stage results.
+WITHOUT_STAGES = (OrderStatus.REJECTED, OrderStatus.CANCELLED)
 
 
 class StageResult(JsonPickled):
@@ -88,6 +94,8 @@ class OrderOutcome(JsonPickled):
         default_factory=dict, description="for a failed order: what each stage undid, or why it could not"
     )
     from_ledger: bool = Field(default=False, description="reached in an earlier run; read back, not reprocessed")
+    due_at: datetime | None = Field(default=None, description="a scheduled order: when it was due (not_before)")
+    admitted_at: datetime | None = Field(default=None, description="a scheduled order: when it was admitted")
 
     @classmethod
     def from_results(
@@ -107,11 +115,13 @@ class OrderOutcome(JsonPickled):
             started_at=started_at,
             finished_at=finished_at,
             latency_ms=(finished_at - started_at).total_seconds() * 1000.0,
+            due_at=order.not_before,
+            admitted_at=order.admitted_at,
         )
 
     @model_validator(mode="after")
     def _complete_fan_in(self) -> OrderOutcome:
-        if self.status is not OrderStatus.REJECTED and set(self.results) != set(STAGES):
+        if self.status not in WITHOUT_STAGES and set(self.results) != set(STAGES):
             missing = sorted(set(STAGES) - set(self.results))
             raise ValueError(f"order {self.order_id} has no result from {', '.join(missing)}")
         if self.status is not OrderStatus.COMPLETED and not self.reason:

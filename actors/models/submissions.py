@@ -80,9 +80,13 @@ class OrderProgress(BaseModel):
     effects: tuple[StageEffect, ...]  # in the order they were recorded
     outcome_status: str | None
     outcome: str | None  # the OrderOutcome's JSON line, as outcomes.jsonl holds it
+    not_before: float | None = None  # a scheduled order: when it is due
+    admitted_at: float | None = None  # ... and when it was admitted (None: still waiting)
 
     @property
     def status(self) -> str:
         if self.outcome_status is not None:
             return self.outcome_status
-        return "running" if self.effects else "accepted"
+        if self.effects:
+            return "running"
+        return "scheduled" if self.not_before is not None and self.admitted_at is None else "accepted"

@@ -5,6 +5,8 @@ in unit tests), with no Ray in this module.
   `max_batch`, item i under the key `KEY#i`, answered item by item.
 - `GET /v1/orders/{id}` its status and outcome; `/events` its progress as Server-Sent Events;
   `/trace` its story from the ledger.
+- `GET /v1/orders?status=scheduled` the orders waiting for their time; `DELETE /v1/orders/{id}`
+  cancels one that has not started (`schedule_routes`).
 - `/healthz` (up), `/readyz` (the Producer and every shard answer), `/openapi.json`, `/docs`.
 Every error is `application/problem+json`. Every /v1 call needs `Authorization: Bearer KEY`.
 """
@@ -33,6 +35,7 @@ from actors.intake.sources import validate_record
 from actors.models import FieldError, JewelryOrder, RejectedRecord, StageName
 from actors.models.submissions import OrderProgress, Submission, SubmissionAnswer, Verdict
 from orchestration.http.problems import Problem, ProblemResponse, field_errors, problem, problem_body
+from orchestration.http.schedule_routes import ScheduleBackend, add_schedule_routes
 
 EVENTS_POLL_S = 0.2
 EVENTS_KEEPALIVE_S = 10.0
@@ -44,7 +47,7 @@ class Unavailable(FanoutError):
     """The backend cannot reach the system right now (a Producer restarting, say): try again."""
 
 
-class Backend(Protocol):
+class Backend(ScheduleBackend, Protocol):
     async def accept(self, submissions: list[Submission]) -> list[SubmissionAnswer]: ...
 
     async def progress(self, order_id: str) -> OrderProgress | None: ...
@@ -64,12 +67,12 @@ class ApiConfig(BaseModel):
 
 class Accepted(BaseModel):
     order_id: str
-    status: str = Field(description="accepted")
+    status: str = Field(description="accepted, or scheduled (it has a not_before)")
 
 
 class OrderView(BaseModel):
     order_id: str
-    status: str = Field(description="accepted, running, completed, failed or dead_lettered")
+    status: str = Field(description="scheduled, accepted, running, completed, failed, dead_lettered or cancelled")
     outcome: dict[str, Any] | None = Field(description="the whole OrderOutcome once concluded")
 
 
@@ -243,6 +246,7 @@ def build_api(backend: Backend, config: ApiConfig) -> FastAPI:
             return _unknown(order_id, request)
         return JSONResponse(trace)
 
+    add_schedule_routes(app, backend, client_of, lambda detail: _unavailable(detail, config))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # the order schema, documented once
     return app
 

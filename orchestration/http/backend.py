@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from actors.errors import FanoutError, describe_error
 from actors.ledger import LedgerSpec, SqlLedger, open_ledger
+from actors.ledger.schedule import Cancelled, Scheduled
 from actors.models.submissions import OrderProgress, Submission, SubmissionAnswer
 from orchestration.http.api import Unavailable
 from orchestration.trace import UnknownOrder, trace_order
@@ -41,17 +42,28 @@ class RayBackend:
         self._ledger: SqlLedger | None = None
 
     async def accept(self, submissions: list[Submission]) -> list[SubmissionAnswer]:
+        answers: list[SubmissionAnswer] = await self._producer_call("accept_orders", submissions)
+        return answers
+
+    async def cancel(self, order_id: str) -> Cancelled:
+        result: Cancelled = await self._producer_call("cancel_order", order_id)
+        return result
+
+    async def _producer_call(self, method: str, *args: Any) -> Any:
+        """A call to the Producer; its own refusals (NotServing, LedgerUnavailable) are raised as such."""
         producer = self._producer_handle()
         try:
-            answers: list[SubmissionAnswer] = await producer.accept_orders.remote(submissions)
+            return await getattr(producer, method).remote(*args)
         except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, FanoutError):  # NotServing, LedgerUnavailable: said as such
+            if isinstance(error.cause, FanoutError):
                 raise error.cause from None
             raise
         except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError) as error:
             self._producer = None  # looked up again on the next call
             raise Unavailable(f"the Producer is restarting: {describe_error(error)}") from error
-        return answers
+
+    async def scheduled(self, limit: int, after: tuple[float, str] | None) -> list[Scheduled]:
+        return await asyncio.to_thread(self._store().waiting_scheduled, limit, after)
 
     async def progress(self, order_id: str) -> OrderProgress | None:
         return await asyncio.to_thread(self._store().order_progress, order_id)

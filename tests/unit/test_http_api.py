@@ -19,9 +19,11 @@ import pytest
 
 from actors.intake.accept import Acceptance, Accepted
 from actors.intake.http_intake import HttpIntake, HttpLimits
+from actors.intake.intake_run import cancel_scheduled
 from actors.intake.rate_limit import RateLimiter
 from actors.ledger import SqlLedger, open_ledger
 from actors.ledger.requests import AcceptedRequest
+from actors.ledger.schedule import Cancelled, Scheduled
 from actors.ledger.spec import LedgerSpec
 from actors.models import STAGES, JewelryOrder, OrderOutcome, RejectedRecord, StageResult, StageStatus
 from actors.models.breakers import BreakerSnapshot, BreakerState
@@ -75,6 +77,13 @@ class FakeProducer:
 
     async def progress(self, order_id: str) -> OrderProgress | None:
         return self.ledger.order_progress(order_id)
+
+    async def cancel(self, order_id: str) -> Cancelled:
+        result, _ = await cancel_scheduled(self.ledger, order_id)
+        return result
+
+    async def scheduled(self, limit: int, after: tuple[float, str] | None) -> list[Scheduled]:
+        return self.ledger.waiting_scheduled(limit, after)
 
     async def trace(self, order_id: str) -> dict[str, Any] | None:
         try:
@@ -299,6 +308,48 @@ def test_while_a_stage_is_open_a_new_order_gets_503_naming_it_and_a_repeat_still
     [repeat] = call(producer, post(order_dict(0), key="s0"))  # costs the stages nothing: answered
     assert repeat.status_code == 202 and repeat.json() == accepted.json()
     assert len(ledger.unfinished_accepted()) == 1
+
+
+def test_scheduled_orders_are_listed_soonest_first_page_by_page_and_one_not_started_is_cancelled(producer, ledger):
+    soon, later = "2031-03-01T09:00:00+00:00", "2031-03-20T09:00:00+08:00"
+    answers = call(
+        producer,
+        post(order_dict(0, order_id="J2031001", not_before=later), key="a"),
+        post(order_dict(1, order_id="J2031002", not_before=soon), key="b"),
+        post(order_dict(2, order_id="J2031003"), key="c"),  # not scheduled
+    )
+    assert [r.json()["status"] for r in answers] == ["scheduled", "scheduled", "accepted"]
+    [shown] = call(producer, get("/v1/orders/J2031001"))
+    assert shown.json()["status"] == "scheduled"
+    [page] = call(producer, get("/v1/orders?status=scheduled&limit=1"))
+    first = page.json()
+    assert [o["order_id"] for o in first["orders"]] == ["J2031002"] and first["orders"][0]["not_before"].startswith(
+        "2031-03-01T09:00"
+    )
+    [rest] = call(producer, get(f"/v1/orders?status=scheduled&limit=1&after={first['next']}"))
+    assert [o["order_id"] for o in rest.json()["orders"]] == ["J2031001"]
+    [bad] = call(producer, get("/v1/orders?status=running"))
+    assert is_problem(bad, 422, "invalid-query")["errors"][0]["field"] == "status"
+
+    [cancelled, again, unknown, not_scheduled] = call(
+        producer,
+        ("DELETE", "/v1/orders/J2031001", {"headers": AUTH}),
+        ("DELETE", "/v1/orders/J2031001", {"headers": AUTH}),
+        ("DELETE", "/v1/orders/J2099999", {"headers": AUTH}),
+        ("DELETE", "/v1/orders/J2031003", {"headers": AUTH}),
+    )
+    assert cancelled.status_code == 200 and cancelled.json() == {"order_id": "J2031001", "status": "cancelled"}
+    assert again.status_code == 200  # DELETE is idempotent
+    is_problem(unknown, 404, "unknown-order")
+    is_problem(not_scheduled, 404, "unknown-order")
+    ledger.admit_scheduled("J2031002", datetime(2031, 3, 1, 9, tzinfo=UTC).timestamp())  # it fell due and started
+    [started] = call(producer, ("DELETE", "/v1/orders/J2031002", {"headers": AUTH}))
+    is_problem(started, 409, "order-started")
+    [gone] = call(producer, get("/v1/orders?status=scheduled"))
+    assert gone.json() == {"orders": [], "next": None}
+    [view] = call(producer, get("/v1/orders/J2031001"))
+    assert view.json()["status"] == "cancelled"
+    assert datetime.fromisoformat(view.json()["outcome"]["due_at"]) == datetime(2031, 3, 20, 1, tzinfo=UTC)
 
 
 def test_an_unknown_order_is_404_and_a_concluded_one_shows_its_whole_outcome(producer, ledger):
