@@ -13,8 +13,9 @@ from typing import Any
 
 import ray
 
-from actors.errors import NotRunning, SourceError, SystemStartError
+from actors.errors import FanoutError, NotRunning, SourceError, SystemStartError
 from actors.intake.sources import SUPPORTED_SUFFIXES, read_rows
+from actors.ledger.schedule import Cancelled
 from actors.models.messages import DispatcherStats, SubmitReceipt, SystemStatus
 from orchestration.wiring import check_reachable, collect_snapshots, dispatcher_name
 
@@ -75,6 +76,17 @@ def submit_file(namespace: str, path: Path) -> SubmitReceipt:
         _actor("producer", namespace).submit.remote(rows, path.name), timeout=CALL_TIMEOUT_S
     )
     return receipt
+
+
+def cancel_scheduled_order(namespace: str, order_id: str) -> Cancelled:
+    """Ask the system's Producer to cancel a scheduled order that has not started."""
+    try:
+        result: Cancelled = ray.get(_actor("producer", namespace).cancel_order.remote(order_id), timeout=CALL_TIMEOUT_S)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, FanoutError):  # NotServing: no ledger to cancel in
+            raise error.cause from None
+        raise
+    return result
 
 
 def stop_serving(namespace: str) -> None:

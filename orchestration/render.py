@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.models import StageName, StageStatus
+from actors.models.breakers import BreakerSnapshot, BreakerState
 from actors.models.messages import DispatcherStats, ReplicaLoad, SystemStatus
 from actors.models.runs import RunRecord
 from orchestration.output import RunFiles
@@ -77,6 +78,24 @@ def render_summary(console: Console, summary: RunSummary, files: RunFiles | None
         console.print(f"outcomes: {files.outcomes_path}\nrejects:  {files.rejects_path}")
 
 
+def breaker_line(shards: list[DispatcherStats]) -> str:
+    """`circuit breakers: all closed`, or each stage not closed with its worst shard's state."""
+    worst: dict[str, BreakerSnapshot] = {}
+    for shard in shards:
+        for snap in shard.breakers:
+            if snap.stage not in worst or snap.state.level > worst[snap.stage].state.level:
+                worst[snap.stage] = snap
+    troubled = [snap for snap in worst.values() if snap.state is not BreakerState.CLOSED]
+    if not troubled:
+        return "circuit breakers: all closed"
+    parts = []
+    for snap in troubled:
+        rate = f"{snap.failure_rate:g}% of {snap.calls} calls failed" if snap.failure_rate is not None else "trials"
+        wait = f", trial calls in {snap.retry_after_s:.1f} s" if snap.state is BreakerState.OPEN else ""
+        parts.append(f"{snap.stage} {snap.state.value.upper()} ({rate}{wait}; {snap.refused} refused)")
+    return "circuit breakers: " + "; ".join(parts)
+
+
 def render_status(console: Console, status: SystemStatus) -> None:
     shards = status.dispatchers
     by_status = {name: sum(shard.by_status.get(name, 0) for shard in shards) for name in shards[0].by_status}
@@ -94,6 +113,9 @@ def render_status(console: Console, status: SystemStatus) -> None:
             head += (
                 f"\nover HTTP: {http['queued']}/{http['max_queued']} queued for admission; answered {answers or 'none'}"
             )
+        if isinstance(scheduled := p.get("scheduled"), dict) and scheduled["waiting"]:
+            head += f"\nscheduled: {scheduled['waiting']} waiting for their time, next due {scheduled['next_due']}"
+    head += "\n" + breaker_line(shards)
     console.print(head)
     if len(shards) > 1:
         table = Table(title="Dispatcher shards", title_justify="left")

@@ -71,6 +71,7 @@ class CircuitBreaker:
         self.opened = 0
         self.refused = 0
         self.last_failure = ""
+        self._tripped = (0.0, 0)  # the failure rate and calls that last opened it
 
     @property
     def state(self) -> BreakerState:
@@ -106,11 +107,13 @@ class CircuitBreaker:
         if self._state is BreakerState.CLOSED:
             self._add_to_window(successes, failures)
             if len(self._window) >= self.policy.minimum_calls and self._rate() >= self.policy.failure_rate_threshold:
+                self._tripped = (self._rate(), len(self._window))
                 self._move(BreakerState.OPEN)
         elif self._state is BreakerState.HALF_OPEN:
             self._trial_outcomes.extend([False] * successes + [True] * failures)
             if len(self._trial_outcomes) >= self.policy.half_open_calls:
                 rate = 100.0 * sum(self._trial_outcomes) / len(self._trial_outcomes)
+                self._tripped = (rate, len(self._trial_outcomes))
                 self._move(BreakerState.OPEN if rate >= self.policy.failure_rate_threshold else BreakerState.CLOSED)
 
     def retry_after_s(self) -> float:
@@ -123,6 +126,8 @@ class CircuitBreaker:
         if state is BreakerState.HALF_OPEN:
             calls = len(self._trial_outcomes)
             rate = 100.0 * sum(self._trial_outcomes) / calls if calls else None
+        elif state is BreakerState.OPEN:
+            rate, calls = self._tripped
         else:
             calls = len(self._window)
             rate = self._rate() if calls >= self.policy.minimum_calls else None

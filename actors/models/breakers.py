@@ -32,8 +32,8 @@ class BreakerSnapshot(BaseModel):
 
     stage: str
     state: BreakerState
-    failure_rate: float | None  # percent, over the window (None: fewer calls than the minimum)
-    calls: int  # in the window (closed) or trial calls answered (half-open)
+    failure_rate: float | None  # percent: over the window (None: fewer calls than the minimum), the trials, or
+    calls: int  # ... the calls that opened it (open)
     retry_after_s: float  # open: until trial calls are let through; else 0
     opened: int  # times it opened
     refused: int  # calls refused while open or past the trials

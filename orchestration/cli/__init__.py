@@ -2,8 +2,9 @@
 
 Exit codes: 0 every valid order reached a terminal outcome; 1 some did not (lost, the source
 stopped early, or unfinished because the ledger was unreachable: the same command finishes them);
-2 bad arguments, settings, input file or ledger (for trace: an order id it does not hold); 3 the
-actors could not start, or (for status, submit, stop) no running system was found; 4 the run
+2 bad arguments, settings, input file or ledger (for trace: an order id it does not hold; for
+cancel: an order that has started or is not scheduled); 3 the actors could not start, or (for
+status, submit, stop, cancel) no running system or front door was found; 4 the run
 finished but some orders are dead-lettered and wait for `replay` (for `replay`: the order is still
 dead-lettered); 130 the run was interrupted (Ctrl-C or SIGTERM) before it had read its source:
 the same command resumes it.
@@ -34,6 +35,7 @@ from orchestration.cli.ledger_commands import (
 from orchestration.cli.parser import _replicas, build_parser, overrides_from
 from orchestration.cli.remote import operate_command
 from orchestration.cli.run import run_command
+from orchestration.cli.schedule_commands import cancel_command, scheduled_command
 from orchestration.cli.terminal import stderr_console
 from orchestration.settings import FanoutSettings, load_settings
 
@@ -75,4 +77,8 @@ def main(argv: list[str] | None = None, settings: FanoutSettings | None = None) 
         return trace_command(args, settings, err)
     if args.command == "runs":
         return runs_command(args, settings, err)
+    if args.command == "scheduled":
+        return scheduled_command(args, settings, err)
+    if args.command == "cancel":
+        return cancel_command(args, settings, err)
     return operate_command(args, settings, err)

@@ -70,12 +70,12 @@ def _post(client: httpx.Client, key: str, orders: list[Any]) -> list[dict[str, A
         else:
             if response.status_code == 200:
                 results: list[dict[str, Any]] = response.json()["results"]
-                if not any(result.get("status") == 503 for result in results):
+                if not any(result.get("status") in (429, 503) for result in results):
                     return results
                 # Some orders were taken: the queue is moving; ask again soon, then less often.
                 wait_s, reason = partial_wait_s, "busy for some orders"
                 partial_wait_s = min(2 * partial_wait_s, PARTIAL_RETRY_MAX_S)
-            elif response.status_code == 503:
+            elif response.status_code in (429, 503):  # rate-limited, busy, a stage open: the same key later
                 wait_s, reason = float(response.headers.get("retry-after", "1")), _detail(response)
             else:
                 raise FrontDoorRefused(f"{response.status_code}: {_detail(response)}")

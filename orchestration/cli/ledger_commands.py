@@ -23,7 +23,7 @@ from orchestration.trace import UnknownOrder, trace_order
 
 def replay_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
     """Start the workshop on the run's ledger (replicas come back with their state) and replay one order."""
-    if (spec := _run_ledger(settings, err, "replay needs a ledger")) is None:
+    if (spec := run_ledger(settings, err, "replay needs a ledger")) is None:
         return EXIT_USAGE
     stage = StageName(args.stage) if args.stage else None
     try:  # refused from the ledger alone, before any actor is started for it
@@ -86,7 +86,7 @@ def restock_command(args: argparse.Namespace, settings: FanoutSettings, err: Con
 
 def trace_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
     """Read one order's story from the ledger, without Ray: lanes on a time axis, or `--json`."""
-    if (spec := _run_ledger(settings, err, "trace needs a ledger: a run without one keeps no story")) is None:
+    if (spec := run_ledger(settings, err, "trace needs a ledger: a run without one keeps no story")) is None:
         return EXIT_USAGE
     try:
         ledger = open_ledger(spec)
@@ -109,7 +109,7 @@ def trace_command(args: argparse.Namespace, settings: FanoutSettings, err: Conso
 
 def runs_command(args: argparse.Namespace, settings: FanoutSettings, err: Console) -> int:
     """List the runs in the ledger, without Ray: every system's that shares the database."""
-    if (spec := _run_ledger(settings, err, "runs needs a ledger: a run without one records none")) is None:
+    if (spec := run_ledger(settings, err, "runs needs a ledger: a run without one records none")) is None:
         return EXIT_USAGE
     try:
         with open_ledger(spec) as ledger:
@@ -124,7 +124,7 @@ def runs_command(args: argparse.Namespace, settings: FanoutSettings, err: Consol
     return EXIT_OK
 
 
-def _run_ledger(settings: FanoutSettings, err: Console, without: str) -> LedgerSpec | None:
+def run_ledger(settings: FanoutSettings, err: Console, without: str) -> LedgerSpec | None:
     """The ledger of the run the command is about, if there is one where the settings point."""
     spec = settings.ledger_spec()
     if spec is None:

@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(submit)
 
+    scheduled = commands.add_parser("scheduled", help="list the orders waiting for their time (not_before)")
+    scheduled.add_argument("--http", metavar="URL", help="ask the front door at URL instead of reading the ledger")
+    scheduled.add_argument("--json", action="store_true", help="print them as one JSON list")
+    _ledger_options(scheduled)
+    _common(scheduled)
+
+    cancel = commands.add_parser("cancel", help="cancel a scheduled order that has not started")
+    cancel.add_argument("order_id", metavar="ORDER_ID")
+    cancel.add_argument("--http", metavar="URL", help="through the front door at URL instead of joining the cluster")
+    _common(cancel)
+
     stop = commands.add_parser("stop", help="end a --serve run once what it accepted is done")
     _common(stop)
 

@@ -113,3 +113,46 @@ def test_the_driver_s_digest_of_an_outcome_line_tallies_exactly_as_the_whole_out
     assert whole.summary(1.0, None, {}, {}) == digested.summary(1.0, None, {}, {})
     summary = digested.summary(1.0, None, {}, {})
     assert summary.failed > 0 and summary.completed > 0 and summary.from_ledger == 1  # every branch was tallied
+
+
+def test_status_names_a_stage_whose_breaker_is_open_in_any_shard_and_the_scheduled_orders_waiting():
+    from actors.models.breakers import BreakerSnapshot, BreakerState
+
+    def shard(index: int, state: BreakerState) -> DispatcherStats:
+        snap = BreakerSnapshot(
+            stage="logistics", state=state, failure_rate=100.0, calls=20, retry_after_s=7.04, opened=1, refused=3
+        )
+        closed = BreakerSnapshot(
+            stage="quality", state=BreakerState.CLOSED, failure_rate=None, calls=4, retry_after_s=0, opened=0, refused=0
+        )
+        return DispatcherStats(
+            shard=index, in_flight=0, waiting=9, orders_done=0, by_status={}, stages={}, breakers=[closed, snap]
+        )
+
+    producer = {
+        "read": 3,
+        "expected_records": 3,
+        "source": "http",
+        "accepted": 3,
+        "serving": True,
+        "scheduled": {"waiting": 2, "next_due": "2031-03-01T09:00:00+00:00"},
+    }
+    console = Console(record=True, width=200)
+    render_status(
+        console,
+        SystemStatus(
+            namespace="x",
+            dispatchers=[shard(0, BreakerState.CLOSED), shard(1, BreakerState.OPEN)],
+            producer=producer,
+            snapshots={},
+        ),
+    )
+    text = console.export_text()
+    assert "circuit breakers: logistics OPEN (100% of 20 calls failed, trial calls in 7.0 s; 3 refused)" in text
+    assert "quality" not in text.split("circuit breakers:")[1].splitlines()[0]
+    assert "scheduled: 2 waiting for their time, next due 2031-03-01T09:00:00+00:00" in text
+    console = Console(record=True, width=200)
+    render_status(
+        console, SystemStatus(namespace="x", dispatchers=[shard(0, BreakerState.CLOSED)], producer=None, snapshots={})
+    )
+    assert "circuit breakers: all closed" in console.export_text()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -158,3 +159,17 @@ def test_a_scheduled_order_waits_survives_a_producer_restart_and_is_admitted_onc
         scheduled.admitted_at.timestamp(), abs=1e-5
     )
     assert ledger.waiting_scheduled() == []
+
+
+def test_a_file_schedules_an_order_with_a_not_before_column_and_a_bad_one_is_named(tmp_path):
+    from actors.intake.sources import read_records
+    from actors.models import RejectedRecord
+
+    lines = Path("examples/orders.csv").read_text().splitlines()
+    path = tmp_path / "preorders.csv"
+    path.write_text(
+        "\n".join([lines[0] + ",not_before", lines[1] + ",2031-03-20T09:00:00+08:00", lines[2] + ",the 20th"]) + "\n"
+    )
+    scheduled, bad = read_records(SourceSpec(path=path))
+    assert scheduled.not_before == datetime(2031, 3, 20, 1, tzinfo=UTC)
+    assert isinstance(bad, RejectedRecord) and bad.errors[0].field == "not_before"
