@@ -6,8 +6,10 @@ The states and rules are Resilience4j's (resilience4j.readme.io/docs/circuitbrea
   `failure_rate_threshold` percent opens the breaker.
 - **open**: no call goes (the caller gets `CircuitOpen` at once). After `open_s` it turns
   half-open by itself, the next time anyone looks.
-- **half-open**: `half_open_calls` trial calls go, the rest are refused; once every trial has
-  answered, their failure rate decides: at or above the threshold it opens again, below it closes.
+- **half-open**: up to `half_open_calls` trial calls go, the rest are refused; once every trial let
+  through has answered, their failure rate decides: at or above the threshold it opens again, below
+  it closes. (Resilience4j waits for all `half_open_calls`; a shard with fewer orders waiting than
+  that would stay half-open, its few trial orders retrying into the missing trial calls.)
 
 Written here rather than taken from a library: the maintained Python breakers (pybreaker,
 aiobreaker, circuitbreaker, purgatory) open on a count of failures, with no failure-rate window and
@@ -111,7 +113,7 @@ class CircuitBreaker:
                 self._move(BreakerState.OPEN)
         elif self._state is BreakerState.HALF_OPEN:
             self._trial_outcomes.extend([False] * successes + [True] * failures)
-            if len(self._trial_outcomes) >= self.policy.half_open_calls:
+            if len(self._trial_outcomes) >= self._trials_sent:
                 rate = 100.0 * sum(self._trial_outcomes) / len(self._trial_outcomes)
                 self._tripped = (rate, len(self._trial_outcomes))
                 self._move(BreakerState.OPEN if rate >= self.policy.failure_rate_threshold else BreakerState.CLOSED)

@@ -31,8 +31,8 @@ class Scheduled(NamedTuple):
 class Cancelled(StrEnum):
     CANCELLED = "cancelled"  # it was waiting: it never starts
     ALREADY = "already"  # cancelled before: the same answer again
-    STARTED = "started"  # it was admitted already (or is not a scheduled order): too late
-    UNKNOWN = "unknown"  # the ledger has no such scheduled order
+    STARTED = "started"  # it was admitted already, or is an order that was never scheduled: too late
+    UNKNOWN = "unknown"  # the ledger has no such order
 
 
 class ScheduleLedger(ABC):
@@ -107,8 +107,12 @@ class ScheduleLedger(ABC):
                 "WHERE order_id = ? AND namespace = ?",
                 (order_id, self.namespace),
             ).fetchone()
-            if row is None:
-                return Cancelled.UNKNOWN
+            if row is None:  # not scheduled: an order the system has is under way or done, too late
+                known = db.execute(
+                    "SELECT 1 FROM outcomes WHERE order_id = ? UNION SELECT 1 FROM run_orders WHERE order_id = ?",
+                    (order_id, order_id),
+                ).fetchone()
+                return Cancelled.STARTED if known else Cancelled.UNKNOWN
             found = Scheduled(*row)
             if found.cancelled_at is not None:
                 return Cancelled.ALREADY

@@ -99,15 +99,13 @@ def add_schedule_routes(
         except LedgerUnavailable as error:
             return unavailable(str(error))
         if result is Cancelled.UNKNOWN:
-            return problem(
-                404, "unknown-order", "Unknown order", f"no scheduled order {order_id}", instance=request.url.path
-            )
+            return problem(404, "unknown-order", "Unknown order", f"no order {order_id}", instance=request.url.path)
         if result is Cancelled.STARTED:
             return problem(
                 409,
                 "order-started",
                 "Order started",
-                f"order {order_id} was admitted already (it was due): it runs to its outcome",
+                f"order {order_id} has started (it was due, or was never scheduled): it runs to its outcome",
                 instance=request.url.path,
             )
         return JSONResponse({"order_id": order_id, "status": "cancelled"})

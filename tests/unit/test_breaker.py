@@ -168,3 +168,12 @@ def test_a_shard_starts_nothing_while_a_stage_is_open_and_one_trial_batch_while_
     logistics.permit(3)
     logistics.record(logistics.epoch, 3, 0)
     assert room(breakers, 50, admitted=0) == 50  # closed again
+
+
+def test_fewer_trial_orders_than_trial_calls_are_judged_once_they_have_all_answered():
+    breaker, clock, _ = _breaker()
+    breaker.record(breaker.epoch, 0, 4)
+    clock.now += 30
+    assert breaker.permit(1) == 1  # the only order waiting: one trial of three
+    breaker.record(breaker.epoch, 0, 1)
+    assert breaker.state is BreakerState.OPEN  # judged on it, not left half-open for trials never sent

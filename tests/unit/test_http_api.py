@@ -341,7 +341,7 @@ def test_scheduled_orders_are_listed_soonest_first_page_by_page_and_one_not_star
     assert cancelled.status_code == 200 and cancelled.json() == {"order_id": "J2031001", "status": "cancelled"}
     assert again.status_code == 200  # DELETE is idempotent
     is_problem(unknown, 404, "unknown-order")
-    is_problem(not_scheduled, 404, "unknown-order")
+    is_problem(not_scheduled, 409, "order-started")  # an order that was never scheduled is under way
     ledger.admit_scheduled("J2031002", datetime(2031, 3, 1, 9, tzinfo=UTC).timestamp())  # it fell due and started
     [started] = call(producer, ("DELETE", "/v1/orders/J2031002", {"headers": AUTH}))
     is_problem(started, 409, "order-started")
