@@ -27,7 +27,6 @@ HTTP_ANSWERS = PREFIX + "http_answers_total"
 HTTP_QUEUED = PREFIX + "http_queued_orders"
 BREAKER_STATE = PREFIX + "breaker_state"
 BREAKER_TRANSITIONS = PREFIX + "breaker_transitions_total"
-BREAKER_REFUSED = PREFIX + "breaker_refused_calls_total"
 SCHEDULED = PREFIX + "scheduled_orders"
 
 ALL_METRICS = (
@@ -44,7 +43,6 @@ ALL_METRICS = (
     HTTP_QUEUED,
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
-    BREAKER_REFUSED,
     SCHEDULED,
 )
 
@@ -106,9 +104,6 @@ class DispatchMetrics:
             BREAKER_TRANSITIONS,
             description="Circuit breaker transitions, by the state entered",
             tag_keys=("stage", "state"),
-        )
-        self.breaker_refused = Counter(
-            BREAKER_REFUSED, description="Stage calls refused by an open circuit breaker", tag_keys=("stage",)
         )
 
     def flush(self) -> None:

@@ -86,7 +86,6 @@ class StageClient:
         epoch, allowed = self.breaker.epoch, self.breaker.permit(len(orders))
         if allowed == len(orders):
             return self._sent(orders, replica, epoch)
-        self._metrics.breaker_refused.inc(len(orders) - allowed, tags={"stage": self.stage.value})
         refused = self._refused(list(range(allowed, len(orders))), self.breaker.refusal())
         return [*self._sent(orders[:allowed], replica, epoch), refused] if allowed else [refused]
 

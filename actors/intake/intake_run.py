@@ -112,6 +112,7 @@ class IntakeRun:
         """Begin feeding in the background; returns how many records the source holds."""
         if self._feeder is None:
             self._expected = count_records(self._source)
+            self._metrics.scheduled.set(0)  # a series from the start, which a dashboard can tell from "no data"
             self._feeder = asyncio.get_running_loop().create_task(self._feed())
             self.log.info("feeding {} record(s) from {}", self._expected, self._source.label)
         return self._expected

@@ -228,6 +228,10 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
         "production.timeout_s=0.02",
         "--set",
         'production.retry={"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}',
+        # Its 4 orders make 8 production calls, every one failing: the 8th answer opens the breaker, so the
+        # transition is counted and every retry was already sent.
+        "--set",
+        'production.breaker={"minimum_calls": 8, "window": 8}',
     )
     assert cluster.wait_for_job(job_id) == "SUCCEEDED", cluster.job_logs(job_id)[-3000:]
     # Counters and histograms outlive the job's actors. Gauges do not: Ray 2.60's metrics agent drops a
@@ -242,6 +246,7 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
         "ray_jewelry_stage_retries_total",
         "ray_jewelry_rejected_records_total",
         "ray_jewelry_compensations_total",
+        "ray_jewelry_breaker_transitions_total",
     }
 
     def exported():  # the metrics agent exports about every 10 s
@@ -261,6 +266,7 @@ def test_application_metrics_reach_the_prometheus_endpoint(cluster, job_run, tmp
     for stage in ("material", "packaging", "logistics"):  # each failed order's completed work was undone
         assert _total(samples, "ray_jewelry_compensations_total", stage=stage) >= 4
     assert _total(samples, "ray_jewelry_stage_results_total", stage="design", status="ok") >= 300
+    assert _total(samples, "ray_jewelry_breaker_transitions_total", stage="production", state="open") >= 1
     latency = {tags["replica"] for tags, _ in samples["ray_jewelry_stage_call_latency_ms_bucket"]}
     assert {"design-0", "design-1", "production-0", "material-0"} <= latency
 
@@ -385,12 +391,18 @@ def test_serve_mode_with_status_submit_and_stop(cluster, postgres_server, promet
     def gauges():
         found = _scrape(cluster.metrics_ports)
         replicas = {tags.get("replica") for tags, _ in found.get("ray_jewelry_stage_ongoing_calls", [])}
-        if found.get("ray_jewelry_orders_in_flight") and {f"{s}-0" for s in named} <= replicas:
+        breakers = {tags.get("stage") for tags, _ in found.get("ray_jewelry_breaker_state", [])}
+        if (
+            found.get("ray_jewelry_orders_in_flight")
+            and {f"{s}-0" for s in named} <= replicas
+            and set(named) <= breakers
+        ):
             return found
         return Pending(f"in-flight series {found.get('ray_jewelry_orders_in_flight')}, queue depths of {replicas}")
 
     live = wait_until(gauges, timeout_s=60, interval_s=2, what="the in-flight and queue-depth gauges")
     assert all(0 <= value <= 100 for _, value in live["ray_jewelry_orders_in_flight"])  # max_in_flight
+    assert {value for _, value in live["ray_jewelry_breaker_state"]} == {0.0}  # every breaker closed
     assert not [n for n in names if re.search(r"J\d{7}", n)], "a task named after an order"
 
     def serving_latency_scraped(at_least: int):
