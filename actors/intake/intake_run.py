@@ -334,10 +334,12 @@ class IntakeRun:
             return Accepted(_admitted(order, state.admitted_at), None)
         if state is not None and state.cancelled_at is not None:
             assert self._ledger is not None
-            return Accepted(order, self._ledger.outcome(order.order_id))  # its cancellation is its outcome
+            if (cancelled := self._ledger.outcome(order.order_id)) is None:
+                return None  # (the cancellation's transaction recorded one: not reached)
+            return Accepted(order, cancelled)  # its cancellation is its outcome
         if state is None and self._ledger is not None:
             self._ledger.schedule(self.plan.run_id, [(order.order_id, order.due_ts or 0.0, order.model_dump_json())])
-        self._schedule.hold(accepted)
+        self._schedule.hold(accepted, due=state.not_before if state is not None else None)  # the ledger's time rules
         self._metrics.scheduled.set(len(self._schedule))
         self.log.bind(order_id=order.order_id).info("scheduled: held until {}", _iso(order.due_ts))
         return None
@@ -351,7 +353,7 @@ class IntakeRun:
             if state is not None and state.cancelled_at is not None:
                 return  # cancelled: the cancellation answered it
             if state is not None and state.admitted_at is None:
-                self._schedule.hold(accepted)  # not due by the ledger's rule yet (the clocks differ): later
+                self._schedule.hold(accepted, due=state.not_before)  # not due by the ledger's time yet: then
                 return
             admitted_at = state.admitted_at if state is not None and state.admitted_at is not None else admitted_at
         self._metrics.scheduled.set(len(self._schedule))

@@ -39,8 +39,9 @@ class Schedule:
     def next_due(self) -> float | None:
         return min((due for due, _, a in self._heap if a.order.order_id in self._held), default=None)
 
-    def hold(self, accepted: Accepted) -> None:
-        due = accepted.order.due_ts
+    def hold(self, accepted: Accepted, due: float | None = None) -> None:
+        """Hold the order until `due` (epoch seconds; its `not_before` unless the ledger says otherwise)."""
+        due = due if due is not None else accepted.order.due_ts
         assert due is not None, "only a scheduled order is held"
         self._held.add(accepted.order.order_id)
         heapq.heappush(self._heap, (due, next(self._sequence), accepted))

@@ -40,7 +40,7 @@ from tests.support import free_port, wait_until
 
 KEYS = {name: f"gateway-{name}" for name in ("rate", "breaker", "cancel", "due")}
 RATE_PER_S = 2.0
-OPEN_S = 3.0
+OPEN_S = 2.0
 
 
 class Door:
@@ -78,7 +78,7 @@ def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 "retry": {"attempts": 3, "base_delay_s": 4.0, "max_delay_s": 8.0},
                 # One failed call is enough to open (the rate over a window is the unit tests' business):
                 # every order is then either in flight when it opens or held and sent as a trial call.
-                "breaker": {"minimum_calls": 1, "window": 10, "open_s": OPEN_S, "half_open_calls": 4},
+                "breaker": {"minimum_calls": 1, "window": 10, "open_s": OPEN_S, "half_open_calls": 12},
             },
             "http": {
                 "port": free_port(),
@@ -241,7 +241,7 @@ def test_a_scheduled_order_is_listed_then_cancelled_and_never_starts(
 
 def test_a_scheduled_order_is_admitted_when_due_after_the_run_was_stopped_and_started_again(door: Door) -> None:
     """Last: it stops the module's serving run and starts another."""
-    due = datetime.now(UTC) + timedelta(seconds=8)
+    due = datetime.now(UTC) + timedelta(seconds=5)
     order = {**fresh_orders(1, seed=807)[0], "not_before": due.isoformat()}
     with door.client("due") as client:
         assert post(client, order, "d-1").json()["status"] == "scheduled"

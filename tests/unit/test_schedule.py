@@ -5,6 +5,7 @@ whole way through a real Producer and Dispatcher in this process, across a Produ
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,3 +174,28 @@ def test_a_file_schedules_an_order_with_a_not_before_column_and_a_bad_one_is_nam
     scheduled, bad = read_records(SourceSpec(path=path))
     assert scheduled.not_before == datetime(2031, 3, 20, 1, tzinfo=UTC)
     assert isinstance(bad, RejectedRecord) and bad.errors[0].field == "not_before"
+
+
+def test_a_file_run_ends_once_its_scheduled_order_was_admitted_when_due(closing, spec, tmp_path):
+    due = datetime.now(UTC) + timedelta(seconds=0.8)
+    source = tmp_path / "preorders.jsonl"
+    rows = [order_dict(0, order_id="J2030400", not_before=due.isoformat()), order_dict(1, order_id="J2030401")]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    plan = RunPlan(run_id="file", source=SourceSpec(path=source))
+
+    async def scenario():
+        handle = DispatcherHandle(closing(Dispatcher(_handles(), dict.fromkeys(STAGES, 5.0), ledger=spec)))
+        handle.open.set()
+        producer = closing(Producer(handle, max_in_flight=4, ledger=spec))
+        assert await producer.begin(plan) == 2
+        outcomes, lost = await _drain(producer, plan)
+        return [OrderOutcome.model_validate_json(o.json) for o in outcomes], lost
+
+    outcomes, lost = asyncio.run(scenario())
+    assert not lost and {o.order_id: o.status for o in outcomes} == {
+        "J2030400": OrderStatus.COMPLETED,
+        "J2030401": OrderStatus.COMPLETED,
+    }
+    scheduled = next(o for o in outcomes if o.order_id == "J2030400")
+    assert scheduled.admitted_at >= due and scheduled.due_at == due
+    assert next(o for o in outcomes if o.order_id == "J2030401").admitted_at is None  # not scheduled
