@@ -179,7 +179,7 @@ class HttpSettings(BaseModel):
     retry_after_s: float = Field(default=1.0, gt=0, description="the Retry-After of a 503")
     idempotency_ttl_h: float = Field(default=24.0, gt=0, description="how long an idempotency key is kept")
     rate_limit_per_s: float | None = Field(
-        default=None, gt=0, description="requests a second per API key, burst the same; past it 429 (none: no limit)"
+        default=None, gt=0, description="order-taking requests (POST) a second per API key, burst the same; past it 429"
     )
     replicas: int = Field(default=1, ge=1, le=64, description="front door replicas (Serve deployment)")
     max_ongoing_requests: int = Field(default=64, ge=1, description="requests a replica works on at once")
