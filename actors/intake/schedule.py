@@ -16,9 +16,12 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 
+from loguru import logger
+
 from actors.intake.accept import Accepted
 
 LOOK_AT_LEAST_EVERY_S = 30.0  # a far-off order is looked at again now and then: the wall clock may jump
+RELEASE_AGAIN_AFTER_S = 1.0  # a release that failed (the ledger out of reach) is tried again then
 
 
 class Schedule:
@@ -91,7 +94,13 @@ class Schedule:
             if self._heap and self._heap[0][0] <= self._clock():
                 _, _, accepted = heapq.heappop(self._heap)
                 self._held.discard(accepted.order.order_id)
-                await self._release(accepted)
+                try:
+                    await self._release(accepted)
+                except Exception as error:  # noqa: BLE001 - the order stays held; the timer goes on
+                    logger.bind(stage="producer", order_id=accepted.order.order_id).warning(
+                        "scheduled order not released ({}); again in {:g} s", error, RELEASE_AGAIN_AFTER_S
+                    )
+                    self.hold(accepted, due=self._clock() + RELEASE_AGAIN_AFTER_S)
                 self._changed.set()
                 continue
             wait_s = (

@@ -199,3 +199,35 @@ def test_a_file_run_ends_once_its_scheduled_order_was_admitted_when_due(closing,
     scheduled = next(o for o in outcomes if o.order_id == "J2030400")
     assert scheduled.admitted_at >= due and scheduled.due_at == due
     assert next(o for o in outcomes if o.order_id == "J2030401").admitted_at is None  # not scheduled
+
+
+def test_a_release_that_fails_keeps_the_order_held_and_tries_again():
+    class Clock:
+        now = 2000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+
+    async def scenario():
+        tries: list[float] = []
+
+        async def release(accepted: Accepted) -> None:
+            tries.append(clock.now)
+            if len(tries) == 1:
+                raise ConnectionError("ledger out of reach")
+
+        schedule = Schedule(release, clock=clock)
+        schedule.hold(Accepted(_scheduled(0, "J2030500", datetime.fromtimestamp(1999, UTC)), None))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        held_after_failure = len(schedule)
+        clock.now += 1.0
+        schedule.poke()
+        await schedule.drained()
+        await schedule.stop()
+        return tries, held_after_failure
+
+    tries, held = asyncio.run(scenario())
+    assert held == 1 and tries == [2000.0, 2001.0]
