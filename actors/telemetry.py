@@ -49,7 +49,7 @@ ALL_METRICS = (
 
 class Tally:
     """Counts kept in memory and added to a Ray `Counter` at `flush`: the Dispatcher counts seven
-    events per order, and a Ray metric call costs about 10 µs."""
+    events per order, and a Ray metric call per event is a visible share of its CPU at zero wait."""
 
     def __init__(self, counter: Counter) -> None:
         self._counter = counter

@@ -5,7 +5,7 @@
 Runs on one embedded local Ray, through `FanoutSystem` (the code path of the CLI, with artifacts
 written as in a normal run), and reports each figure as a ratio to its reference from the same
 run: the theoretical limit min over stages of replicas / (duration x time_scale), and for latency at low
-load the slowest stage's duration (+ 5 ms is issue 5's target).
+load the slowest stage's duration (the target allows it + 5 ms).
 Writes benchmarks/results/foundation.json.
 """
 

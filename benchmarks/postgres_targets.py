@@ -15,9 +15,9 @@ a ratio from this one run:
   actor processes and four times the material calls, so a second figure isolates the row locks:
   material x4 with each lot in one row against the same with each lot spread over four rows.
 
-A saturation run is 2,400 orders (24-48 s): what it measures is the rate once the pipeline is full.
-At 800 orders (8 s at 100/s) filling and draining the pipeline, about 0.3 s however long the run,
-was 4 % of the figure by itself.
+A saturation run is 2,400 orders: what it measures is the rate once the pipeline is full. Filling
+and draining the pipeline takes the same time however long the run, so a short run understates
+the rate by that share.
 
 Writes benchmarks/results/postgres-targets.json.
 """

@@ -1,4 +1,4 @@
-"""Issue 5's benchmark suite: every performance target, each measured with its reference in one run.
+"""The benchmark suite: every performance target, each measured with its reference in one run.
 
     python -m benchmarks            # about 6 minutes on the 2-core machine; writes results/suite.json
 

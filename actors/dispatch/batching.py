@@ -3,8 +3,8 @@
 An order for an idle replica goes out at once, alone, so low-load latency is that of a plain call.
 Orders that arrive while the replica is busy wait here, rush orders first, and leave together in
 one call as soon as a slot frees: the batch grows with the backlog and shrinks with it, with no
-linger timer to tune. Every actor call costs the same fixed ~1.4 ms of CPU however many orders it
-carries, so under load this is what lets the Dispatcher go past six calls per order.
+linger timer to tune. Every actor call has the same fixed CPU cost however many orders it carries,
+so under load this is what lets the Dispatcher go past six calls per order.
 
 Two bounds adapt to the stage's measured time per order (from the results' own timings):
 - a batch holds at most `max_batch_s` of estimated work, so a rush order never waits long behind

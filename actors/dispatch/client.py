@@ -311,8 +311,8 @@ def task_name(stage: StageName, orders: int) -> str:
     15: what the dashboard and `ray list tasks` show.
 
     Names are kept to a few per stage: the calling worker keeps a metric series for every task name
-    it ever used, about 11 KB each and never released (measured on Ray 2.60), so a name per order
-    grew the Dispatcher by gigabytes over 100,000 orders. Powers of two give at most nine names per
+    it ever used, never released, so a name per order grew the Dispatcher without bound over a long
+    run. Powers of two give at most nine names per
     stage up to 256. Which orders a call carried is in the replica's log lines, each bound to its
     order id.
     """

@@ -3,7 +3,7 @@ of its id), a bounded window of orders per shard, and few calls carrying many or
 
 Orders go to a shard in at most `DISPATCH_CALLS` calls at a time: when it is idle an order goes
 alone and at once; under load the orders that arrived meanwhile (rush first) go together in the
-next free call. Each call costs the shard ~0.8 ms of CPU however many orders it carries, and
+next free call. Each call costs the shard the same fixed CPU however many orders it carries, and
 answers when the last of them is done, so a few calls keep it busy while one waits for a slow order.
 
 A shard has at most `WINDOW_PER_ADMITTED × max_in_flight` of the Producer's orders at once. A call's

@@ -1,8 +1,8 @@
 """The six stages: each module holds one stage's business rules and state, nothing else.
 
 Names are imported on first use (PEP 562). A stage replica's worker process unpickles only its
-own stage's module, so seven of every eight actors skip Design's numpy (about 0.1 CPU-s of the
-~1.3 CPU-s a worker takes to start); it shows in every start and every restart."""
+own stage's module, so seven of every eight actors skip Design's numpy, a visible share of what a
+worker takes to start; it shows in every start and every restart."""
 
 from __future__ import annotations
 

@@ -96,12 +96,10 @@ class Killer(threading.Thread):
     """Every `every_s` (randomised ±50%), kills a random running stage replica, unless `max_down`
     of them are still restarting; Ray restarts it.
 
-    A restart needs a new worker process, about 1.3 s of CPU here (most of it importing Ray;
-    measured on an idle system, six restarts). Two cores can therefore bring back at most ~1.5
-    replicas a second, and fewer while orders run. Killing every 0.3 s whatever the state, as this
-    test used to, asked for 3.3 restarts a second: replicas were down nearly all the time, most kills
-    hit actors that had not come back yet (one run: 732 kills in 6.5 min, 300 of them on actors
-    with no worker yet), and the test's time was set by the restart queue, from 108 s to past its
+    A restart needs a new worker process, most of its CPU spent importing Ray, so two cores bring
+    back only a replica or two a second, fewer while orders run. Killing every 0.3 s whatever the
+    state asked for more restarts than that: replicas were down nearly all the time, most kills hit
+    actors that had not come back yet, and the test's time was set by the restart queue, up to its
     timeout as the machine got busier. With at most `max_down` replicas restarting, every kill hits
     a replica doing work, and the kills come as fast as the machine can take them back.
     """

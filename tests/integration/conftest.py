@@ -17,7 +17,7 @@ from orchestration.system import FanoutSystem
 
 # The session's Ray has no dashboard and sends no worker logs to the driver, yet its log monitor
 # globs the log directory every 0.1 s and its node reporter walks every process every 5 s: together
-# about 60 s of CPU in a suite run (measured from /proc), time the two cores owe the tests. Slowed
+# a visible share of a suite run's CPU (read from /proc), time the two cores owe the tests. Slowed
 # down, for this Ray only (its processes read these at start; later clusters get the defaults).
 QUIET_SESSION_RAY = {
     "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",

@@ -28,6 +28,7 @@ from tests.support import Pending, free_port, wait_until
 # What the Actors page looks like, in the README. A run writes its screenshot to its temp dir, and
 # over this figure only when asked (UPDATE_FIGURES=1): a test run never changes the checkout.
 FIGURE = REPO / "docs" / "figures" / "ray-dashboard-actors.png"
+CHART = REPO / "docs" / "figures" / "prometheus-orders-per-second.png"  # drawn from a real query (last test)
 DESIGN_ON_SECOND_NODE = ["--replicas", "design=2", "--set", 'design.resources={"design_node": 1}']
 
 
@@ -462,7 +463,7 @@ def _post_orders(front_door: str, namespace: str, first: int, count: int) -> lis
 DASHBOARD = REPO / "dashboards" / "jewelry_fanout_grafana_dashboard.json"
 
 
-def test_every_grafana_query_returns_series_on_a_real_prometheus(cluster, prometheus):
+def test_every_grafana_query_returns_series_on_a_real_prometheus(cluster, prometheus, tmp_path):
     """Last in the module: by now Prometheus has scraped a job that completed 300 orders, one with
     failures, retries, compensations and rejects, and a serving system whose gauges were live. Every
     panel's PromQL, with the dashboard's template variable filled in as Grafana fills it, is evaluated
@@ -487,9 +488,43 @@ def test_every_grafana_query_returns_series_on_a_real_prometheus(cluster, promet
     assert not empty, "\n".join(empty)
     print("series per dashboard query:", json.dumps(found, indent=1))  # reported in the closing note
 
+    # The dashboard's first panel, drawn from the same real query: the operations page shows it.
+    first = dashboard["panels"][0]
+    expr = first["targets"][0]["expr"].replace(f"${variable['name']}", chosen)
+    chart = tmp_path / CHART.name
+    drawn = _chart(prometheus.query_range(expr, start=prometheus.started_at, end=end, step_s=2), first["title"], chart)
+    assert drawn >= 1 and chart.stat().st_size > 10_000
+    if os.environ.get("UPDATE_FIGURES") == "1":
+        shutil.copyfile(chart, CHART)
+
     # And Ray's dashboard finds the same Prometheus (its Metrics page shows charts instead of a notice).
     request = urllib.request.Request(
         f"{cluster.dashboard_url}/api/prometheus_health", headers={"Authorization": f"Bearer {auth_token()}"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["result"] is True
+
+
+def _chart(series: list[dict], title: str, path: Path) -> int:
+    """The series of a Prometheus range query as a line chart, one line per label set; how many."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 3.2))
+    start = min(float(t) for s in series for t, _ in s["values"])
+    drawn = 0
+    for found in series:
+        points = [(float(t) - start, float(v)) for t, v in found["values"] if math.isfinite(float(v))]
+        if points:
+            label = ", ".join(f"{k}={v}" for k, v in found["metric"].items()) or "all"
+            axes.plot(*zip(*points, strict=True), label=label)
+            drawn += 1
+    axes.set_title(f"{title} (Prometheus, a test cluster's runs)")
+    axes.set_xlabel("seconds since the first sample")
+    axes.set_ylabel("orders / s")
+    axes.legend(fontsize=8)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return drawn
