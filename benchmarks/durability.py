@@ -28,7 +28,7 @@ from benchmarks.foundation import machine, measure
 RESULTS = Path(__file__).parent / "results" / "durability.json"
 ZERO_WAIT = {"time_scale": 0.0, "material": {"stock_multiplier": 10}}
 SCALED = {"time_scale": 0.01}
-# The targets: what durability may cost, by store and scenario.
+# The targets: what durability may cost, by store and scenario.
 TARGET_COST = {"sqlite": {"zero-wait": 0.10, "scale-0.01": 0.10}, "postgresql": {"zero-wait": 0.15, "scale-0.01": 0.05}}
 
 
