@@ -47,6 +47,8 @@ from actors.telemetry import DispatchMetrics
 
 # The replica of an attempt that found no member to go to: its answers are error results, retried.
 NOBODY = Replica("no replica", None, -1)
+# Errors that say nothing of the stage's own health (a refused call, a replica gone, no member yet).
+NOT_THE_STAGES = (CircuitOpen, RayActorError, MembershipError)
 # An order's JSON as it travels to a replica, made once for its six stage calls (`wire.dumped`).
 Wire = Callable[[JewelryOrder], bytes]
 
@@ -290,14 +292,14 @@ def stage_health(orders: int, outcomes: list[Outcome], error: BaseException | No
     the ledger is the store's (the order is reported unfinished), and a refused call was never
     made: none of them counts, either way."""
     if error is not None:
-        if isinstance(error, CircuitOpen | RayActorError | MembershipError):
+        if isinstance(error, NOT_THE_STAGES):
             return 0, 0, ""
         return 0, orders, describe_error(error)
     ok = failed = 0
     why = ""
     for outcome in outcomes:
         if not isinstance(outcome, StageResult):
-            if not isinstance(outcome, CircuitOpen | RayActorError | MembershipError):
+            if not isinstance(outcome, NOT_THE_STAGES):
                 failed, why = failed + 1, describe_error(outcome)
         elif outcome.status is not StageStatus.ERROR:
             ok += 1

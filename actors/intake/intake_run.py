@@ -366,8 +366,6 @@ class IntakeRun:
     async def cancel(self, order_id: str) -> Cancelled:
         """Cancel a scheduled order that has not been admitted (see `cancel_scheduled`); this run's
         driver gets its outcome if the order is this run's."""
-        if self._ledger is None:
-            raise NotServing("cancelling a scheduled order needs the ledger it is kept in")
         result, outcome = await cancel_scheduled(self._ledger, order_id)
         if outcome is not None and self._schedule.drop(order_id):
             self._metrics.scheduled.set(len(self._schedule))
@@ -385,9 +383,11 @@ class IntakeRun:
         self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledger is not None))
 
 
-async def cancel_scheduled(ledger: SqlLedger, order_id: str) -> tuple[Cancelled, OrderOutcome | None]:
+async def cancel_scheduled(ledger: SqlLedger | None, order_id: str) -> tuple[Cancelled, OrderOutcome | None]:
     """Cancel a scheduled order that has not been admitted: its outcome (cancelled) is recorded in
     the transaction that cancels it, so no Producer admits it afterwards, whichever one holds it."""
+    if ledger is None:
+        raise NotServing("cancelling a scheduled order needs the ledger it is kept in")
     made: list[OrderOutcome] = []
 
     def outcome(found: Scheduled) -> tuple[str, str]:

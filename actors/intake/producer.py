@@ -105,8 +105,6 @@ class Producer:
         """Cancel a scheduled order that has not started; with no run in progress, in the ledger alone."""
         if self._run is not None and not self._run.finished:
             return await self._run.cancel(order_id)
-        if self._ledger is None:
-            raise NotServing("cancelling a scheduled order needs the ledger it is kept in")
         result, _ = await cancel_scheduled(self._ledger, order_id)
         return result
 

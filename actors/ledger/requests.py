@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from actors.errors import FanoutError
+from actors.ledger.store_access import StoreAccess
 from actors.models.submissions import OrderProgress, StageEffect, StoredRequest
-
-T = TypeVar("T")
 
 
 class KeyTaken(FanoutError):
@@ -34,16 +32,8 @@ class AcceptedRequest(NamedTuple):
     not_before: float | None = None  # a scheduled order: kept until it is due, in the same transaction
 
 
-class RequestLedger(ABC):
-    """The mixin `SqlLedger` takes this from; it only needs a store's transaction and read."""
-
-    namespace: str
-
-    @abstractmethod
-    def _write(self, body: Callable[[Any], T]) -> T: ...
-
-    @abstractmethod
-    def _read(self, sql: str, params: Any = ()) -> list[Any]: ...
+class RequestLedger(StoreAccess):
+    """The mixin `SqlLedger` takes this from."""
 
     def stored_requests(self, client: str, keys: Sequence[str]) -> dict[str, StoredRequest]:
         """The keys' first accepted requests, by key."""

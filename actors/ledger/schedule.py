@@ -11,13 +11,14 @@ cancelled.
 
 from __future__ import annotations
 
+import json
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-T = TypeVar("T")
+from actors.ledger.store_access import StoreAccess
 
 
 class Scheduled(NamedTuple):
@@ -27,6 +28,15 @@ class Scheduled(NamedTuple):
     admitted_at: float | None
     cancelled_at: float | None
 
+    def view(self) -> dict[str, Any]:
+        """A waiting order as `GET /v1/orders?status=scheduled` and `jewelry-fanout scheduled` show it."""
+        return {
+            "order_id": self.order_id,
+            "status": "scheduled",
+            "not_before": datetime.fromtimestamp(self.not_before, UTC).isoformat(),
+            "order": json.loads(self.order_json),
+        }
+
 
 class Cancelled(StrEnum):
     CANCELLED = "cancelled"  # it was waiting: it never starts
@@ -35,16 +45,8 @@ class Cancelled(StrEnum):
     UNKNOWN = "unknown"  # the ledger has no such order
 
 
-class ScheduleLedger(ABC):
-    """The mixin `SqlLedger` takes this from; it only needs a store's transaction and read."""
-
-    namespace: str
-
-    @abstractmethod
-    def _write(self, body: Callable[[Any], T]) -> T: ...
-
-    @abstractmethod
-    def _read(self, sql: str, params: Any = ()) -> list[Any]: ...
+class ScheduleLedger(StoreAccess):
+    """The mixin `SqlLedger` takes this from."""
 
     def schedule(self, run_id: str, orders: Sequence[tuple[str, float, str]], db: Any = None) -> None:
         """Keep these (order id, not_before, order JSON) until they are due; one already kept stays

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -98,15 +97,7 @@ def _listed_in_ledger(settings: FanoutSettings, err: Console) -> list[dict[str, 
         return None
     with open_ledger(spec) as ledger:
         found = ledger.waiting_scheduled(limit=100_000)
-    return [
-        {
-            "order_id": s.order_id,
-            "status": "scheduled",
-            "not_before": datetime.fromtimestamp(s.not_before, UTC).isoformat(),
-            "order": json.loads(s.order_json),
-        }
-        for s in found
-    ]
+    return [s.view() for s in found]
 
 
 def _cancelled_over_http(url: str, key: str, order_id: str) -> Cancelled:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -73,15 +72,7 @@ def add_schedule_routes(
             found = await backend.scheduled(limit, cursor)
         except LedgerUnavailable as error:
             return unavailable(str(error))
-        orders = [
-            {
-                "order_id": s.order_id,
-                "status": "scheduled",
-                "not_before": datetime.fromtimestamp(s.not_before, UTC).isoformat(),
-                "order": json.loads(s.order_json),
-            }
-            for s in found
-        ]
+        orders = [s.view() for s in found]
         last = found[-1] if len(found) == limit else None
         return JSONResponse({"orders": orders, "next": _encoded(last.not_before, last.order_id) if last else None})
 
