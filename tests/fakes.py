@@ -2,7 +2,8 @@
 
 Each looks like the thing it replaces from the caller's side: `LocalHandle` like a stage actor's
 handle, `DispatcherHandle` like the Dispatcher's, `FakeReplica` like the send function a batcher is
-given, `FakeClock` like the clock a stage paces itself by, `FakeTimers` like the event loop's
+given, `FakeClock` like the clock a stage paces itself by, `ManualClock` like the `time.time` or
+`time.monotonic` a breaker, a rate limiter or a schedule is given, `FakeTimers` like the event loop's
 `call_later` that a batcher's timeouts use, `DeadHandle` like the handle of an actor gone for good.
 Time moves only when a test says so.
 """
@@ -138,6 +139,16 @@ class FakeClock:
 
     def utcnow(self) -> datetime:
         return self.EPOCH + timedelta(seconds=self.now_s)
+
+
+class ManualClock:
+    """A clock function (`clock()` → seconds) that reads `now`, which the test sets or advances."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class FakeTimers:

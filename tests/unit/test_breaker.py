@@ -15,21 +15,13 @@ from actors.models.breakers import BreakerState
 from actors.stages import STAGE_CLASSES, STAGE_CONFIGS, ReplicaContext
 from actors.telemetry import DispatchMetrics
 from tests.conftest import make_order
-from tests.fakes import LocalHandle
+from tests.fakes import LocalHandle, ManualClock
 
 POLICY = BreakerPolicy(failure_rate_threshold=50, window=10, minimum_calls=4, open_s=30, half_open_calls=3)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _breaker(policy=POLICY):
-    clock, moves = Clock(), []
+    clock, moves = ManualClock(), []
     return CircuitBreaker("logistics", policy, clock=clock, on_change=moves.append), clock, moves
 
 
@@ -156,7 +148,7 @@ async def _firsts(client, orders):
 
 def test_a_shard_starts_nothing_while_a_stage_is_open_and_one_trial_batch_while_it_is_half_open():
     logistics, _, _ = _breaker()
-    clock = Clock()
+    clock = ManualClock()
     quality = CircuitBreaker("quality", POLICY, clock=clock)
     breakers = [quality, logistics]
     assert room(breakers, 50, admitted=7) == 50  # all closed

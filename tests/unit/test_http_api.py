@@ -31,18 +31,11 @@ from actors.models.submissions import OrderProgress, Submission, SubmissionAnswe
 from orchestration.http.api import ApiConfig, build_api
 from orchestration.trace import UnknownOrder, trace_order
 from tests.conftest import order_dict
+from tests.fakes import ManualClock
 
 KEY = "shop-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 OTHER_SHOP = {"Authorization": "Bearer shop-key-2"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeProducer:
@@ -56,7 +49,7 @@ class FakeProducer:
         self.parts = {"producer": "ok", "dispatcher-0": "ok"}
         self.acceptance = Acceptance(ledger)
         self.open_stages: list[BreakerSnapshot] = []
-        self.clock = Clock()
+        self.clock = ManualClock(50.0)
         self.intake = HttpIntake(
             "run-1",
             ledger,
@@ -281,7 +274,7 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after_and_another_key_is_
 
 
 def test_a_token_bucket_refills_at_its_rate_up_to_its_burst():
-    clock = Clock()
+    clock = ManualClock(50.0)
     bucket = RateLimiter(4.0, clock=clock)
     assert [bucket.take("a") for _ in range(4)] == [0.0] * 4
     assert bucket.take("a") == pytest.approx(0.25)

@@ -23,7 +23,7 @@ from actors.ledger import open_ledger
 from actors.ledger.schedule import Cancelled
 from actors.models import STAGES, JewelryOrder, OrderOutcome, OrderStatus
 from tests.conftest import make_order, order_dict
-from tests.fakes import DispatcherHandle
+from tests.fakes import DispatcherHandle, ManualClock
 from tests.unit.test_pool_dispatcher import _drain, _handles
 
 
@@ -75,13 +75,7 @@ def test_the_ledger_never_admits_early_admits_once_and_admission_and_cancellatio
 
 
 def test_the_timer_releases_each_order_when_it_is_due_in_due_order_and_never_before():
-    class Clock:
-        now = 1000.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    clock = Clock()
+    clock = ManualClock(1000.0)
 
     async def scenario():
         released: list[tuple[str, float]] = []
@@ -202,13 +196,7 @@ def test_a_file_run_ends_once_its_scheduled_order_was_admitted_when_due(closing,
 
 
 def test_a_release_that_fails_keeps_the_order_held_and_tries_again():
-    class Clock:
-        now = 2000.0
-
-        def __call__(self) -> float:
-            return self.now
-
-    clock = Clock()
+    clock = ManualClock(2000.0)
 
     async def scenario():
         tries: list[float] = []
