@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,13 +27,11 @@ from rich.console import Console
 from actors.ledger import open_ledger
 from actors.models import OrderStatus, StageName
 from orchestration.cli import main
-from orchestration.http.ingress import start_front_door, stop_front_door
 from orchestration.render import render_status
 from orchestration.settings import load_settings
-from orchestration.system import FanoutSystem, RunResult
 from orchestration.wiring import replica_name
 from tests.integration.chaos import STOCK
-from tests.integration.test_http import fresh_orders
+from tests.integration.front_door import ServingDoor, fresh_orders, serving_door
 from tests.support import free_port, wait_until
 
 KEYS = {name: f"gateway-{name}" for name in ("rate", "breaker", "cancel", "due")}
@@ -43,26 +39,8 @@ RATE_PER_S = 2.0
 OPEN_S = 2.0
 
 
-class Door:
-    def __init__(self, system: FanoutSystem, url: str, out: Path) -> None:
-        self.system, self.url, self.out = system, url, out
-        self.result: RunResult | None = None
-        self.thread = self.serving()
-
-    def serving(self) -> threading.Thread:
-        def serve_run() -> None:
-            self.result = self.system.run(out_dir=self.out, serve=True)
-
-        thread = threading.Thread(target=serve_run, daemon=True)
-        thread.start()
-        return thread
-
-    def client(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEYS[key]}"}, timeout=30)
-
-
 @pytest.fixture(scope="module")
-def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingDoor]:
     out = tmp_path_factory.mktemp("gateway")
     settings = load_settings(
         {
@@ -88,16 +66,8 @@ def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             },
         }
     )
-    system = FanoutSystem.start(settings)
-    door = Door(system, start_front_door(settings), out)
-    wait_until(lambda: httpx.get(f"{door.url}/readyz").status_code == 200, timeout_s=60, what="the front door ready")
-    try:
+    with serving_door(settings, out, KEYS["rate"]) as door:
         yield door
-    finally:
-        system.drain()
-        door.thread.join(timeout=120)
-        stop_front_door()
-        system.shutdown()
 
 
 def post(client: httpx.Client, body: Any, key: str, polite: bool = True) -> httpx.Response:
@@ -109,9 +79,9 @@ def post(client: httpx.Client, body: Any, key: str, polite: bool = True) -> http
         time.sleep(float(answer.json()["retry_after_s"]))
 
 
-def test_a_key_over_its_rate_limit_gets_429_and_the_limit_holds_across_both_replicas(door: Door) -> None:
+def test_a_key_over_its_rate_limit_gets_429_and_the_limit_holds_across_both_replicas(door: ServingDoor) -> None:
     order, another = fresh_orders(2, seed=801)
-    with door.client("rate") as client:
+    with door.client(KEYS["rate"]) as client:
         assert post(client, order, "rate-1").status_code == 202  # recorded: its repeats are answered from the ledger
         time.sleep(1.0)  # a full bucket again
         started = time.monotonic()
@@ -127,12 +97,12 @@ def test_a_key_over_its_rate_limit_gets_429_and_the_limit_holds_across_both_repl
     assert limited.json()["type"].endswith("/rate-limited") and int(limited.headers["retry-after"]) >= 1
     deployment = serve.status().applications["jewelry-fanout"].deployments["front-door"]
     assert deployment.replica_states.get("RUNNING") == 2
-    with door.client("cancel") as other:  # another key has its own bucket
+    with door.client(KEYS["cancel"]) as other:  # another key has its own bucket
         assert post(other, another, "rate-1", polite=False).status_code == 202  # not 429
 
 
 def test_a_stage_failing_every_call_opens_its_breaker_sheds_load_heals_and_replay_finishes_the_parked(
-    door: Door,
+    door: ServingDoor,
 ) -> None:
     namespace = door.system.settings.namespace
     carrier = ray.get_actor(replica_name(StageName.LOGISTICS, 0), namespace=namespace)
@@ -149,7 +119,7 @@ def test_a_stage_failing_every_call_opens_its_breaker_sheds_load_heals_and_repla
     keys = (f"b-{i}" for i in itertools.count())
     ledger = open_ledger(door.system.settings.ledger_spec())
     try:
-        with door.client("breaker") as client:
+        with door.client(KEYS["breaker"]) as client:
             batch = client.post("/v1/orders:batch", json={"orders": orders}, headers={"Idempotency-Key": next(keys)})
             assert batch.status_code == 200 and {r["status"] for r in batch.json()["results"]} == {"accepted"}
             outcomes = wait_until(
@@ -211,11 +181,11 @@ def test_a_stage_failing_every_call_opens_its_breaker_sheds_load_heals_and_repla
 
 
 def test_a_scheduled_order_is_listed_then_cancelled_and_never_starts(
-    door: Door, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    door: ServingDoor, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     due = datetime.now(UTC) + timedelta(hours=2)
     order = {**fresh_orders(1, seed=805)[0], "not_before": due.isoformat()}
-    with door.client("cancel") as client:
+    with door.client(KEYS["cancel"]) as client:
         accepted = post(client, order, "c-1")
         assert accepted.status_code == 202 and accepted.json()["status"] == "scheduled"
         assert client.get(f"/v1/orders/{order['order_id']}").json()["status"] == "scheduled"
@@ -225,7 +195,7 @@ def test_a_scheduled_order_is_listed_then_cancelled_and_never_starts(
     assert order["order_id"] in [o["order_id"] for o in listed]
     assert main(["cancel", order["order_id"], "--http", door.url]) == 0
     assert "cancelled" in capsys.readouterr().err
-    with door.client("cancel") as client:
+    with door.client(KEYS["cancel"]) as client:
         view = client.get(f"/v1/orders/{order['order_id']}").json()
         assert view["status"] == "cancelled" and view["outcome"]["due_at"] is not None
         assert order["order_id"] not in [
@@ -240,18 +210,18 @@ def test_a_scheduled_order_is_listed_then_cancelled_and_never_starts(
     assert main(["cancel", done["order_id"], "--http", door.url]) == 2
 
 
-def test_a_scheduled_order_is_admitted_when_due_after_the_run_was_stopped_and_started_again(door: Door) -> None:
+def test_a_scheduled_order_is_admitted_when_due_after_the_run_was_stopped_and_started_again(door: ServingDoor) -> None:
     """Last: it stops the module's serving run and starts another."""
     due = datetime.now(UTC) + timedelta(seconds=5)
     order = {**fresh_orders(1, seed=807)[0], "not_before": due.isoformat()}
-    with door.client("due") as client:
+    with door.client(KEYS["due"]) as client:
         assert post(client, order, "d-1").json()["status"] == "scheduled"
     door.system.drain()  # the run stops before the order is due: it stays in the ledger
     door.thread.join(timeout=120)
     assert door.result is not None and door.result.summary.scheduled == 1
     assert datetime.now(UTC) < due
-    door.thread = door.serving()  # a new serving run takes it up from the ledger
-    with door.client("due") as client:
+    door.serve()  # a new serving run takes it up from the ledger
+    with door.client(KEYS["due"]) as client:
         view = wait_until(
             lambda: (v := client.get(f"/v1/orders/{order['order_id']}").json())["outcome"] and v,
             timeout_s=60,

@@ -22,18 +22,16 @@ import pytest
 import ray
 from ray import serve
 
-from actors.intake.samples import generate_orders
 from actors.ledger import open_ledger
 from actors.models import STAGES, OrderStatus
 from actors.models.messages import SubmitReceipt
 from orchestration.cli import main
 from orchestration.cli.http_submit import submit_over_http
-from orchestration.http.ingress import start_front_door, stop_front_door
 from orchestration.settings import load_settings
-from orchestration.system import FanoutSystem, RunResult
 from orchestration.wiring import dispatcher_name
 from tests.integration.browser import routes_on_the_api_docs
 from tests.integration.chaos import STOCK, Killer
+from tests.integration.front_door import ServingDoor, fresh_orders, serving_door
 from tests.support import free_port, wait_until
 
 KEY = "integration-key"
@@ -42,21 +40,8 @@ ORDERS = 500
 TERMINAL = {status.value for status in (OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.DEAD_LETTERED)}
 
 
-class FrontDoor:
-    def __init__(self, system: FanoutSystem, url: str, out: Path) -> None:
-        self.system, self.url, self.out = system, url, out
-        self.result: RunResult | None = None
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        self.result = self.system.run(out_dir=self.out, serve=True)
-
-    def client(self, **headers: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={**AUTH, **headers}, timeout=30)
-
-
 @pytest.fixture(scope="module")
-def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
+def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingDoor]:
     out = tmp_path_factory.mktemp("http")
     settings = load_settings(
         {
@@ -70,29 +55,11 @@ def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "http": {"port": free_port(), "api_keys": [KEY], "max_queued": 50, "max_batch": 100},
         }
     )
-    system = FanoutSystem.start(settings)
-    door = FrontDoor(system, start_front_door(settings), out)
-    door.thread.start()
-    try:
+    with serving_door(settings, out, KEY) as door:
         yield door
-    finally:
-        system.drain()
-        door.thread.join(timeout=120)
-        stop_front_door()
-        system.shutdown()
 
 
-def fresh_orders(count: int, seed: int) -> list[dict[str, Any]]:
-    """Generated orders under ids no other test of the session uses (the ledger holds every id once)."""
-    prefix = uuid.uuid4().int % 10**5
-    return [
-        {**order.model_dump(mode="json"), "order_id": f"J{prefix:05d}{i:05d}"}
-        for i, order in enumerate(generate_orders(count + 3, seed=seed))
-        if i >= 3  # the original three orders carry their own certificates, the same in every batch
-    ]
-
-
-def assert_one_outcome_each(door: FrontDoor, posted: set[str], timeout_s: float) -> None:
+def assert_one_outcome_each(door: ServingDoor, posted: set[str], timeout_s: float) -> None:
     """Wait until the ledger has an outcome for every posted order, then: exactly one each, and no
     accepted order left without one."""
     with open_ledger(door.system.settings.ledger_spec()) as ledger:
@@ -106,7 +73,7 @@ def assert_one_outcome_each(door: FrontDoor, posted: set[str], timeout_s: float)
         assert ledger.unfinished_accepted() == []
 
 
-def test_orders_posted_in_batches_each_get_one_outcome_and_answer_by_get(door: FrontDoor, tmp_path: Path) -> None:
+def test_orders_posted_in_batches_each_get_one_outcome_and_answer_by_get(door: ServingDoor, tmp_path: Path) -> None:
     orders = fresh_orders(ORDERS, seed=4242)
     source = tmp_path / "shop.jsonl"
     source.write_text("".join(json.dumps(order) + "\n" for order in orders))
@@ -128,7 +95,7 @@ def test_orders_posted_in_batches_each_get_one_outcome_and_answer_by_get(door: F
         assert trace.status_code == 200 and len(trace.json()["calls"]) == 6
 
 
-def test_an_event_stream_reads_acceptance_each_stage_and_the_outcome_then_ends(door: FrontDoor) -> None:
+def test_an_event_stream_reads_acceptance_each_stage_and_the_outcome_then_ends(door: ServingDoor) -> None:
     body = {k: v for k, v in fresh_orders(1, seed=9)[0].items() if k != "order_id"}  # the front door names it
     with door.client(**{"Idempotency-Key": f"sse-{uuid.uuid4()}"}) as client:
         accepted = client.post("/v1/orders", json=body)
@@ -150,7 +117,7 @@ def test_an_event_stream_reads_acceptance_each_stage_and_the_outcome_then_ends(d
     assert json.loads(events[-1]["data"])["order_id"] == accepted.json()["order_id"]
 
 
-def test_idempotency_unauthorized_and_busy_for_real(door: FrontDoor) -> None:
+def test_idempotency_unauthorized_and_busy_for_real(door: ServingDoor) -> None:
     orders = fresh_orders(102, seed=77)
     key = f"k-{uuid.uuid4()}"
     with door.client(**{"Idempotency-Key": key}) as client:
@@ -186,7 +153,7 @@ def test_idempotency_unauthorized_and_busy_for_real(door: FrontDoor) -> None:
     assert serve.status().applications["jewelry-fanout"].status == "RUNNING"
 
 
-def test_a_real_browser_finds_every_route_on_the_api_docs(door: FrontDoor, tmp_path: Path) -> None:
+def test_a_real_browser_finds_every_route_on_the_api_docs(door: ServingDoor, tmp_path: Path) -> None:
     documented = set(httpx.get(f"{door.url}/openapi.json").json()["paths"])
     shown = routes_on_the_api_docs(door.url, tmp_path / "api-docs.png")
     assert documented >= {"/v1/orders", "/v1/orders:batch", "/v1/orders/{order_id}", "/healthz", "/readyz"}
@@ -195,7 +162,7 @@ def test_a_real_browser_finds_every_route_on_the_api_docs(door: FrontDoor, tmp_p
 
 
 def test_the_cli_posts_a_file_and_its_rerun_accepts_nothing_twice(
-    door: FrontDoor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    door: ServingDoor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     orders = fresh_orders(30, seed=55)
     source = tmp_path / "backlog.jsonl"
@@ -211,7 +178,7 @@ def test_the_cli_posts_a_file_and_its_rerun_accepts_nothing_twice(
 
 
 def test_replicas_a_shard_and_the_producer_killed_mid_way_lose_no_accepted_order_and_the_api_keeps_answering(
-    door: FrontDoor, tmp_path: Path
+    door: ServingDoor, tmp_path: Path
 ) -> None:
     """Late in the module: it kills the shared system's actors (Ray brings each back)."""
     orders = fresh_orders(300, seed=31)
@@ -245,7 +212,7 @@ def test_replicas_a_shard_and_the_producer_killed_mid_way_lose_no_accepted_order
     assert_one_outcome_each(door, {order["order_id"] for order in orders}, timeout_s=180)
 
 
-def test_a_run_that_stops_serving_answers_503_with_retry_after(door: FrontDoor) -> None:
+def test_a_run_that_stops_serving_answers_503_with_retry_after(door: ServingDoor) -> None:
     """Last: it ends the module's serving run."""
     door.system.drain()
     door.thread.join(timeout=120)
