@@ -61,7 +61,11 @@ class LocalCluster:
 
     def env(self, **extra: str) -> dict[str, str]:
         """A client environment: the project's Python first on PATH, and the auth token sent."""
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("JEWELRY_")}
+        # A job's working dir is unpacked afresh on each node, without our bytecode (`__pycache__` is
+        # gitignored, so never uploaded): on a node that may not write it, every worker of the job would
+        # compile our modules again. A cluster's nodes write it, as real ones do.
+        dropped = {"RAY_ADDRESS", "PYTHONDONTWRITEBYTECODE"}
+        env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith("JEWELRY_")}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["RAY_AUTH_MODE"] = "token"
         env.update(extra)
