@@ -15,8 +15,9 @@ import httpx
 
 from actors.intake.samples import generate_orders
 from orchestration.http.ingress import start_front_door, stop_front_door
-from orchestration.settings import FanoutSettings
+from orchestration.settings import FanoutSettings, load_settings
 from orchestration.system import FanoutSystem, RunResult
+from tests.integration.chaos import STOCK
 from tests.support import wait_until
 
 
@@ -41,6 +42,23 @@ class ServingDoor:
     def client(self, key: str | None = None, **headers: str) -> httpx.Client:
         auth = {"Authorization": f"Bearer {key or self.key}"}
         return httpx.Client(base_url=self.url, headers={**auth, **headers}, timeout=30)
+
+
+def door_settings(name: str, out: Path, **overrides: Any) -> FanoutSettings:
+    """A door module's system: its own namespace, zero wait, stock raised, 20 orders in flight, no
+    orders of its own (it serves); each module adds its `http` block and whatever else it tests."""
+    return load_settings(
+        {
+            "namespace": f"{name}-{uuid.uuid4().hex[:8]}",
+            "time_scale": 0.0,
+            "orders": 0,
+            "out_dir": str(out),
+            "log_level": "WARNING",
+            "max_in_flight": 20,
+            "material": STOCK,
+            **overrides,
+        }
+    )
 
 
 @contextmanager

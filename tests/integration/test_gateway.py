@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +27,8 @@ from actors.ledger import open_ledger
 from actors.models import OrderStatus, StageName
 from orchestration.cli import main
 from orchestration.render import render_status
-from orchestration.settings import load_settings
 from orchestration.wiring import replica_name
-from tests.integration.chaos import STOCK
-from tests.integration.front_door import ServingDoor, fresh_orders, serving_door
+from tests.integration.front_door import ServingDoor, door_settings, fresh_orders, serving_door
 from tests.support import free_port, wait_until
 
 KEYS = {name: f"gateway-{name}" for name in ("rate", "breaker", "cancel", "due")}
@@ -42,29 +39,22 @@ OPEN_S = 2.0
 @pytest.fixture(scope="module")
 def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingDoor]:
     out = tmp_path_factory.mktemp("gateway")
-    settings = load_settings(
-        {
-            "namespace": f"gateway-{uuid.uuid4().hex[:8]}",
-            "time_scale": 0.0,
-            "orders": 0,
-            "out_dir": str(out),
-            "log_level": "WARNING",
-            "max_in_flight": 20,
-            "material": STOCK,
-            # Back-offs of several seconds: an order retried at all would take seconds, not milliseconds.
-            "logistics": {
-                "retry": {"attempts": 3, "base_delay_s": 4.0, "max_delay_s": 8.0},
-                # One failed call is enough to open (the rate over a window is the unit tests' business):
-                # every order is then either in flight when it opens or held and sent as a trial call.
-                "breaker": {"minimum_calls": 1, "window": 10, "open_s": OPEN_S, "half_open_calls": 12},
-            },
-            "http": {
-                "port": free_port(),
-                "api_keys": list(KEYS.values()),
-                "rate_limit_per_s": RATE_PER_S,
-                "replicas": 2,
-            },
-        }
+    settings = door_settings(
+        "gateway",
+        out,
+        # Back-offs of several seconds: an order retried at all would take seconds, not milliseconds.
+        logistics={
+            "retry": {"attempts": 3, "base_delay_s": 4.0, "max_delay_s": 8.0},
+            # One failed call is enough to open (the rate over a window is the unit tests' business):
+            # every order is then either in flight when it opens or held and sent as a trial call.
+            "breaker": {"minimum_calls": 1, "window": 10, "open_s": OPEN_S, "half_open_calls": 12},
+        },
+        http={
+            "port": free_port(),
+            "api_keys": list(KEYS.values()),
+            "rate_limit_per_s": RATE_PER_S,
+            "replicas": 2,
+        },
     )
     with serving_door(settings, out, KEYS["rate"]) as door:
         yield door

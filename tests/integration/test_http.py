@@ -27,11 +27,10 @@ from actors.models import STAGES, OrderStatus
 from actors.models.messages import SubmitReceipt
 from orchestration.cli import main
 from orchestration.cli.http_submit import submit_over_http
-from orchestration.settings import load_settings
 from orchestration.wiring import dispatcher_name
 from tests.integration.browser import routes_on_the_api_docs
-from tests.integration.chaos import STOCK, Killer
-from tests.integration.front_door import ServingDoor, fresh_orders, serving_door
+from tests.integration.chaos import Killer
+from tests.integration.front_door import ServingDoor, door_settings, fresh_orders, serving_door
 from tests.support import free_port, wait_until
 
 KEY = "integration-key"
@@ -43,17 +42,8 @@ TERMINAL = {status.value for status in (OrderStatus.COMPLETED, OrderStatus.FAILE
 @pytest.fixture(scope="module")
 def door(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingDoor]:
     out = tmp_path_factory.mktemp("http")
-    settings = load_settings(
-        {
-            "namespace": f"http-{uuid.uuid4().hex[:8]}",
-            "time_scale": 0.0,
-            "orders": 0,
-            "out_dir": str(out),
-            "log_level": "WARNING",
-            "max_in_flight": 20,
-            "material": STOCK,
-            "http": {"port": free_port(), "api_keys": [KEY], "max_queued": 50, "max_batch": 100},
-        }
+    settings = door_settings(
+        "http", out, http={"port": free_port(), "api_keys": [KEY], "max_queued": 50, "max_batch": 100}
     )
     with serving_door(settings, out, KEY) as door:
         yield door
