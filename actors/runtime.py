@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
+from typing import Any
 
 import ray
 
@@ -23,6 +25,25 @@ def prepare_process(log_level: str | None) -> None:
     limit_malloc_arenas()
     if log_level:
         configure_logging(log_level)
+
+
+def construct_again(instance: Any, *args: Any) -> None:
+    """Run an actor's constructor again, in its own process, with new arguments: how a parked system
+    is renewed without starting a process (`FanoutSystem.renewed`; sent through `__ray_call__`)."""
+    type(instance).__init__(instance, *args)
+
+
+def close_actor(instance: Any) -> None:
+    """Release an actor's store connections, leaving its process up (`FanoutSystem.park`)."""
+    instance.close()
+
+
+def cancel_soon(task: asyncio.Task[Any]) -> None:
+    """Cancel a task from any thread: an async actor's control calls (`__ray_call__`, a sync
+    method) run beside its event loop, not on it. A task whose loop is gone is left alone."""
+    loop = task.get_loop()
+    if not task.done() and not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
 
 
 # glibc's mallopt parameter number for the arena cap (malloc.h: M_ARENA_MAX).

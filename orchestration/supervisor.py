@@ -63,6 +63,12 @@ class PoolSupervisor:
                 self._join(stage, index, self._start_replica(stage, index))
         return self.replicas()
 
+    def adopt_pools(self, replicas: dict[str, Any]) -> None:
+        """Every stage's first replicas, already running under their names (a renewed system's)."""
+        for stage in STAGES:
+            for index in range(self._settings.pool(stage).replicas):
+                self._join(stage, index, replicas[replica_name(stage, index)])
+
     def attach(self, shards: list[Any]) -> None:
         """The Dispatcher shards to keep up to date, then the first push: version 1."""
         self._shards = list(shards)

@@ -3,8 +3,9 @@
 `start` creates the stage pools (through the supervisor, which owns them from then on) and the
 Dispatcher shards; `run` feeds a source through them until every accepted order has its outcome;
 `submit` hands records to a serving run; `drain` stops admitting; `status` reads the shards, the
-Producer and the replicas; `replay` completes a dead letter; `shutdown` stops everything. Nobody
-outside this module juggles actor handles or object refs.
+Producer and the replicas; `replay` completes a dead letter; `shutdown` stops everything; `park`
+and `renewed` keep the actor processes for the next settings instead. Nobody outside this module
+juggles actor handles or object refs.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from actors.errors import FanoutError, LedgerUnavailable, NotServing, ReplayRefu
 from actors.intake.intake_run import RunPlan
 from actors.intake.sources import Row, SourceSpec
 from actors.ledger import SqlLedger, open_ledger
-from actors.models import OrderOutcome, RejectedRecord, StageName
+from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt, SystemStatus
+from actors.runtime import close_actor, construct_again
 from orchestration.digest import OutcomeDigest, digest
 from orchestration.output import RunFiles
 from orchestration.report import RunSummary, RunTally
@@ -38,8 +40,12 @@ from orchestration.wiring import (
     connect_ray,
     create_dispatchers,
     create_producer,
+    dispatcher_args,
     dispatcher_name,
     kill_all,
+    producer_args,
+    replica_args,
+    replica_name,
     wait_until_ready,
 )
 
@@ -108,16 +114,7 @@ class FanoutSystem:
         """Create every stage replica, the Dispatcher shards and the Producer, and wait until all are
         running (on the Ray this process is connected to, or else on one `connect` finds or starts)."""
         cls.connect(settings)
-        artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
-        for warning in settings.timeout_warnings():
-            logger.bind(stage="system").warning(warning)
-        spec = settings.ledger_spec()
-        ledger = open_ledger(spec, create=True) if spec is not None else None
-        if ledger is not None:
-            ledger.bind(settings.stage_setup())  # before any replica restores a checkpoint
-            logger.bind(stage="system").info("ledger {}: {}", spec, ledger.outcome_counts() or "new")
-        else:
-            _new_scratch_workshop(settings)
+        ledger, artifacts_dir = _prepare_store(settings)
         supervisor = PoolSupervisor(settings, artifacts_dir)
         replicas = supervisor.create_pools()
         dispatchers = create_dispatchers(settings, supervisor.member_names())
@@ -132,6 +129,64 @@ class FanoutSystem:
             raise
         supervisor.start()
         return system
+
+    def park(self) -> None:
+        """Stop supervising and release every store connection, the actors' and this driver's, and
+        leave the actor processes up for `renewed`. Starting a system costs a worker process per
+        actor, most of it Ray's own start-up; a test suite or a notebook that tries one setting after
+        another keeps a parked system instead."""
+        self._supervisor.stop()
+        # Each close queues behind the calls an actor still has (abandoned ones too), so a parked
+        # actor is idle: nothing from this system's runs lands in the next settings' ledger.
+        closes = [actor.__ray_call__.remote(close_actor) for actor in self.actors().values()]
+        ray.get(closes, timeout=self.settings.actor_start_timeout_s)
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def renewed(self, settings: FanoutSettings) -> FanoutSystem:
+        """What `start(settings)` makes, on this parked system's actor processes: each actor is
+        constructed again with the new settings (its ledger, out dir, business rules, policies) in
+        the process it has, and none is started. It keeps this system's namespace and needs the same
+        pools: replicas per stage and shards (with the same Ray options, which are fixed at creation).
+
+        Ray restarts a crashed actor with the arguments it was created with, not these: a renewed
+        system is for runs in which no actor is killed."""
+        settings = settings.model_copy(update={"namespace": self.settings.namespace})
+        replicas = self._supervisor.replicas()
+        wanted = {replica_name(stage, i) for stage in STAGES for i in range(settings.pool(stage).replicas)}
+        if wanted != set(replicas) or settings.control.dispatchers != len(self._dispatchers):
+            raise ValueError("a system is renewed only with the pools it has: the same replicas and shards")
+        ledger, artifacts_dir = _prepare_store(settings)
+        supervisor = PoolSupervisor(settings, artifacts_dir)
+        supervisor.adopt_pools(replicas)
+        members = supervisor.member_names()
+        renewals = [
+            supervisor.replicas()[replica_name(stage, i)].__ray_call__.remote(
+                construct_again, *replica_args(settings, stage, i, artifacts_dir)
+            )
+            for stage in STAGES
+            for i in range(settings.pool(stage).replicas)
+        ]
+        renewals += [
+            shard.__ray_call__.remote(construct_again, *dispatcher_args(settings, members, i))
+            for i, shard in enumerate(self._dispatchers)
+        ]
+        renewals.append(self._producer.__ray_call__.remote(construct_again, *producer_args(settings)))
+        system = type(self)(settings, supervisor, self._dispatchers, self._producer, ledger)
+        try:
+            ray.get(renewals, timeout=settings.actor_start_timeout_s)
+            supervisor.attach(self._dispatchers)
+        except Exception:
+            system.shutdown()
+            raise
+        supervisor.start()
+        return system
+
+    def actors(self) -> dict[str, Any]:
+        """Every actor of the system by name: stage replicas, Dispatcher shards and the Producer."""
+        shards = {dispatcher_name(i): handle for i, handle in enumerate(self._dispatchers)}
+        return {**self._supervisor.replicas(), **shards, "producer": self._producer}
 
     def run(
         self,
@@ -295,6 +350,22 @@ def _get_refusing(ref: Any, refusal: type[FanoutError], answer: type[T]) -> T:
     if not isinstance(value, answer):
         raise TypeError(f"expected {answer.__name__} from the actor, got {type(value).__name__}")
     return value
+
+
+def _prepare_store(settings: FanoutSettings) -> tuple[SqlLedger | None, Path | None]:
+    """The driver's ledger, bound to the run's business rules before any replica restores a
+    checkpoint (or a fresh scratch workshop without one), and the artifacts dir."""
+    artifacts_dir = settings.out_dir.expanduser().resolve() if settings.artifacts else None
+    for warning in settings.timeout_warnings():
+        logger.bind(stage="system").warning(warning)
+    spec = settings.ledger_spec()
+    ledger = open_ledger(spec, create=True) if spec is not None else None
+    if ledger is not None:
+        ledger.bind(settings.stage_setup())
+        logger.bind(stage="system").info("ledger {}: {}", spec, ledger.outcome_counts() or "new")
+    else:
+        _new_scratch_workshop(settings)
+    return ledger, artifacts_dir
 
 
 def _new_scratch_workshop(settings: FanoutSettings) -> None:

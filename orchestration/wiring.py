@@ -79,15 +79,6 @@ def create_replica(settings: FanoutSettings, stage: StageName, index: int, artif
     and comes back from the same checkpoint."""
     pool = settings.pool(stage)
     name = replica_name(stage, index)
-    context = ReplicaContext(
-        replica=name,
-        index=index,
-        replica_count=pool.slots,
-        time_scale=settings.time_scale,
-        artifacts_dir=artifacts_dir,
-        log_level=settings.log_level,
-        ledger=settings.stage_ledger_spec(stage),
-    )
     options: dict[str, Any] = {
         "name": name,
         "namespace": settings.namespace,
@@ -101,7 +92,21 @@ def create_replica(settings: FanoutSettings, stage: StageName, index: int, artif
         options["resources"] = dict(pool.resources)
     groups = {CONTROL_GROUP: 1}
     actor_class = ray.remote(concurrency_groups=groups)(STAGE_CLASSES[stage])  # type: ignore[call-overload]  # Ray accepts it; its overloads omit it
-    return _create(actor_class, options, settings.stage_config(stage), context)
+    return _create(actor_class, options, *replica_args(settings, stage, index, artifacts_dir))
+
+
+def replica_args(settings: FanoutSettings, stage: StageName, index: int, artifacts_dir: Path | None) -> tuple[Any, ...]:
+    """What a stage replica is constructed with: its stage's business config and its place."""
+    context = ReplicaContext(
+        replica=replica_name(stage, index),
+        index=index,
+        replica_count=settings.pool(stage).slots,
+        time_scale=settings.time_scale,
+        artifacts_dir=artifacts_dir,
+        log_level=settings.log_level,
+        ledger=settings.stage_ledger_spec(stage),
+    )
+    return settings.stage_config(stage), context
 
 
 def dispatcher_name(shard: int) -> str:
@@ -111,11 +116,6 @@ def dispatcher_name(shard: int) -> str:
 def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[str]]) -> list[Any]:
     """The Dispatcher shards, `dispatcher-0` … They are given the replicas by name, which a restarted
     shard resolves again; the supervisor then pushes the member lists as they are now."""
-    timeouts = {stage: settings.pool(stage).timeout_s for stage in STAGES}
-    retries = {stage: settings.pool(stage).retry for stage in STAGES}
-    by_name = {
-        stage: {name: NamedActor(name, settings.namespace) for name in names} for stage, names in members.items()
-    }
     shards = []
     for shard in range(settings.control.dispatchers):
         options = {
@@ -123,25 +123,33 @@ def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[s
             "namespace": settings.namespace,
             "num_cpus": settings.control.num_cpus,
             # Async actor: enough concurrent calls for every admitted order plus control calls.
-            "max_concurrency": max(1000, settings.max_in_flight + 100),
+            "max_concurrency": dispatcher_concurrency(settings),
             **_restart_options(settings),
         }
-        shards.append(
-            _create(
-                ray.remote(Dispatcher),
-                options,
-                by_name,
-                timeouts,
-                settings.max_in_flight,
-                settings.log_level,
-                retries,
-                settings.ledger_spec(),
-                settings.batching,
-                shard,
-                {stage: settings.pool(stage).breaker for stage in STAGES},
-            )
-        )
+        shards.append(_create(ray.remote(Dispatcher), options, *dispatcher_args(settings, members, shard)))
     return shards
+
+
+def dispatcher_concurrency(settings: FanoutSettings) -> int:
+    return max(1000, settings.max_in_flight + 100)
+
+
+def dispatcher_args(settings: FanoutSettings, members: dict[StageName, list[str]], shard: int) -> tuple[Any, ...]:
+    """What a Dispatcher shard is constructed with: the replicas by name, and every stage's policies."""
+    by_name = {
+        stage: {name: NamedActor(name, settings.namespace) for name in names} for stage, names in members.items()
+    }
+    return (
+        by_name,
+        {stage: settings.pool(stage).timeout_s for stage in STAGES},
+        settings.max_in_flight,
+        settings.log_level,
+        {stage: settings.pool(stage).retry for stage in STAGES},
+        settings.ledger_spec(),
+        settings.batching,
+        shard,
+        {stage: settings.pool(stage).breaker for stage in STAGES},
+    )
 
 
 def create_producer(settings: FanoutSettings) -> Any:
@@ -154,10 +162,13 @@ def create_producer(settings: FanoutSettings) -> Any:
         "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         **_restart_options(settings),
     }
+    return _create(ray.remote(Producer), options, *producer_args(settings))
+
+
+def producer_args(settings: FanoutSettings) -> tuple[Any, ...]:
+    """What the Producer is constructed with: the shards by name, its window and its store."""
     shards = [NamedActor(dispatcher_name(shard), settings.namespace) for shard in range(settings.control.dispatchers)]
-    return _create(
-        ray.remote(Producer),
-        options,
+    return (
         shards,
         settings.max_in_flight,
         settings.control.outbox_limit,

@@ -51,7 +51,7 @@ from actors.models.breakers import BreakerSnapshot
 from actors.models.messages import DispatcherStats, PoolMembers
 from actors.models.wire import dumped
 from actors.naming import resolve_present
-from actors.runtime import prepare_process
+from actors.runtime import cancel_soon, prepare_process
 from actors.telemetry import DispatchMetrics
 
 
@@ -369,7 +369,10 @@ class Dispatcher:
         await self._clients[stage].drained(name)
 
     def close(self) -> None:
-        """Release the shard's ledger connection."""
+        """Stop the gauges and any batch under way, and release the shard's ledger connection."""
+        for task in [self._gauges, *self._tasks]:
+            if task is not None:
+                cancel_soon(task)
         if self._ledger is not None:
             self._ledger.close()
 

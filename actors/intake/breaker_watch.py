@@ -14,6 +14,7 @@ from typing import Any
 from loguru import logger
 
 from actors.models.breakers import BreakerSnapshot, BreakerState
+from actors.runtime import cancel_soon
 
 LOOK_EVERY_S = 0.5
 
@@ -41,6 +42,12 @@ class BreakerWatch:
 
     def take(self, shard: int, snapshots: list[BreakerSnapshot]) -> None:
         self._by_shard[shard] = snapshots
+
+    def stop(self) -> None:
+        """Stop watching; callable from any thread (the loop's, or a control call's)."""
+        if self._task is not None:
+            cancel_soon(self._task)
+            self._task = None
 
     async def look(self) -> None:
         """Ask every shard once."""

@@ -114,7 +114,8 @@ class Producer:
             self._run.stop()
 
     def close(self) -> None:
-        """Release the Producer's ledger connection."""
+        """Stop watching the breakers and release the Producer's ledger connection."""
+        self._breakers.stop()
         if self._ledger is not None:
             self._ledger.close()
 
