@@ -14,6 +14,7 @@ import ray
 from actors.ledger import open_ledger
 from orchestration.settings import FanoutSettings, load_settings
 from orchestration.system import FanoutSystem
+from tests.integration.parked import ParkedSystems
 
 # The session's Ray has no dashboard and sends no worker logs to the driver, yet its log monitor
 # globs the log directory every 0.1 s and its node reporter walks every process every 5 s: together
@@ -26,13 +27,18 @@ QUIET_SESSION_RAY = {
 }
 
 
+SESSION_CPUS = 8
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as env:
         for name, value in QUIET_SESSION_RAY.items():
             env.setenv(name, value)
-        # address="local": never attach to some other cluster running on this machine.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # address="local": never attach to some other cluster running on this machine. Logical CPUs
+        # are what actors reserve (0.1 each by default), not cores: eight let parked systems (see
+        # parked.py) stay up beside a test's own.
+        ray.init(address="local", num_cpus=SESSION_CPUS, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -51,18 +57,41 @@ def settings_for(tmp_path):
     return build
 
 
+@pytest.fixture(scope="session")
+def parked_systems(ray_session) -> Iterator[ParkedSystems]:
+    parked = ParkedSystems()
+    yield parked
+    parked.shutdown()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report kept on the test, so that its fixtures know whether it passed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def start_system(ray_session, settings_for):
+def start_system(parked_systems, settings_for, request):
+    """Starts a system for the test, or renews a parked one with the same pools (tests/integration/
+    parked.py); parks it again after a test that passed, else shuts it down."""
     started: list[FanoutSystem] = []
+    renewable = request.node.get_closest_marker("restarts_actors") is None
 
     def start(**overrides: Any) -> FanoutSystem:
-        system = FanoutSystem.start(settings_for(**overrides))
+        settings = settings_for(**overrides)
+        system = parked_systems.start(settings, renewable=renewable and "namespace" not in overrides)
         started.append(system)
         return system
 
     yield start
+    passed = getattr(request.node, "report_call", None) is not None and request.node.report_call.passed
     for system in started:
-        system.shutdown()
+        if passed:
+            parked_systems.stop(system)
+        else:
+            system.shutdown()
 
 
 @pytest.fixture

@@ -37,58 +37,6 @@ from tests.support import wait_until
 pytestmark = pytest.mark.slow
 
 
-def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(ledger_of, start_system, store, request):
-    """On each store; on PostgreSQL the database is disrupted too: its connections are terminated
-    every few seconds and the server crashes and restarts once, while replicas are being killed."""
-    replicas = dict.fromkeys(STAGES, 1) | {StageName.MATERIAL: 2, StageName.PRODUCTION: 2, StageName.PACKAGING: 2}
-    system = start_system(
-        time_scale=0.0,
-        material={"replicas": 2, **STOCK},
-        production={"replicas": 2},
-        packaging={"replicas": 2},
-        quality={"defect_rate": 0.05},
-        ledger=store,
-    )
-    killer = Killer(system.settings.namespace, replicas, every_s=0.3)
-    disruptor = None
-    if store:
-        disruptor = DatabaseDisruptor(request.getfixturevalue("postgres_server"), store["location"].rsplit("/", 1)[1])
-    orders = 2000  # on both stores: the size the kill test keeps
-    started = time.perf_counter()
-    for thread in filter(None, (killer, disruptor)):
-        thread.start()
-    try:
-        result = system.run(SourceSpec(count=orders), keep_outcomes=True)
-    finally:
-        for thread in filter(None, (killer, disruptor)):
-            thread.stop.set()
-            thread.join()
-    elapsed = time.perf_counter() - started
-    if disruptor is not None:
-        assert disruptor.restarts == 1 and disruptor.terminated >= 10, (disruptor.restarts, disruptor.terminated)
-    assert result.summary.lost == 0 and len(result.outcomes) == orders
-    counts = audit(system, ledger_of(system), orders)
-    kills = sum(killer.kills.values())
-    # Kills kept coming throughout: about one a second here alone, fewer when restarts queue on a loaded machine.
-    assert kills >= max(20, elapsed / 4), (kills, elapsed, killer.kills)
-    assert len({name.rsplit("-", 1)[0] for name in killer.kills}) >= 4, killer.kills  # across the stages
-    assert counts["failed"] > 0  # QC rejects were compensated under fire too
-    replays = sum(1 for o in result.outcomes for r in o.results.values() if r.replayed)
-    logger.info(
-        "kill test ({}): {} orders, {} kills {}, {} ticks waiting for restarts, lost 0, duplicated {}, {} "
-        "answers from the ledger, {:.1f} s{}",
-        "postgresql" if store else "sqlite",
-        counts["orders"],
-        kills,
-        dict(killer.kills),
-        killer.skipped,
-        counts["duplicated"],
-        replays,
-        elapsed,
-        f", {disruptor.terminated} connections terminated, 1 server restart" if disruptor else "",
-    )
-
-
 def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_orders_loses_nothing(
     ledger_of, start_system, postgres_server, postgres_url
 ):
@@ -120,47 +68,6 @@ def test_a_postgresql_server_crashed_and_restarted_three_times_during_2000_order
         counts["duplicated"],
         elapsed,
     )
-
-
-def test_killing_a_dispatcher_shard_and_the_producer_mid_run_still_accounts_for_every_order_once(
-    ledger_of, start_system, store
-):
-    """The control plane's actors, killed during one run: a Dispatcher shard twice (its restart
-    resumes its orders in flight from the ledger) and the Producer once (its restart re-reads the
-    source; what it had already handed over is counted once). On SQLite the run has two shards and
-    `dispatcher-0` is the one killed while `dispatcher-1` keeps going; on PostgreSQL it has one,
-    so that both counts are covered without a third run."""
-    shards = 2 if not store else 1
-    system = start_system(
-        time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger=store, control={"dispatchers": shards}
-    )
-    namespace = system.settings.namespace
-    plan = [(300, "dispatcher-0"), (600, "producer"), (900, "dispatcher-0")]
-    kills = []
-    # A shard's count of orders it concluded starts again at 0 when it restarts: read before each kill.
-    # (At zero wait, by the time the last kill lands the killed shard may have no order left to run.)
-    done_before_kills = [0] * shards
-
-    def kill_on_plan(progress, tally):
-        if len(kills) < len(plan) and tally.terminal >= plan[len(kills)][0]:
-            name = plan[len(kills)][1]
-            actor = ray.get_actor(name, namespace=namespace)
-            if name.startswith("dispatcher-"):
-                stats = ray.get(actor.stats.remote())
-                done_before_kills[stats.shard] += stats.orders_done
-            ray.kill(actor, no_restart=False)
-            kills.append(tally.terminal)
-
-    result = system.run(SourceSpec(count=1200), keep_outcomes=True, on_progress=kill_on_plan)
-    assert len(kills) == len(plan), kills
-    ids = [o.order_id for o in result.outcomes]
-    assert result.summary.lost == 0 and len(ids) == len(set(ids)) == 1200  # the re-reads were counted once
-    audit(system, ledger_of(system), 1200)
-    done = [
-        shard.orders_done + before
-        for shard, before in zip(system.status(snapshots=False).dispatchers, done_before_kills, strict=True)
-    ]
-    assert all(count > 0 for count in done), done  # every shard did its share
 
 
 def test_a_database_down_past_the_retry_budget_stops_the_run_with_the_reason_and_the_same_run_finishes_it(
@@ -469,3 +376,102 @@ def test_a_used_order_id_with_other_details_is_rejected_not_answered_from_the_le
     again = system.run(SourceSpec(count=10, seed=2), keep_outcomes=True)  # same ids, other orders after the 3 originals
     assert again.summary.from_ledger == 3 and again.summary.rejected == 7
     assert all(r.errors[0].field == "order_id" and "other details" in r.errors[0].reason for r in again.rejects)
+
+
+# Last in the module: Ray restarts these tests' actors, so they start systems of their own, and the
+# systems parked by the tests above (see parked.py) are still there for each other.
+
+
+@pytest.mark.restarts_actors
+def test_random_replica_kills_during_a_run_lose_nothing_and_do_nothing_twice(ledger_of, start_system, store, request):
+    """On each store; on PostgreSQL the database is disrupted too: its connections are terminated
+    every few seconds and the server crashes and restarts once, while replicas are being killed."""
+    replicas = dict.fromkeys(STAGES, 1) | {StageName.MATERIAL: 2, StageName.PRODUCTION: 2, StageName.PACKAGING: 2}
+    system = start_system(
+        time_scale=0.0,
+        material={"replicas": 2, **STOCK},
+        production={"replicas": 2},
+        packaging={"replicas": 2},
+        quality={"defect_rate": 0.05},
+        ledger=store,
+    )
+    killer = Killer(system.settings.namespace, replicas, every_s=0.3)
+    disruptor = None
+    if store:
+        disruptor = DatabaseDisruptor(request.getfixturevalue("postgres_server"), store["location"].rsplit("/", 1)[1])
+    orders = 2000  # on both stores: the size the kill test keeps
+    started = time.perf_counter()
+    for thread in filter(None, (killer, disruptor)):
+        thread.start()
+    try:
+        result = system.run(SourceSpec(count=orders), keep_outcomes=True)
+    finally:
+        for thread in filter(None, (killer, disruptor)):
+            thread.stop.set()
+            thread.join()
+    elapsed = time.perf_counter() - started
+    if disruptor is not None:
+        assert disruptor.restarts == 1 and disruptor.terminated >= 10, (disruptor.restarts, disruptor.terminated)
+    assert result.summary.lost == 0 and len(result.outcomes) == orders
+    counts = audit(system, ledger_of(system), orders)
+    kills = sum(killer.kills.values())
+    # Kills kept coming throughout: about one a second here alone, fewer when restarts queue on a loaded machine.
+    assert kills >= max(20, elapsed / 4), (kills, elapsed, killer.kills)
+    assert len({name.rsplit("-", 1)[0] for name in killer.kills}) >= 4, killer.kills  # across the stages
+    assert counts["failed"] > 0  # QC rejects were compensated under fire too
+    replays = sum(1 for o in result.outcomes for r in o.results.values() if r.replayed)
+    logger.info(
+        "kill test ({}): {} orders, {} kills {}, {} ticks waiting for restarts, lost 0, duplicated {}, {} "
+        "answers from the ledger, {:.1f} s{}",
+        "postgresql" if store else "sqlite",
+        counts["orders"],
+        kills,
+        dict(killer.kills),
+        killer.skipped,
+        counts["duplicated"],
+        replays,
+        elapsed,
+        f", {disruptor.terminated} connections terminated, 1 server restart" if disruptor else "",
+    )
+
+
+@pytest.mark.restarts_actors
+def test_killing_a_dispatcher_shard_and_the_producer_mid_run_still_accounts_for_every_order_once(
+    ledger_of, start_system, store
+):
+    """The control plane's actors, killed during one run: a Dispatcher shard twice (its restart
+    resumes its orders in flight from the ledger) and the Producer once (its restart re-reads the
+    source; what it had already handed over is counted once). On SQLite the run has two shards and
+    `dispatcher-0` is the one killed while `dispatcher-1` keeps going; on PostgreSQL it has one,
+    so that both counts are covered without a third run."""
+    shards = 2 if not store else 1
+    system = start_system(
+        time_scale=0.0, material=STOCK, quality={"defect_rate": 0.05}, ledger=store, control={"dispatchers": shards}
+    )
+    namespace = system.settings.namespace
+    plan = [(300, "dispatcher-0"), (600, "producer"), (900, "dispatcher-0")]
+    kills = []
+    # A shard's count of orders it concluded starts again at 0 when it restarts: read before each kill.
+    # (At zero wait, by the time the last kill lands the killed shard may have no order left to run.)
+    done_before_kills = [0] * shards
+
+    def kill_on_plan(progress, tally):
+        if len(kills) < len(plan) and tally.terminal >= plan[len(kills)][0]:
+            name = plan[len(kills)][1]
+            actor = ray.get_actor(name, namespace=namespace)
+            if name.startswith("dispatcher-"):
+                stats = ray.get(actor.stats.remote())
+                done_before_kills[stats.shard] += stats.orders_done
+            ray.kill(actor, no_restart=False)
+            kills.append(tally.terminal)
+
+    result = system.run(SourceSpec(count=1200), keep_outcomes=True, on_progress=kill_on_plan)
+    assert len(kills) == len(plan), kills
+    ids = [o.order_id for o in result.outcomes]
+    assert result.summary.lost == 0 and len(ids) == len(set(ids)) == 1200  # the re-reads were counted once
+    audit(system, ledger_of(system), 1200)
+    done = [
+        shard.orders_done + before
+        for shard, before in zip(system.status(snapshots=False).dispatchers, done_before_kills, strict=True)
+    ]
+    assert all(count > 0 for count in done), done  # every shard did its share

@@ -45,6 +45,7 @@ def _orders_of_b(tmp_path):
     return SourceSpec(path=path), {order.order_id for order in orders}
 
 
+@pytest.mark.restarts_actors
 def test_two_systems_on_one_database_at_once_share_the_workshop_and_nothing_else(
     start_system, store, tmp_path, closing, capsys
 ):
