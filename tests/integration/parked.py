@@ -61,9 +61,9 @@ class ParkedSystems:
     """The session's parked systems: at most `keep`, none parked longer than `keep_s`.
 
     A parked system is not free: each of its idle worker processes spends about 1 % of a core on
-    Ray's own timers, so eight of them cost a start's CPU in about a minute and a half."""
+    Ray's own timers, so eight of them cost about a start's CPU in a minute."""
 
-    def __init__(self, keep: int = 3, keep_s: float = 90.0) -> None:
+    def __init__(self, keep: int = 3, keep_s: float = 60.0) -> None:
         self.keep, self.keep_s = keep, keep_s
         self._parked: list[tuple[Shape, FanoutSystem, float]] = []
         self._pids: dict[int, dict[str, int]] = {}  # by id(system): its actors' processes when it began
