@@ -4,7 +4,6 @@ the first Ctrl-C or SIGTERM drains, a second one leaves."""
 from __future__ import annotations
 
 import signal
-import sys
 from typing import Any
 
 from rich.console import Console
@@ -25,7 +24,7 @@ from orchestration.cli.exit_codes import (
     EXIT_START,
     EXIT_USAGE,
 )
-from orchestration.cli.terminal import stdout_console
+from orchestration.cli.terminal import reserve_stdout, stdout_console, write_answer
 from orchestration.render import render_summary
 from orchestration.settings import FanoutSettings
 from orchestration.system import FanoutSystem, RunResult
@@ -37,6 +36,8 @@ def run_command(settings: FanoutSettings, as_json: bool, serve: bool, err: Conso
     except SourceError as error:
         err.print(f"[red]cannot read orders:[/red] {error}")
         return EXIT_USAGE
+    if as_json:
+        reserve_stdout()  # before Ray starts forwarding log lines
     system = start_system(settings, err)
     if isinstance(system, int):
         return system
@@ -68,7 +69,7 @@ def run_command(settings: FanoutSettings, as_json: bool, serve: bool, err: Conso
     if result.summary.orders_total == 0:
         err.print(f"[yellow]warning:[/yellow] {settings.source().label} held no records")
     if as_json:
-        sys.stdout.write(result.summary.model_dump_json() + "\n")
+        write_answer(result.summary.model_dump_json())
     else:
         render_summary(stdout_console(), result.summary, result.files)
     if result.summary.not_started:  # a stop came while records were still unread
