@@ -151,7 +151,8 @@ class FanoutSystem:
         pools: replicas per stage and shards (with the same Ray options, which are fixed at creation).
 
         Ray restarts a crashed actor with the arguments it was created with, not these: a renewed
-        system is for runs in which no actor is killed."""
+        system is for runs in which no actor is killed. The parked system is spent: its actors are
+        the renewed one's now."""
         settings = settings.model_copy(update={"namespace": self.settings.namespace})
         replicas = self._supervisor.replicas()
         wanted = {replica_name(stage, i) for stage in STAGES for i in range(settings.pool(stage).replicas)}
@@ -162,7 +163,7 @@ class FanoutSystem:
         supervisor.adopt_pools(replicas)
         members = supervisor.member_names()
         renewals = [
-            supervisor.replicas()[replica_name(stage, i)].__ray_call__.remote(
+            replicas[replica_name(stage, i)].__ray_call__.remote(
                 construct_again, *replica_args(settings, stage, i, artifacts_dir)
             )
             for stage in STAGES
