@@ -43,15 +43,14 @@ def shape_of(settings: FanoutSettings) -> Shape | None:
     return (settings.ledger.enabled, settings.ledger.max_restarts, control, pools)
 
 
-def _pid(actor: Any) -> int:
-    return os.getpid()
-
-
 def actor_pids(system: FanoutSystem) -> dict[str, int] | None:
     """Each actor's process id; None when one does not answer (dead, or restarting)."""
     actors = system.actors()
     try:
-        pids = ray.get([handle.__ray_call__.remote(_pid) for handle in actors.values()], timeout=PIDS_TIMEOUT_S)
+        # A lambda travels by value: a function of this module would make every worker import it,
+        # and with it half of `orchestration`.
+        asked = [handle.__ray_call__.remote(lambda actor: os.getpid()) for handle in actors.values()]
+        pids = ray.get(asked, timeout=PIDS_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - any actor that cannot say is one not to park
         return None
     return dict(zip(actors, pids, strict=True))
