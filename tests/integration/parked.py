@@ -66,7 +66,6 @@ class ParkedSystems:
         self.keep, self.keep_s = keep, keep_s
         self._parked: list[tuple[Shape, FanoutSystem, float]] = []
         self._pids: dict[int, dict[str, int]] = {}  # by id(system): its actors' processes when it began
-        self.started = self.renewed = 0
 
     def start(self, settings: FanoutSettings, renewable: bool = True) -> FanoutSystem:
         self._evict()
@@ -75,11 +74,9 @@ class ParkedSystems:
             if shape is not None and parked_shape == shape:
                 del self._parked[index]
                 system = parked.renewed(settings)
-                self.renewed += 1
                 break
         else:
             system = FanoutSystem.start(settings)
-            self.started += 1
         if shape is not None and (pids := actor_pids(system)) is not None:
             self._pids[id(system)] = pids
         return system
