@@ -22,11 +22,19 @@ import ray
 from loguru import logger
 
 from actors.dispatch.sharding import shard_of
-from actors.errors import FanoutError, LedgerUnavailable, NotServing, ReplayRefused, RunIncomplete, describe_error
+from actors.errors import (
+    FanoutError,
+    LedgerUnavailable,
+    NotServing,
+    ReplayRefused,
+    RunIncomplete,
+    describe_error,
+    ledger_outage,
+)
 from actors.intake.intake_run import RunPlan
 from actors.intake.sources import Row, SourceSpec
 from actors.ledger import SqlLedger, open_ledger
-from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName
+from actors.models import STAGES, OrderOutcome, RejectedRecord, StageName, StageSnapshot
 from actors.models.messages import LostOrder, ProducerProgress, SubmitReceipt, SystemStatus
 from actors.runtime import close_actor, construct_again
 from orchestration.digest import OutcomeDigest, digest
@@ -221,6 +229,7 @@ class FanoutSystem:
                     stop_sent = True
                 progress: ProducerProgress = ray.get(producer.poll.remote(plan, POLL_BATCH, POLL_WAIT_S))
                 self._collect(progress, tally, collected, files, keep_outcomes, seen)
+                self._note_outage(progress)
                 if on_progress is not None:
                     on_progress(progress, tally)
                 if progress.finished:
@@ -278,7 +287,10 @@ class FanoutSystem:
         except Exception as error:  # noqa: BLE001 - a restarting Producer: status goes on without it
             self.log.debug("no description from the producer: {}", describe_error(error))
             described = None
-        taken = {stage: collect_snapshots(self._supervisor.replicas(stage)) for stage in StageName} if snapshots else {}
+        taken: dict[StageName, list[StageSnapshot]] = {}
+        if snapshots:  # every replica asked at once: one that must probe a store found down waits alone
+            every = collect_snapshots(self._supervisor.replicas())
+            taken = {stage: [s for s in every if s.stage is stage] for stage in StageName}
         return SystemStatus(
             namespace=self.settings.namespace,
             dispatchers=shards,
@@ -299,6 +311,16 @@ class FanoutSystem:
         self._supervisor.stop_replicas()
         if self._ledger is not None:
             self._ledger.close()
+
+    def _note_outage(self, progress: ProducerProgress) -> None:
+        """An order lost because the store is down (a stage, the Dispatcher or the Producer spent
+        its retry budget on it) tells this driver as much: its own next transaction probes once."""
+        if self._ledger is None:
+            return
+        for lost in progress.lost:
+            if (outage := ledger_outage(lost.reason)) is not None:
+                self._ledger.found_down_elsewhere(str(outage))
+                return
 
     @staticmethod
     def _collect(

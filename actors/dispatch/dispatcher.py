@@ -311,6 +311,8 @@ class Dispatcher:
                 )
             except Exception as error:  # noqa: BLE001 - this order's answer; its batch-mates go on
                 answers[i] = error
+                if isinstance(error, LedgerUnavailable) and self._ledger is not None:
+                    self._ledger.found_down_elsewhere(str(error))  # a stage spent its budget on it
                 continue
             if letters:
                 self.log.bind(order_id=order.order_id).warning(

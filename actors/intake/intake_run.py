@@ -379,6 +379,8 @@ class IntakeRun:
             self._outbox.outcome(answer)
             return
         reason = describe_error(answer)  # reported as lost; the run ends non-zero
+        if isinstance(answer, LedgerUnavailable) and self._ledger is not None:
+            self._ledger.found_down_elsewhere(str(answer))  # the Dispatcher spent its budget on it
         self.log.bind(order_id=order.order_id).error("dispatcher call failed: {}", reason)
         self._outbox.lose(LostOrder(order_id=order.order_id, reason=reason, resumable=self._ledger is not None))
 

@@ -267,6 +267,10 @@ class PostgresLedger(SqlLedger):
     def retry_afresh(self) -> None:
         self._down = None
 
+    def found_down_elsewhere(self, reason: str) -> None:
+        if self._down is None:
+            self._down, self._probe_at = reason, time.monotonic()  # the next transaction probes at once
+
     def _lock_schema(self, db: Connection) -> None:
         db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
 

@@ -113,6 +113,15 @@ class SqlLedger(RequestLedger, ScheduleLedger, ABC):
         store is back. (Only a store with a breaker has anything to forget.)"""
         return
 
+    def found_down_elsewhere(self, reason: str) -> None:
+        """Another process of the run spent its retry budget on this store: take it to be down, so
+        that this process's next transaction tries once (a probe) instead of spending a budget of
+        its own. Each process spending its budget in turn, one after the other as the outage
+        reached it (stage replicas, then the Dispatcher, the Producer, the driver), ended a run
+        several budgets after the store went down instead of one. (Only a store with a breaker has
+        anything to note.)"""
+        return
+
     @abstractmethod
     def close(self) -> None:
         """Release the store's connections; closing twice is harmless."""

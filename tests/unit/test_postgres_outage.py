@@ -61,3 +61,32 @@ def test_a_new_run_retries_afresh_instead_of_failing_at_once(postgres_server, po
         assert ledger.outcome_counts() == {}
     finally:
         ledger.close()
+
+
+def test_a_store_another_process_found_down_probes_once_instead_of_spending_its_own_budget(
+    postgres_server, postgres_url
+):
+    """Each process of a run has its own store and budget; told by a peer that the store is down
+    (a stage's answer, the Dispatcher's, the Producer's), it probes once. Told wrongly, the probe
+    finds the store and nothing fails."""
+    ledger = PostgresLedger(postgres_url, create=True, retry_s=5.0, probe_every_s=60.0)
+    try:
+        ledger.found_down_elsewhere("ledger ... unreachable for 5 s or more (said a stage)")
+        assert ledger.outcome_counts() == {}  # it is up: the probe found it, and the store is up again
+        assert ledger.outcome_counts() == {}
+        postgres_server.stop("immediate")
+        try:
+            ledger.found_down_elsewhere("ledger ... unreachable for 5 s or more (said the Dispatcher)")
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailable, match="unreachable"):
+                ledger.outcome_counts()
+            assert time.monotonic() - started < 2.0  # one probe, not a 5 s budget
+            ledger.found_down_elsewhere("said another")  # already down: its own breaker decides
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailable, match="unreachable"):
+                ledger.outcome_counts()
+            assert time.monotonic() - started < 0.1
+        finally:
+            postgres_server.start()
+    finally:
+        ledger.close()
