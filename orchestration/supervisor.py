@@ -63,11 +63,19 @@ class PoolSupervisor:
                 self._join(stage, index, self._start_replica(stage, index))
         return self.replicas()
 
-    def adopt_pools(self, replicas: dict[str, Any]) -> None:
-        """Every stage's first replicas, already running under their names (a renewed system's)."""
+    def adopt_pools(self, replicas: dict[str, Any]) -> dict[str, Any]:
+        """Every stage's first replicas: those already running under their names (a renewed
+        system's) adopted, the others started; returns the started ones, by name (not waited for).
+        A running replica past its pool's size is not adopted: its owner stops it."""
+        started = {}
         for stage in STAGES:
             for index in range(self._settings.pool(stage).replicas):
-                self._join(stage, index, replicas[replica_name(stage, index)])
+                name = replica_name(stage, index)
+                handle = replicas.get(name)
+                if handle is None:
+                    handle = started[name] = self._start_replica(stage, index)
+                self._join(stage, index, handle)
+        return started
 
     def attach(self, shards: list[Any]) -> None:
         """The Dispatcher shards to keep up to date, then the first push: version 1."""

@@ -48,6 +48,7 @@ from orchestration.wiring import (
     connect_ray,
     create_dispatchers,
     create_producer,
+    creation_options,
     dispatcher_args,
     dispatcher_name,
     kill_all,
@@ -155,27 +156,33 @@ class FanoutSystem:
     def renewed(self, settings: FanoutSettings) -> FanoutSystem:
         """What `start(settings)` makes, on this parked system's actor processes: each actor is
         constructed again with the new settings (its ledger, out dir, business rules, policies) in
-        the process it has, and none is started. It keeps this system's namespace and needs the same
-        pools: replicas per stage and shards (with the same Ray options, which are fixed at creation).
+        the process it has. A pool may have another size: a replica past the new size is stopped, a
+        missing one started, so only the difference costs processes. It keeps this system's
+        namespace, and needs the same Ray options fixed at creation (`wiring.creation_options`):
+        the shards, and each pool's CPUs, resources and scheduling.
 
         Ray restarts a crashed actor with the arguments it was created with, not these: a renewed
         system is for runs in which no actor is killed. The parked system is spent: its actors are
         the renewed one's now."""
         settings = settings.model_copy(update={"namespace": self.settings.namespace})
+        if creation_options(settings) != creation_options(self.settings):
+            raise ValueError("a system is renewed only with the Ray options its actors were created with")
         replicas = self._supervisor.replicas()
-        wanted = {replica_name(stage, i) for stage in STAGES for i in range(settings.pool(stage).replicas)}
-        if wanted != set(replicas) or settings.control.dispatchers != len(self._dispatchers):
-            raise ValueError("a system is renewed only with the pools it has: the same replicas and shards")
         ledger, artifacts_dir = _prepare_store(settings)
         supervisor = PoolSupervisor(settings, artifacts_dir)
-        supervisor.adopt_pools(replicas)
+        started = supervisor.adopt_pools(replicas)
+        adopted = supervisor.replicas()
+        for name, handle in replicas.items():
+            if name not in adopted:
+                ray.kill(handle, no_restart=True)
         members = supervisor.member_names()
         renewals = [
-            replicas[replica_name(stage, i)].__ray_call__.remote(
+            adopted[replica_name(stage, i)].__ray_call__.remote(
                 construct_again, *replica_args(settings, stage, i, artifacts_dir)
             )
             for stage in STAGES
             for i in range(settings.pool(stage).replicas)
+            if replica_name(stage, i) not in started
         ]
         renewals += [
             shard.__ray_call__.remote(construct_again, *dispatcher_args(settings, members, i))
@@ -185,6 +192,7 @@ class FanoutSystem:
         system = type(self)(settings, supervisor, self._dispatchers, self._producer, ledger)
         try:
             ray.get(renewals, timeout=settings.actor_start_timeout_s)
+            wait_until_ready(started, settings.actor_start_timeout_s)
             supervisor.attach(self._dispatchers)
         except Exception:
             system.shutdown()

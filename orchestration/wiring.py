@@ -130,6 +130,19 @@ def create_dispatchers(settings: FanoutSettings, members: dict[StageName, list[s
     return shards
 
 
+def creation_options(settings: FanoutSettings) -> tuple[Any, ...]:
+    """Every Ray option fixed when the system's actors are created, pool sizes aside: per pool its
+    CPUs, memory, resources and scheduling; the shards, their CPUs and concurrency; and whether
+    actors restart (with a ledger) and how often. A parked system is renewed only for settings that
+    agree on all of these (`FanoutSystem.renewed`)."""
+    pools = tuple(
+        (p.num_cpus, p.memory_mb, tuple(sorted(p.resources.items())), p.scheduling)
+        for p in (settings.pool(stage) for stage in STAGES)
+    )
+    control = (settings.control.dispatchers, settings.control.num_cpus, dispatcher_concurrency(settings))
+    return (settings.ledger.enabled, settings.ledger.max_restarts, control, pools)
+
+
 def dispatcher_concurrency(settings: FanoutSettings) -> int:
     return max(1000, settings.max_in_flight + 100)
 

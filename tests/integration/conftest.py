@@ -5,7 +5,7 @@ Every test here is marked `integration` by the hook in tests/conftest.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -72,22 +72,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.fixture
-def start_system(parked_systems, settings_for, request):
-    """Starts a system for the test, or renews a parked one with the same pools (tests/integration/
-    parked.py); parks it again after a test that passed, else shuts it down."""
-    started: list[FanoutSystem] = []
-    renewable = request.node.get_closest_marker("restarts_actors") is None
+class SystemStarter:
+    """`start_system`'s value: called, it starts a system for the test (or renews a parked one);
+    `done(system)` hands one back before the test ends, parked at once when its actors are intact,
+    so that the test's next start can renew it."""
 
-    def start(**overrides: Any) -> FanoutSystem:
-        settings = settings_for(**overrides)
-        system = parked_systems.start(settings, renewable=renewable and "namespace" not in overrides)
-        started.append(system)
+    def __init__(self, parked: ParkedSystems, settings_for: Callable[..., FanoutSettings], renewable: bool) -> None:
+        self.parked, self.settings_for, self.renewable = parked, settings_for, renewable
+        self.started: list[FanoutSystem] = []
+
+    def __call__(self, **overrides: Any) -> FanoutSystem:
+        settings = self.settings_for(**overrides)
+        system = self.parked.start(settings, renewable=self.renewable and "namespace" not in overrides)
+        self.started.append(system)
         return system
 
-    yield start
+    def done(self, system: FanoutSystem) -> None:
+        self.started.remove(system)
+        self.parked.stop(system)
+
+
+@pytest.fixture
+def start_system(parked_systems, settings_for, request):
+    """Starts a system for the test, or renews a parked one with the same Ray options (tests/
+    integration/parked.py); parks it again after a test that passed, else shuts it down."""
+    starter = SystemStarter(parked_systems, settings_for, request.node.get_closest_marker("restarts_actors") is None)
+    yield starter
     passed = getattr(request.node, "report_call", None) is not None and request.node.report_call.passed
-    for system in started:
+    for system in starter.started:
         if passed:
             parked_systems.stop(system)
         else:

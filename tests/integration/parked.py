@@ -1,13 +1,15 @@
-"""Started systems kept between tests, and renewed for the next test that asks for the same pools.
+"""Started systems kept between tests, and renewed for the next test whose actors take the same Ray options.
 
 A system's start costs a Ray worker process per actor, most of it Ray's own start-up (about 0.6
 CPU-s each here), and most integration tests start one. A test that ends with every actor still in
-the process it started in leaves its system parked (`FanoutSystem.park`); the next test whose pools
-have the same shape gets it renewed (`FanoutSystem.renewed`): every actor constructed again with
-that test's settings (its own ledger, out dir, business rules and policies) in the same processes.
-A test that kills actors is therefore isolated as before: its system is shut down, not parked.
+the process it started in leaves its system parked (`FanoutSystem.park`); the next test whose actors
+are created with the same Ray options (`wiring.creation_options`) gets it renewed
+(`FanoutSystem.renewed`): every actor constructed again with that test's settings (its own ledger,
+out dir, business rules and policies) in the same processes, a pool of another size resized (the
+replicas past it stopped, the missing ones started). A test that kills actors is therefore isolated
+as before: its system is shut down, not parked.
 
-Not renewed: tests that name their namespace, autoscaled pools (their shape changes), and tests
+Not renewed: tests that name their namespace, autoscaled pools (their size is their policy's), and tests
 marked `restarts_actors`: Ray restarts an actor with the arguments it was created with, which for a
 renewed system are an earlier test's.
 """
@@ -16,31 +18,28 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import ray
 
-from actors.models import STAGES
+from actors.models import STAGES, StageName
 from orchestration.settings import FanoutSettings
 from orchestration.system import FanoutSystem
-from orchestration.wiring import dispatcher_concurrency
+from orchestration.wiring import creation_options
 
 PIDS_TIMEOUT_S = 10.0
 
-Shape = tuple[Any, ...]
 
-
-def shape_of(settings: FanoutSettings) -> Shape | None:
-    """What a renewed system must share with the test's settings: every Ray option fixed when an
-    actor is created (pool sizes, resources, restarts, concurrency). None: never renewed."""
+def pools_of(settings: FanoutSettings) -> dict[StageName, int] | None:
+    """Replicas per stage, which a renewal may change; None: never renewed (an autoscaled pool's
+    size is its policy's, not the settings')."""
     if settings.autoscaled():
         return None
-    pools = tuple(
-        (p.replicas, p.num_cpus, p.memory_mb, tuple(sorted(p.resources.items())), p.scheduling)
-        for p in (settings.pool(stage) for stage in STAGES)
-    )
-    control = (settings.control.dispatchers, settings.control.num_cpus, dispatcher_concurrency(settings))
-    return (settings.ledger.enabled, settings.ledger.max_restarts, control, pools)
+    return {stage: settings.pool(stage).replicas for stage in STAGES}
+
+
+def processes_to_start(have: dict[StageName, int], want: dict[StageName, int]) -> int:
+    """What renewing a system with pools `have` for pools `want` costs: the replicas it starts."""
+    return sum(max(0, want[stage] - have[stage]) for stage in STAGES)
 
 
 def actor_pids(system: FanoutSystem) -> dict[str, int] | None:
@@ -64,20 +63,29 @@ class ParkedSystems:
 
     def __init__(self, keep: int = 3, keep_s: float = 60.0) -> None:
         self.keep, self.keep_s = keep, keep_s
-        self._parked: list[tuple[Shape, FanoutSystem, float]] = []
+        self._parked: list[tuple[FanoutSystem, float]] = []
         self._pids: dict[int, dict[str, int]] = {}  # by id(system): its actors' processes when it began
 
     def start(self, settings: FanoutSettings, renewable: bool = True) -> FanoutSystem:
+        """A parked system renewed for `settings` if one was created with the same Ray options (the
+        one that starts the fewest replicas), else a new one."""
         self._evict()
-        shape = shape_of(settings) if renewable else None
-        for index, (parked_shape, parked, _) in enumerate(self._parked):
-            if shape is not None and parked_shape == shape:
-                del self._parked[index]
+        want = pools_of(settings) if renewable else None
+        system = None
+        if want is not None:
+            options = creation_options(settings)
+            fits = [
+                (processes_to_start(pools_of(parked.settings) or want, want), index)
+                for index, (parked, _) in enumerate(self._parked)
+                if creation_options(parked.settings) == options
+            ]
+            if fits:
+                _, index = min(fits)
+                parked, _ = self._parked.pop(index)
                 system = parked.renewed(settings)
-                break
-        else:
+        if system is None:
             system = FanoutSystem.start(settings)
-        if shape is not None and (pids := actor_pids(system)) is not None:
+        if want is not None and (pids := actor_pids(system)) is not None:
             self._pids[id(system)] = pids
         return system
 
@@ -85,8 +93,7 @@ class ParkedSystems:
         """Park the system if every actor is still the process it was when the test began; else shut
         it down."""
         began = self._pids.pop(id(system), None)
-        shape = shape_of(system.settings)
-        if began is None or shape is None or actor_pids(system) != began:
+        if began is None or actor_pids(system) != began:
             system.shutdown()
             return
         try:
@@ -94,17 +101,17 @@ class ParkedSystems:
         except Exception:  # noqa: BLE001 - a system that cannot park is shut down instead
             system.shutdown()
             return
-        self._parked.append((shape, system, time.monotonic()))
+        self._parked.append((system, time.monotonic()))
         self._evict()
 
     def _evict(self) -> None:
         """Shut down what was parked too long ago, then the oldest past `keep`."""
         now = time.monotonic()
-        while self._parked and (len(self._parked) > self.keep or now - self._parked[0][2] > self.keep_s):
-            _, oldest, _ = self._parked.pop(0)
+        while self._parked and (len(self._parked) > self.keep or now - self._parked[0][1] > self.keep_s):
+            oldest, _ = self._parked.pop(0)
             oldest.shutdown()
 
     def shutdown(self) -> None:
-        for _, system, _ in self._parked:
+        for system, _ in self._parked:
             system.shutdown()
         self._parked.clear()

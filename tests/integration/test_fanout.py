@@ -217,10 +217,28 @@ def test_one_two_or_four_material_replicas_complete_the_same_orders(start_system
                 assert outcome.results[StageName.MATERIAL].status is StageStatus.BUSINESS_FAILURE, outcome.order_id
             else:
                 assert outcome.results[StageName.MATERIAL].status is StageStatus.OK, outcome.order_id
-        system.shutdown()
+        start_system.done(system)  # the next pool size renews it: only the replicas it adds are started
     assert completed[1] == completed[2] == completed[4]
     assert 0 < len(completed[1]) < 24  # QC rejected some of the 24 stocked orders, and the rest completed
     assert len(replicas_used[4]) >= 3  # the orders really were shared out
+
+
+def test_pending_calls_stay_bounded_when_a_stage_saturates(start_system):
+    # Production is the bottleneck (20 ms per order, one replica): orders pile up for it, but only in
+    # the Dispatcher's own queues: at most `max_in_flight` admitted, at most the Producer's window in
+    # all, and never more than `max_outstanding` batch calls waiting at the replica.
+    system = start_system(time_scale=0.01, max_in_flight=40, batching={"max_batch": 8, "max_outstanding": 2})
+    samples = []
+    result = system.run(
+        SourceSpec(count=300), on_progress=lambda *_: samples.append(system.status(snapshots=False).dispatchers[0])
+    )
+    assert result.summary.completed == 300 and len(samples) > 10
+    for stats in samples:
+        assert stats.in_flight <= 40 and stats.in_flight + stats.waiting <= WINDOW_PER_ADMITTED * 40
+        for loads in stats.stages.values():
+            assert sum(load.ongoing for load in loads) <= 40
+            assert all(load.calls_in_flight <= 2 for load in loads)
+    assert max(load.queued for stats in samples for load in stats.stages[StageName.PRODUCTION]) > 10  # it saturated
 
 
 def test_serials_and_tracking_numbers_are_unique_across_a_run_and_the_actors_are_named(start_system):
@@ -302,21 +320,3 @@ def kill_for_good(actor) -> datetime:
             return datetime.now().astimezone()
         time.sleep(0.01)
     raise AssertionError(f"{actor} still answers after ray.kill")
-
-
-def test_pending_calls_stay_bounded_when_a_stage_saturates(start_system):
-    # Production is the bottleneck (20 ms per order, one replica): orders pile up for it, but only in
-    # the Dispatcher's own queues: at most `max_in_flight` admitted, at most the Producer's window in
-    # all, and never more than `max_outstanding` batch calls waiting at the replica.
-    system = start_system(time_scale=0.01, max_in_flight=40, batching={"max_batch": 8, "max_outstanding": 2})
-    samples = []
-    result = system.run(
-        SourceSpec(count=300), on_progress=lambda *_: samples.append(system.status(snapshots=False).dispatchers[0])
-    )
-    assert result.summary.completed == 300 and len(samples) > 10
-    for stats in samples:
-        assert stats.in_flight <= 40 and stats.in_flight + stats.waiting <= WINDOW_PER_ADMITTED * 40
-        for loads in stats.stages.values():
-            assert sum(load.ongoing for load in loads) <= 40
-            assert all(load.calls_in_flight <= 2 for load in loads)
-    assert max(load.queued for stats in samples for load in stats.stages[StageName.PRODUCTION]) > 10  # it saturated
