@@ -68,15 +68,22 @@ def cluster(postgres_server, prometheus_port):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def prometheus(cluster, prometheus_port):
+def prometheus_started(cluster, prometheus_port):
     """A real Prometheus from the cluster's first minute to its last, scraping every node through the
-    service-discovery file Ray's metrics agent writes (the file Ray's own Prometheus config names)."""
+    service-discovery file Ray's metrics agent writes (the file Ray's own Prometheus config names).
+    Not waited for here: it finds the nodes while the first job runs."""
     server = PrometheusServer(cluster.temp_dir / "prom_metrics_service_discovery.json", port=prometheus_port)
     try:
-        server.wait_for_scrapes([f"http://127.0.0.1:{port}/metrics" for port in cluster.metrics_ports])
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def prometheus(cluster, prometheus_started):
+    """The module's Prometheus, once it has scraped every node."""
+    prometheus_started.wait_for_scrapes([f"http://127.0.0.1:{port}/metrics" for port in cluster.metrics_ports])
+    return prometheus_started
 
 
 @pytest.fixture(scope="module")
