@@ -153,7 +153,7 @@ def test_a_sigkilled_driver_resumes_on_its_ledger_without_reprocessing(ledger_of
     _wait_for_outcomes(driver, location, 300, "before the driver is killed")
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    _wait_until_still(location)
+    _wait_until_still(location, driver.pid)
     with closing(_open(location)) as ledger:
         finished_before = {o: ledger.outcome(o) for o in _ids(ledger)}
         in_flight = [e.order_id for e in ledger.effects_of(StageName.MATERIAL) if e.order_id not in finished_before]
@@ -293,9 +293,28 @@ def _wait_for_outcomes(driver: subprocess.Popen, location: str, count: int, when
         wait_until(enough, timeout_s=120, interval_s=0.2, what=f"{count} orders done {when}")
 
 
-def _wait_until_still(location: str, quiet_s: float = 3.0, timeout_s: float = 60) -> None:
+def _exited(pid: int) -> bool:
+    """Whether a process is gone (a zombie, killed and not yet reaped by its raylet, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _wait_until_still(location: str, driver_pid: int, quiet_s: float = 0.5, timeout_s: float = 60) -> None:
     """The dead driver's actors die a moment after it (Ray marks them dead first, and kills their
-    processes after): wait until nothing has written to the ledger for `quiet_s`."""
+    processes after): wait until every actor process of its job has exited, and then nothing has been
+    written to the ledger for `quiet_s` (a commit the store had received from a process just killed).
+    (A quiet ledger alone needed a long quiet, 3 s, to be sure the actors were not merely between
+    writes.)"""
+    jobs = {job["JobID"] for job in ray._private.state.jobs() if job["DriverPid"] == driver_pid}
+    assert jobs, f"no Ray job for driver process {driver_pid}"
+
+    def actors_gone() -> bool:
+        actors = [a for a in ray._private.state.actors().values() if a["JobID"] in jobs]
+        return bool(actors) and all(a["State"] == "DEAD" and _exited(a["Pid"]) for a in actors)
+
+    wait_until(actors_gone, timeout_s, interval_s=0.1, what="the dead driver's actor processes to exit")
     last = {"counts": None, "since": time.monotonic()}
 
     def still() -> bool:
