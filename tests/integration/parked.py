@@ -82,7 +82,12 @@ class ParkedSystems:
             if fits:
                 _, index = min(fits)
                 parked, _ = self._parked.pop(index)
-                system = parked.renewed(settings)
+                try:
+                    system = parked.renewed(settings)
+                except Exception:  # noqa: BLE001 - a start says why, if it fails too
+                    # Spent either way: a name a resize needed still held by an actor stopping, or
+                    # settings no system starts with (then the start below raises what it must).
+                    parked.shutdown()
         if system is None:
             system = FanoutSystem.start(settings)
         if want is not None and (pids := actor_pids(system)) is not None:
