@@ -21,7 +21,7 @@ import time
 
 import ray
 
-from actors.models import STAGES, StageName
+from actors.models import STAGES
 from orchestration.settings import FanoutSettings
 from orchestration.system import FanoutSystem
 from orchestration.wiring import creation_options
@@ -29,17 +29,9 @@ from orchestration.wiring import creation_options
 PIDS_TIMEOUT_S = 10.0
 
 
-def pools_of(settings: FanoutSettings) -> dict[StageName, int] | None:
-    """Replicas per stage, which a renewal may change; None: never renewed (an autoscaled pool's
-    size is its policy's, not the settings')."""
-    if settings.autoscaled():
-        return None
-    return {stage: settings.pool(stage).replicas for stage in STAGES}
-
-
-def processes_to_start(have: dict[StageName, int], want: dict[StageName, int]) -> int:
-    """What renewing a system with pools `have` for pools `want` costs: the replicas it starts."""
-    return sum(max(0, want[stage] - have[stage]) for stage in STAGES)
+def processes_to_start(parked: FanoutSettings, wanted: FanoutSettings) -> int:
+    """What renewing a system parked with `parked` for `wanted` costs: the replicas it starts."""
+    return sum(max(0, wanted.pool(stage).replicas - parked.pool(stage).replicas) for stage in STAGES)
 
 
 def actor_pids(system: FanoutSystem) -> dict[str, int] | None:
@@ -70,12 +62,13 @@ class ParkedSystems:
         """A parked system renewed for `settings` if one was created with the same Ray options (the
         one that starts the fewest replicas), else a new one."""
         self._evict()
-        want = pools_of(settings) if renewable else None
+        # An autoscaled pool's size is its policy's, not the settings': never renewed.
+        renewable = renewable and not settings.autoscaled()
         system = None
-        if want is not None:
+        if renewable:
             options = creation_options(settings)
             fits = [
-                (processes_to_start(pools_of(parked.settings) or want, want), index)
+                (processes_to_start(parked.settings, settings), index)
                 for index, (parked, _) in enumerate(self._parked)
                 if creation_options(parked.settings) == options
             ]
@@ -90,7 +83,7 @@ class ParkedSystems:
                     parked.shutdown()
         if system is None:
             system = FanoutSystem.start(settings)
-        if want is not None and (pids := actor_pids(system)) is not None:
+        if renewable and (pids := actor_pids(system)) is not None:
             self._pids[id(system)] = pids
         return system
 
